@@ -1,0 +1,67 @@
+"""The application factory: one aiohttp app holding the proxy, the bridge and the ops endpoints."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+import bridge
+import proxy
+from sheepdog.clock import Clock, SystemClock
+from sheepdog.config import Config, load_config
+from sheepdog.db import Database
+from sheepdog.ops import setup_ops
+from sheepdog.runtime import RUNTIME, ConfigLoader, ReadinessCheck, Runtime
+
+# Big enough for any request body the halves accept; each half enforces its own, smaller limit
+# and answers with its own error shape.
+_CLIENT_MAX_SIZE = 1024**3
+
+
+def create_app(
+    config: Config,
+    *,
+    registry: CollectorRegistry | None = None,
+    clock: Clock | None = None,
+    config_loader: ConfigLoader | None = None,
+) -> web.Application:
+    """Build the service from a validated config. Parses no argv and reads no file itself.
+
+    ``registry`` defaults to a fresh one (so tests never share metrics); ``config_loader`` is what
+    a reload calls, by default reading ``config.source`` again.
+    """
+    app = web.Application(client_max_size=_CLIENT_MAX_SIZE)
+    runtime = Runtime(
+        config=config,
+        registry=registry if registry is not None else CollectorRegistry(),
+        clock=clock if clock is not None else SystemClock(),
+        db=Database(config.state_dir),
+        load_config=config_loader or (lambda: load_config(config.source, os.environ)),
+    )
+    app[RUNTIME] = runtime
+    runtime.readiness_checks["database"] = _database_readiness(runtime.db)
+    app.cleanup_ctx.append(_database_context)
+    setup_ops(app)
+    proxy.setup(app)
+    bridge.setup(app)
+    return app
+
+
+async def _database_context(app: web.Application) -> AsyncIterator[None]:
+    db = app[RUNTIME].db
+    await db.open()
+    yield
+    await db.close()
+
+
+def _database_readiness(db: Database) -> ReadinessCheck:
+    def check() -> str | None:
+        if db.is_open and db.last_error is None:
+            return None
+        return f"database unavailable: {db.last_error or 'not open'}"
+
+    return check
+

@@ -1,0 +1,126 @@
+"""The ``sheepdog`` command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from urllib.parse import urlsplit
+
+from sheepdog import __version__
+from sheepdog.config import Config, discover_config_path, load_config
+from sheepdog.errors import ConfigError
+
+EXIT_CONFIG_ERROR = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    command: Callable[[argparse.Namespace], int] = args.command
+    try:
+        return command(args)
+    except ConfigError as exc:
+        print(f"sheepdog: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+
+
+def load_from_args(args: argparse.Namespace) -> Config:
+    """The config named by ``--config`` / ``$SHEEPDOG_CONFIG`` / ``./sheepdog.yaml`` / defaults."""
+    return load_config(discover_config_path(args.config, os.environ), os.environ)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sheepdog",
+        description="LLM relay proxy with metering, and an Alertmanager bridge.",
+    )
+    parser.add_argument("--version", action="version", version=f"sheepdog {__version__}")
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the service")
+    serve.set_defaults(command=_serve)
+
+    check = commands.add_parser("check-config", help="validate the config and print a summary")
+    check.set_defaults(command=_check_config)
+
+    for sub in (serve, check):
+        _add_config_option(sub)
+    return parser
+
+
+def _add_config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="config file (default: $SHEEPDOG_CONFIG, else ./sheepdog.yaml, else the defaults)",
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from sheepdog.serve import serve  # imports aiohttp and the whole app: only when serving
+
+    config = load_from_args(args)
+    return serve(config)
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    config = load_from_args(args)
+    print(describe(config))
+    return 0
+
+
+def describe(config: Config) -> str:
+    """A summary for people; it names every part but prints no secret."""
+    auth = config.auth
+    auth_parts = []
+    if auth.bearer_tokens:
+        auth_parts.append(f"{len(auth.bearer_tokens)} bearer token(s)")
+    if auth.basic is not None:
+        auth_parts.append(f"basic ({auth.basic.username})")
+    upstream = config.proxy.upstream
+    lines = [
+        f"config: {config.source or 'built-in defaults'} (valid)",
+        f"listen: {config.listen}",
+        f"state_dir: {config.state_dir}",
+        f"auth: {', '.join(auth_parts) or 'none (loopback only)'}",
+        f"proxy.upstream: {upstream.base_url} (api key {'set' if upstream.api_key else 'not set'}"
+        f", timeout {upstream.timeout_seconds:g}s)",
+        f"proxy.clients: {len(config.proxy.clients) or 'none (open proxy, loopback only)'}",
+    ]
+    for client in config.proxy.clients:
+        budget = client.monthly_budget_usd
+        lines.append(
+            f"  {client.name}: "
+            + (f"monthly budget ${budget:,.2f}" if budget is not None else "no budget")
+        )
+    billing = config.proxy.billing
+    lines.append(
+        f"proxy.billing: {billing.currency} {billing.usd_rate:g} per USD "
+        f"(market {billing.market_usd_rate:g})"
+    )
+    lines.append(f"proxy.pricing: {len(config.proxy.pricing)} models")
+    lines.append(f"bridge.timezone: {config.bridge.timezone}")
+    if config.bridge.templates_dir is not None:
+        lines.append(f"bridge.templates_dir: {config.bridge.templates_dir}")
+    lines.append(f"bridge.targets: {len(config.bridge.targets)}")
+    for target in config.bridge.targets.values():
+        lines.append(f"  {target.name}: {target.type} {_target_destination(config, target.name)}")
+    return "\n".join(lines)
+
+
+def _target_destination(config: Config, name: str) -> str:
+    target = config.bridge.targets[name]
+    rate = f", {target.rate_per_minute:g}/min" if target.rate_per_minute else ""
+    if target.url is not None:
+        # The path and query carry the robot key or webhook token: show only the host.
+        host = urlsplit(target.url.reveal()).hostname or "?"
+        return f"→ {host}{rate}"
+    if target.smtp is not None:
+        return f"→ {', '.join(target.to)} via {target.smtp.host}:{target.smtp.port}{rate}"
+    return f"→ stdout{rate}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

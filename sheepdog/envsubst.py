@@ -1,0 +1,49 @@
+"""``${VAR}`` and ``${VAR:-default}`` expansion in the string values of a parsed YAML tree."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from sheepdog.errors import ConfigError
+
+# $$ is a literal dollar; ${NAME} or ${NAME:-default} is a variable. A bare $ stays as it is.
+_PATTERN = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_tree(node: Any, env: Mapping[str, str], path: str = "") -> Any:
+    """Return ``node`` with every string value expanded; keys are left as written."""
+    if isinstance(node, str):
+        return expand_string(node, env, path)
+    if isinstance(node, dict):
+        return {key: expand_tree(value, env, _join(path, key)) for key, value in node.items()}
+    if isinstance(node, list):
+        return [expand_tree(item, env, f"{path}[{index}]") for index, item in enumerate(node)]
+    return node
+
+
+def expand_string(text: str, env: Mapping[str, str], path: str) -> str:
+    """Expand one string; an unset variable without a default is an error naming it."""
+    if "$" not in text:
+        return text
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, default = match.group(1), match.group(2)
+        value = env.get(name)
+        if value is not None:
+            return value
+        if default is not None:
+            return default
+        raise ConfigError(
+            path or "config",
+            f"environment variable {name} is not set (use ${{{name}:-default}} for a fallback)",
+        )
+
+    return _PATTERN.sub(replace, text)
+
+
+def _join(path: str, key: object) -> str:
+    return f"{path}.{key}" if path else str(key)

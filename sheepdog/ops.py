@@ -1,0 +1,113 @@
+"""Operations endpoints: ``/metrics``, ``/-/healthy``, ``/-/ready``, ``/-/reload``."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client.aiohttp import make_aiohttp_handler
+
+from sheepdog import __version__
+from sheepdog.auth import is_authorized, unauthorized
+from sheepdog.config import Config
+from sheepdog.errors import ConfigError
+from sheepdog.runtime import RUNTIME, Runtime
+
+log = logging.getLogger("sheepdog.ops")
+
+
+class OpsMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.build_info = Gauge(
+            "sheepdog_build_info",
+            "Always 1; labels say which sheepdog is running.",
+            ["version", "python"],
+            registry=registry,
+        )
+        self.build_info.labels(__version__, platform.python_version()).set(1)
+        self.reload_successful = Gauge(
+            "sheepdog_config_last_reload_successful",
+            "1 if the last configuration reload succeeded (or none was tried), else 0.",
+            registry=registry,
+        )
+        self.reload_successful.set(1)
+        self.reload_timestamp = Gauge(
+            "sheepdog_config_last_reload_success_timestamp_seconds",
+            "When the configuration was last loaded successfully.",
+            registry=registry,
+        )
+        self.reload_timestamp.set(time.time())
+
+
+OPS_METRICS = web.AppKey("sheepdog.ops_metrics", OpsMetrics)
+
+
+def setup_ops(app: web.Application) -> None:
+    runtime = app[RUNTIME]
+    app[OPS_METRICS] = OpsMetrics(runtime.registry)
+    app.router.add_get("/metrics", make_aiohttp_handler(runtime.registry))
+    app.router.add_get("/-/healthy", _healthy)
+    app.router.add_get("/-/ready", _ready)
+    app.router.add_post("/-/reload", _reload_endpoint)
+
+
+async def _healthy(request: web.Request) -> web.Response:
+    return web.Response(text="sheepdog is healthy.\n")
+
+
+async def _ready(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    problems = {name: reason for name, check in runtime.readiness_checks.items()
+                if (reason := check()) is not None}
+    if problems:
+        lines = "".join(f"{name}: {reason}\n" for name, reason in sorted(problems.items()))
+        return web.Response(status=503, text=f"sheepdog is not ready.\n{lines}")
+    return web.Response(text="sheepdog is ready.\n")
+
+
+async def _reload_endpoint(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    if not is_authorized(request, runtime.config.auth):
+        return unauthorized()
+    error = await reload_config(request.app)
+    if error is not None:
+        return web.json_response({"status": "refused", "error": error}, status=400)
+    return web.json_response({"status": "reloaded"})
+
+
+async def reload_config(app: web.Application) -> str | None:
+    """Load the config again and swap it in whole; on any error keep the old one.
+
+    Returns None on success, else the error (which names the key path and holds no secret).
+    """
+    runtime = app[RUNTIME]
+    metrics = app[OPS_METRICS]
+    async with runtime.reload_lock:
+        try:
+            new = runtime.load_config()
+            _check_fixed_settings(runtime, new)
+            for hook in runtime.reload_hooks:
+                hook.check(new)
+        except ConfigError as exc:
+            metrics.reload_successful.set(0)
+            log.error("config reload refused, the old config stays", extra={"reason": str(exc)})
+            return str(exc)
+        runtime.config = new
+        for hook in runtime.reload_hooks:
+            await hook.apply(new)
+        metrics.reload_successful.set(1)
+        metrics.reload_timestamp.set(time.time())
+        log.info("config reloaded", extra={"source": str(new.source or "built-in defaults")})
+        return None
+
+
+def _check_fixed_settings(runtime: Runtime, new: Config) -> None:
+    # The socket and the database file are opened once; changing them needs a restart.
+    old = runtime.config
+    if new.listen != old.listen:
+        raise ConfigError("listen", "cannot change on reload; restart sheepdog to move it")
+    if new.state_dir.resolve() != old.state_dir.resolve():
+        raise ConfigError("state_dir", "cannot change on reload; restart sheepdog to move it")

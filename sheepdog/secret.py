@@ -1,0 +1,43 @@
+"""A value that must never be printed: keys, tokens, passwords, URLs that carry a key."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Final
+
+REDACTED: Final = "<secret>"
+
+
+class Secret:
+    """Holds a secret string; ``str()`` and ``repr()`` print ``<secret>``.
+
+    Use :meth:`reveal` at the single place where the value is really needed (an HTTP header, an
+    SMTP login), and :meth:`matches` to compare a presented credential in constant time.
+    """
+
+    __slots__ = ("_encoded", "_value")
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+        self._encoded = value.encode("utf-8")
+
+    def reveal(self) -> str:
+        """The secret itself: only for sending it where it belongs."""
+        return self._value
+
+    def matches(self, presented: str | bytes) -> bool:
+        """Constant-time comparison with a credential a client presented."""
+        if isinstance(presented, str):
+            presented = presented.encode("utf-8", "surrogateescape")
+        return hmac.compare_digest(self._encoded, presented)
+
+    def __repr__(self) -> str:
+        return REDACTED
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and hmac.compare_digest(self._encoded, other._encoded)
+
+    def __hash__(self) -> int:
+        return hash(self._encoded)

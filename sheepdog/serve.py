@@ -1,0 +1,74 @@
+"""``sheepdog serve``: run the app on the configured address until SIGTERM or SIGINT.
+
+SIGHUP reloads the config, as ``POST /-/reload`` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+
+from sheepdog import __version__
+from sheepdog.app import create_app
+from sheepdog.config import Config
+from sheepdog.logs import configure_logging
+from sheepdog.ops import reload_config
+from sheepdog.runtime import RUNTIME
+
+log = logging.getLogger("sheepdog")
+
+
+class _LoggingHook:
+    """Applies a reloaded ``log_format`` and ``log_level``."""
+
+    def check(self, new: Config) -> None:
+        return None
+
+    async def apply(self, new: Config) -> None:
+        configure_logging(new.log_format, new.log_level)
+
+
+def serve(config: Config) -> int:
+    configure_logging(config.log_format, config.log_level)
+    app = create_app(config)
+    app[RUNTIME].reload_hooks.append(_LoggingHook())
+    app.on_startup.append(_on_startup)
+    try:
+        web.run_app(
+            app,
+            host=config.listen.host,
+            port=config.listen.port,
+            access_log=None,
+            print=None,
+            shutdown_timeout=10.0,
+            handle_signals=True,
+        )
+    except OSError as exc:
+        log.error("cannot listen", extra={"listen": str(config.listen), "reason": str(exc)})
+        return 1
+    log.info("stopped")
+    return 0
+
+
+async def _on_startup(app: web.Application) -> None:
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[str | None]] = set()
+
+    def on_sighup() -> None:
+        task = loop.create_task(reload_config(app))
+        tasks.add(task)  # keep a reference until it is done
+        task.add_done_callback(tasks.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
+    config = app[RUNTIME].config
+    log.info(
+        "sheepdog started",
+        extra={
+            "version": __version__,
+            "listen": str(config.listen),
+            "config": str(config.source or "built-in defaults"),
+        },
+    )
