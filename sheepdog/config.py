@@ -706,7 +706,7 @@ class _Section:
             path = self.child(file_key)
         elif inline is _MISSING or inline is None:
             if required:
-                raise ConfigError(self.child(key), f"required (or {file_key})")
+                raise ConfigError(self.child(key), "required")
             return None
         else:
             if isinstance(inline, bool) or not isinstance(inline, str | int):
