@@ -19,7 +19,9 @@ MakeConfig = Callable[..., Config]
 def make_config(tmp_path: Path) -> MakeConfig:
     """Build a validated config from YAML text or a dict; ``state_dir`` defaults to a temp dir."""
 
-    def make(source: str | dict[str, Any] | None = None, env: dict[str, str] | None = None) -> Config:
+    def make(
+        source: str | dict[str, Any] | None = None, env: dict[str, str] | None = None
+    ) -> Config:
         raw = yaml.safe_load(source) if isinstance(source, str) else dict(source or {})
         raw = raw or {}
         raw.setdefault("state_dir", str(tmp_path / "state"))
