@@ -233,6 +233,8 @@ def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Conf
         raise ConfigError(str(path), f"invalid YAML at {where}: {exc.problem}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(str(path), f"invalid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(str(path), "invalid YAML: nested too deeply") from None
     config = parse_config(raw, env=env, base_dir=path.parent)
     return _with_source(config, path)
 

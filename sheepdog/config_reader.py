@@ -33,6 +33,7 @@ class Section:
         return {str(key) for key in self._data}
 
     def child(self, key: str) -> str:
+        key = key or '""'  # an empty key must still show up in the path
         return f"{self._path}.{key}" if self._path else key
 
     def names(self) -> list[str]:

@@ -12,14 +12,26 @@ from sheepdog.errors import ConfigError
 _PATTERN = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
+# YAML aliases share nodes, so a small file can describe a huge tree ("billion laughs").
+MAX_NODES = 100_000
+
+
 def expand_tree(node: Any, env: Mapping[str, str], path: str = "") -> Any:
     """Return ``node`` with every string value expanded; keys are left as written."""
+    budget = [MAX_NODES]
+    return _expand(node, env, path, budget)
+
+
+def _expand(node: Any, env: Mapping[str, str], path: str, budget: list[int]) -> Any:
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise ConfigError(path or "config", f"more than {MAX_NODES} values (aliases expanded)")
     if isinstance(node, str):
         return expand_string(node, env, path)
     if isinstance(node, dict):
-        return {key: expand_tree(value, env, _join(path, key)) for key, value in node.items()}
+        return {k: _expand(v, env, _join(path, k), budget) for k, v in node.items()}
     if isinstance(node, list):
-        return [expand_tree(item, env, f"{path}[{index}]") for index, item in enumerate(node)]
+        return [_expand(item, env, f"{path}[{i}]", budget) for i, item in enumerate(node)]
     return node
 
 

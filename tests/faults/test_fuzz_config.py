@@ -1,0 +1,138 @@
+"""Fuzzing the config loader: whatever the file holds, the answer is a config or a ConfigError."""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sheepdog.config import load_config, parse_config
+from sheepdog.errors import ConfigError
+
+KNOWN_KEYS = [
+    "listen",
+    "state_dir",
+    "log_format",
+    "log_level",
+    "auth",
+    "bearer_tokens",
+    "basic",
+    "username",
+    "password",
+    "proxy",
+    "upstream",
+    "base_url",
+    "api_key",
+    "api_key_file",
+    "timeout_seconds",
+    "clients",
+    "name",
+    "key",
+    "key_file",
+    "monthly_budget_usd",
+    "billing",
+    "currency",
+    "usd_rate",
+    "market_usd_rate",
+    "pricing",
+    "input",
+    "output",
+    "bridge",
+    "timezone",
+    "templates_dir",
+    "targets",
+    "type",
+    "url",
+    "url_file",
+    "mentions",
+    "userids",
+    "mobiles",
+    "rate_per_minute",
+    "smtp",
+    "host",
+    "port",
+    "security",
+    "from",
+    "to",
+    "retry",
+]
+SENTINEL = "fuzz-sentinel-secret-4242"
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
+    st.sampled_from(
+        [
+            "wechat",
+            "slack",
+            "email",
+            "log",
+            "127.0.0.1:8000",
+            "${X}",
+            "${X:-d}",
+            "https://example.com/x",
+            SENTINEL,
+            "0.0.0.0:1",
+            "starttls",
+            "json",
+        ]
+    ),
+)
+keys = st.one_of(st.sampled_from(KNOWN_KEYS), st.text(max_size=8), st.integers())
+trees: st.SearchStrategy[Any] = st.recursive(
+    scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(keys, children, max_size=5)
+    ),
+    max_leaves=30,
+)
+
+
+def _error_of(load: Callable[[], object]) -> ConfigError | None:
+    """The ConfigError that ``load`` raised, or None; any other exception fails the test."""
+    try:
+        load()
+    except ConfigError as error:
+        return error
+    return None
+
+
+def _section_skeleton(tree: Any) -> dict[str, Any]:
+    """Put a random tree under a real section, so the fuzzer reaches the deeper validators."""
+    return {"proxy": {"clients": [tree]}, "bridge": {"targets": {"t": tree}}}
+
+
+@settings(max_examples=400, deadline=None)
+@given(tree=trees)
+def test_any_yaml_tree_gives_a_config_or_a_config_error(tree: Any) -> None:
+    """Wrong types, nulls, nesting and unknown keys raise ConfigError, never another exception."""
+    for candidate in (tree, _section_skeleton(tree), {"auth": tree}, {"proxy": {"upstream": tree}}):
+        error = _error_of(lambda raw=candidate: parse_config(raw, env={"X": SENTINEL}))
+        if error is not None:
+            assert error.path
+            assert SENTINEL not in str(error)
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.binary(max_size=300) | st.text(alphabet=string.printable + "：中{}[]", max_size=300))
+def test_any_file_content_gives_a_config_or_a_config_error(
+    tmp_path: Path, data: bytes | str
+) -> None:
+    """Invalid UTF-8, broken YAML and arbitrary text in the file are reported as config errors."""
+    path = tmp_path / "sheepdog.yaml"
+    if isinstance(data, str):
+        path.write_text(data, encoding="utf-8")
+    else:
+        path.write_bytes(data)
+    error = _error_of(lambda: load_config(path, {}))
+    if error is not None:
+        assert error.path
