@@ -147,6 +147,8 @@ class SmtpConfig:
     username: str | None = None
     password: Secret | None = None
     timeout_seconds: float = 30.0
+    ca_file: Path | None = None
+    """CA certificates to trust instead of the system's (a private relay's own CA)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -495,9 +497,21 @@ def _smtp(section: Section) -> SmtpConfig:
         username=username,
         password=password,
         timeout_seconds=section.number("timeout_seconds", 30.0, positive=True),
+        ca_file=_ca_file(section),
     )
+    if security == "none" and config.ca_file is not None:
+        raise ConfigError(section.child("ca_file"), "applies only to security starttls or tls")
     section.finish()
     return config
+
+
+def _ca_file(section: Section) -> Path | None:
+    if "ca_file" not in section.given:
+        return None
+    path = section.path("ca_file", None)
+    if not path.is_file():
+        raise ConfigError(section.child("ca_file"), f"{path}: no such file")
+    return path
 
 
 def _address(section: Section, key: str) -> str:

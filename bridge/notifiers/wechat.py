@@ -1,0 +1,106 @@
+"""WeChat Work (企业微信) group robots: markdown messages to a webhook that holds the key.
+
+The robot takes markdown up to 4096 bytes (UTF-8) and 20 messages a minute. ``<@userid>`` in
+markdown mentions a member; mobile numbers can only be mentioned in a ``text`` message, so when
+there are some, a short text message follows the markdown, counted against the rate like any
+other. Errors come back as HTTP 200 with an ``errcode``; :mod:`bridge.classify` reads it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Final
+
+import aiohttp
+
+from bridge.classify import Verdict
+from bridge.notifiers.base import Message, compose_parts, mentions_for, render_template
+from bridge.notifiers.util import post_json, redact_url, split_lines_to_fit, truncate_bytes
+from bridge.payload import Payload
+from bridge.render import Digest, Part, Renderer, summary_of
+from sheepdog.config import TargetConfig
+
+__all__ = ["MARKDOWN_LIMIT", "TEXT_LIMIT", "WeChatNotifier"]
+
+MARKDOWN_LIMIT: Final = 4096
+TEXT_LIMIT: Final = 2048
+TEMPLATE: Final = "wechat.md.j2"
+_LABEL_RESERVE: Final = len("**(9999/9999)**\n")
+
+
+class WeChatNotifier:
+    def __init__(
+        self,
+        target: TargetConfig,
+        renderer: Renderer,
+        session: aiohttp.ClientSession | None,
+        timeout: float,
+    ) -> None:
+        assert target.url is not None
+        self.target = target
+        self._renderer = renderer
+        self._session = session
+        self._timeout = timeout
+
+    def compose(
+        self, payload: Payload, *, now: datetime, digest: Digest | None = None
+    ) -> list[Message]:
+        mentions = mentions_for(self.target, payload["alerts"])
+
+        def render(alerts: Sequence[Mapping[str, Any]], part: Part | None) -> str:
+            context = self._renderer.context(
+                self.target,
+                payload,
+                alerts,
+                now=now,
+                part=part,
+                digest=digest,
+                mentions=mentions,
+            )
+            return render_template(self._renderer, self.target, TEMPLATE, context).strip()
+
+        contents = compose_parts(
+            payload["alerts"],
+            render,
+            fits=lambda content: _size(content) <= MARKDOWN_LIMIT,
+            split=lambda content: split_lines_to_fit(content, MARKDOWN_LIMIT - _LABEL_RESERVE),
+            label=lambda content, part: f"**({part.number}/{part.total})**\n{content}",
+        )
+        messages = [
+            Message("markdown", {"msgtype": "markdown", "markdown": {"content": content}})
+            for content in contents
+        ]
+        if mentions["mobiles"] or mentions["all"]:
+            messages.append(self._mention_message(payload, mentions))
+        return messages
+
+    def _mention_message(self, payload: Payload, mentions: Mapping[str, Any]) -> Message:
+        firing = [alert for alert in payload["alerts"] if alert["status"] == "firing"]
+        names = dict.fromkeys(a["labels"].get("alertname", "?") for a in firing)
+        first = summary_of(firing[0]) if firing else ""
+        content = f"🔥 {len(firing)} firing: {', '.join(names)}" + (f" — {first}" if first else "")
+        text: dict[str, Any] = {"content": truncate_bytes(content, TEXT_LIMIT)}
+        if mentions["mobiles"] or mentions["all"]:
+            text["mentioned_mobile_list"] = list(mentions["mobiles"]) + (
+                ["@all"] if mentions["all"] else []
+            )
+        return Message("text", {"msgtype": "text", "text": text})
+
+    async def send(self, message: Message) -> Verdict:
+        assert self._session is not None and self.target.url is not None
+        return await post_json(
+            self._session, "wechat", self.target.url.reveal(), message.body, timeout=self._timeout
+        )
+
+    def preview(self, message: Message) -> str:
+        return json.dumps(message.body, ensure_ascii=False, indent=2)
+
+    def destination(self) -> str:
+        assert self.target.url is not None
+        return redact_url(self.target.url.reveal())
+
+
+def _size(content: str) -> int:
+    return len(content.encode("utf-8"))

@@ -1,0 +1,86 @@
+"""How fast a worker may send, and how long it waits after a failure.
+
+The rate limit is a sliding window (at most ``capacity`` sends in any ``window`` seconds), not
+a token bucket: a bucket that is full after a quiet spell lets a burst through on top of the
+steady rate, so "20 per minute" would become up to 40 in some minute, and the WeChat robot
+answers errcode 45009 past 20 in a minute. Sends are recorded when they finish, so the peer
+has seen each request by the time its slot is counted.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import deque
+from typing import Final
+
+__all__ = ["RateLimiter", "backoff_delay"]
+
+_MINUTE: Final = 60.0
+
+
+class RateLimiter:
+    """At most ``rate_per_minute`` sends a minute, never more in any 60-second window.
+
+    ``rate_per_minute`` 0 means no limit. A fractional rate widens the window instead
+    (0.5 a minute: 1 send in any 120 s). Time is whatever monotonic clock the caller passes.
+    """
+
+    def __init__(self, rate_per_minute: float) -> None:
+        self._sent: deque[float] = deque()
+        self.capacity = 0
+        self.window = 0.0
+        self.configure(rate_per_minute)
+
+    def configure(self, rate_per_minute: float) -> None:
+        """Change the rate, keeping what was sent recently (a reload must not reset it)."""
+        self.rate_per_minute = rate_per_minute
+        if rate_per_minute <= 0:
+            self.capacity, self.window = 0, 0.0
+            self._sent.clear()
+            return
+        self.capacity = max(1, math.floor(rate_per_minute))
+        self.window = _MINUTE * self.capacity / rate_per_minute
+
+    @property
+    def unlimited(self) -> bool:
+        return self.capacity == 0
+
+    def available(self, now: float) -> int:
+        """How many sends may go now; a large number when there is no limit."""
+        if self.unlimited:
+            return 1 << 30
+        self._forget(now)
+        return max(0, self.capacity - len(self._sent))
+
+    def wait_time(self, now: float) -> float:
+        """Seconds until one more send may go (0 if one may go now)."""
+        if self.available(now) > 0:
+            return 0.0
+        return max(0.0, self._sent[len(self._sent) - self.capacity] + self.window - now)
+
+    def record(self, now: float) -> None:
+        """Count one send (successful or not: the peer counts every request)."""
+        if self.unlimited:
+            return
+        self._sent.append(now)
+        self._forget(now)
+
+    def _forget(self, now: float) -> None:
+        while self._sent and self._sent[0] + self.window <= now:
+            self._sent.popleft()
+        # Keep no more history than the window can need, whatever the rate was before.
+        while len(self._sent) > self.capacity:
+            self._sent.popleft()
+
+
+def backoff_delay(
+    attempt: int, initial: float, maximum: float, rng: random.Random | None = None
+) -> float:
+    """Seconds before retry number ``attempt`` (1 for the first retry).
+
+    Exponential (``initial`` doubling up to ``maximum``) with jitter: a random point in the
+    upper half of the step, so that retries spread out yet never come sooner than half of it.
+    """
+    step = min(maximum, initial * (2.0 ** max(0, attempt - 1)))
+    return step * (0.5 + 0.5 * (rng or random).random())

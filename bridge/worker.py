@@ -1,0 +1,286 @@
+"""One delivery worker per target: takes notifications from the outbox in order and sends them.
+
+The loop, in short: wait until the oldest pending notification is due and the rate limit has
+room; if more notifications wait than the limit lets go now, merge them all into one digest,
+else take the oldest alone; render it into messages (parts, mention follow-up); send them one by
+one, each waiting for the rate limit; on a retryable failure wait (backoff, ``Retry-After``)
+and go on from the message that failed; on a permanent failure, or past the give-up time,
+dead-letter the notifications. A notification is marked sent only when all its messages are.
+
+All waiting goes through the clock's ``sleep`` when it has one (tests pass a clock that moves
+time by hand), else ``asyncio.sleep``; deadlines come from ``clock.now()`` and the rate limit
+from ``clock.monotonic()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+from bridge.classify import Outcome, Verdict
+from bridge.digest import merge
+from bridge.metrics import BridgeMetrics
+from bridge.notifiers import Message, Notifier
+from bridge.outbox import Outbox, Row
+from bridge.pacing import RateLimiter, backoff_delay
+from bridge.render import TemplateFailure, humanize_seconds
+from sheepdog.clock import Clock
+from sheepdog.config import RetryConfig, TargetConfig
+from sheepdog.db import DatabaseUnavailable
+
+__all__ = ["IDLE_POLL_SECONDS", "MAX_DIGEST_NOTIFICATIONS", "Sleep", "TargetWorker"]
+
+log = logging.getLogger("sheepdog.bridge.worker")
+
+Sleep = Callable[[float], Awaitable[None]]
+
+IDLE_POLL_SECONDS: Final = 5.0
+"""How often an idle worker looks for work it was not told about (``sheepdog outbox retry``)."""
+MAX_DIGEST_NOTIFICATIONS: Final = 500
+_TROUBLE_PAUSE: Final = 5.0
+
+
+class TargetWorker:
+    def __init__(
+        self,
+        *,
+        target: TargetConfig,
+        notifier: Notifier,
+        outbox: Outbox,
+        clock: Clock,
+        sleep: Sleep,
+        retry: RetryConfig,
+        metrics: BridgeMetrics,
+        on_change: Callable[[], Awaitable[None]],
+        rng: random.Random | None = None,
+    ) -> None:
+        self.target = target
+        self.notifier = notifier
+        self.retry = retry
+        self.limiter = RateLimiter(target.rate_per_minute)
+        self._outbox = outbox
+        self._clock = clock
+        self._sleep = sleep
+        self._metrics = metrics
+        self._on_change = on_change
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._held: list[int] = []
+
+    @property
+    def name(self) -> str:
+        return self.target.name
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"sheepdog-bridge-{self.name}")
+
+    def wake(self) -> None:
+        """New work was stored: look now rather than at the next poll."""
+        self._wakeup.set()
+
+    def reconfigure(self, target: TargetConfig, notifier: Notifier, retry: RetryConfig) -> None:
+        """Take a reloaded config without stopping: the next message uses it."""
+        self.target = target
+        self.notifier = notifier
+        self.retry = retry
+        self.limiter.configure(target.rate_per_minute)
+        self.wake()
+
+    async def stop(self) -> None:
+        """Stop, and give back to the queue whatever was held (it goes out after a restart)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._held:
+            held, self._held = self._held, []
+            try:
+                await self._outbox.release(held, self._now())
+            except DatabaseUnavailable:
+                log.warning(
+                    "could not release notifications; they are queued again at start-up",
+                    extra={"target": self.name, "ids": held},
+                )
+
+    # ----------------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._step()
+            except asyncio.CancelledError:
+                raise
+            except DatabaseUnavailable as exc:
+                log.warning(
+                    "outbox unavailable, will try again",
+                    extra={"target": self.name, "reason": str(exc)},
+                )
+                await self._pause(_TROUBLE_PAUSE, wakeable=False)
+            except Exception:
+                log.exception(
+                    "delivery worker hit an unexpected error; it carries on",
+                    extra={"target": self.name},
+                )
+                await self._pause(_TROUBLE_PAUSE, wakeable=False)
+
+    async def _step(self) -> None:
+        rows = await self._outbox.waiting(self.name, MAX_DIGEST_NOTIFICATIONS)
+        if not rows:
+            await self._pause(IDLE_POLL_SECONDS)
+            return
+        now = self._now()
+        if rows[0].next_attempt_at > now:  # still backing off from before a restart
+            await self._pause(rows[0].next_attempt_at - now)
+            return
+        wait = self.limiter.wait_time(self._clock.monotonic())
+        if wait > 0:
+            await self._pause(wait, wakeable=False)
+            return
+        due: list[Row] = []
+        for row in rows:
+            if row.next_attempt_at > now:
+                break
+            due.append(row)
+        room = self.limiter.available(self._clock.monotonic())
+        batch = due if len(due) > room else due[:1]
+        await self._deliver(batch)
+
+    async def _deliver(self, batch: list[Row]) -> None:
+        ids = [row.id for row in batch]
+        await self._outbox.claim(ids, self._now())
+        self._held = ids
+        payloads = [row.payload for row in batch if row.payload is not None]
+        payload, digest = merge(payloads)
+        if digest is not None:
+            self._metrics.merged.labels(self.name).inc(len(batch))
+            log.info(
+                "notifications merged into a digest to stay within the rate limit",
+                extra={
+                    "target": self.name,
+                    "notifications": len(batch),
+                    "alerts": len(payload["alerts"]),
+                },
+            )
+        try:
+            messages = self.notifier.compose(payload, now=self._clock.now(), digest=digest)
+        except TemplateFailure as exc:
+            self._metrics.failures.labels(self.name, "template_error").inc()
+            await self._dead(batch, f"template_error: {exc}")
+            return
+        attempts = max(row.attempts for row in batch)
+        deadline = min(row.queued_at for row in batch) + self.retry.give_up_after_seconds
+        index = 0
+        while index < len(messages):
+            if index > 0 or attempts > 0:
+                await self._wait_for_rate()
+            verdict = await self._send(messages[index])
+            attempts += 1
+            if verdict.outcome is Outcome.SENT:
+                index += 1
+                continue
+            error = f"{verdict.reason}: {verdict.detail}" if verdict.detail else verdict.reason
+            self._metrics.failures.labels(self.name, verdict.reason).inc()
+            now = self._now()
+            if verdict.outcome is Outcome.FAILED:
+                await self._dead(batch, error)
+                return
+            if now >= deadline:
+                age = humanize_seconds(now - min(row.queued_at for row in batch))
+                await self._dead(batch, f"gave up after {attempts} attempts in {age}: {error}")
+                return
+            delay = self._retry_delay(verdict, attempts)
+            delay = min(delay, max(0.0, deadline - now))
+            self._metrics.notifications.labels(self.name, "retried").inc()
+            await self._outbox.mark_retry(ids, now, now + delay, error)
+            log.warning(
+                "delivery failed, will retry",
+                extra={
+                    "target": self.name,
+                    "ids": ids,
+                    "attempt": attempts,
+                    "retry_in": round(delay, 3),
+                    "reason": verdict.reason,
+                    "error": verdict.detail,
+                },
+            )
+            await self._on_change()
+            await self._pause(delay, wakeable=False)
+        await self._outbox.mark_sent(ids, self._now())
+        self._held = []
+        log.info(
+            "delivered",
+            extra={
+                "target": self.name,
+                "ids": ids,
+                "messages": len(messages),
+                "destination": self.notifier.destination(),
+            },
+        )
+        await self._on_change()
+
+    async def _send(self, message: Message) -> Verdict:
+        started = self._clock.monotonic()
+        verdict = await self.notifier.send(message)
+        finished = self._clock.monotonic()
+        self.limiter.record(finished)
+        self._metrics.duration.labels(self.name).observe(max(0.0, finished - started))
+        if verdict.outcome is Outcome.SENT:
+            self._metrics.notifications.labels(self.name, "sent").inc()
+        return verdict
+
+    def _retry_delay(self, verdict: Verdict, attempts: int) -> float:
+        if verdict.retry_after is not None:
+            return verdict.retry_after
+        return backoff_delay(
+            attempts, self.retry.initial_seconds, self.retry.max_seconds, self._rng
+        )
+
+    async def _dead(self, batch: list[Row], error: str) -> None:
+        ids = [row.id for row in batch]
+        self._metrics.notifications.labels(self.name, "failed").inc()
+        await self._outbox.mark_dead(ids, self._now(), error)
+        self._held = []
+        log.error(
+            "notification dead-lettered; `sheepdog outbox retry` sends it again",
+            extra={
+                "target": self.name,
+                "ids": ids,
+                "error": error,
+                "alerts": ",".join(sorted({n for r in batch for n in r.alert_names})),
+            },
+        )
+        await self._on_change()
+
+    async def _wait_for_rate(self) -> None:
+        while (wait := self.limiter.wait_time(self._clock.monotonic())) > 0:
+            await self._pause(wait, wakeable=False)
+
+    async def _pause(self, seconds: float, *, wakeable: bool = True) -> None:
+        seconds = max(0.0, seconds)
+        if not wakeable:
+            await self._sleep(seconds)
+            return
+        if self._wakeup.is_set():
+            self._wakeup.clear()
+            return
+        sleeper = asyncio.ensure_future(self._sleep(seconds))
+        waker = asyncio.ensure_future(self._wakeup.wait())
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeper, waker):
+                task.cancel()
+            await asyncio.gather(sleeper, waker, return_exceptions=True)
+        self._wakeup.clear()
+
+    def _now(self) -> float:
+        return self._clock.now().timestamp()
