@@ -1,0 +1,126 @@
+"""Memory: sheepdog's resident set with many concurrent slow streams open, and after they end."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import urllib.request
+from dataclasses import dataclass
+
+import aiohttp
+
+from bench.procs import ProcessGroup, free_port, peak_rss_bytes, python_module, rss_bytes
+from bench.service import client_headers, model_name, proxy_available, start_sheepdog
+from bench.streaming import measure_stream, stream_body
+
+
+@dataclass
+class MemoryResult:
+    streams: int
+    completed: int
+    errors: int
+    upstream_peak_streams: int
+    stream_seconds: float
+    idle_rss: int
+    peak_rss: int
+    after_rss: int
+    hwm_rss: int
+
+
+def _upstream_stats(url: str) -> dict[str, int]:
+    with urllib.request.urlopen(f"{url}/bench/stats", timeout=5) as response:
+        stats: dict[str, int] = json.loads(response.read())
+        return stats
+
+
+async def _streams(url: str, count: int, ramp_seconds: float) -> tuple[int, int]:
+    """Open ``count`` streams, started evenly over ``ramp_seconds``; returns (completed, errors)."""
+    body = stream_body(model_name(0))
+    headers = client_headers(0)
+    completed = errors = 0
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=300)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def one(delay: float) -> None:
+            nonlocal completed, errors
+            await asyncio.sleep(delay)
+            try:
+                await measure_stream(session, url, body, headers)
+                completed += 1
+            except (aiohttp.ClientError, RuntimeError, TimeoutError):
+                errors += 1
+
+        await asyncio.gather(*(one(ramp_seconds * i / count) for i in range(count)))
+    return completed, errors
+
+
+async def _sample_rss(pid: int, peak: list[int], stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        peak[0] = max(peak[0], rss_bytes(pid))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.1)
+
+
+async def _measure(
+    sheepdog_pid: int, url: str, streams: int, warmup_streams: int, settle: float
+) -> tuple[int, int, int, int, int]:
+    await _streams(url, warmup_streams, 0.0)
+    await asyncio.sleep(settle)
+    idle = rss_bytes(sheepdog_pid)
+    peak = [idle]
+    stop = asyncio.Event()
+    sampler = asyncio.create_task(_sample_rss(sheepdog_pid, peak, stop))
+    completed, errors = await _streams(url, streams, ramp_seconds=1.0)
+    stop.set()
+    await sampler
+    await asyncio.sleep(settle)
+    after = rss_bytes(sheepdog_pid)
+    return idle, peak[0], after, completed, errors
+
+
+def measure_memory(
+    group: ProcessGroup, *, streams: int, chunks: int, chunk_delay_ms: float, settle: float
+) -> MemoryResult | str:
+    """Run a slow upstream and a fresh sheepdog, and measure. A string says why it could not."""
+    upstream_port = free_port()
+    upstream = group.start(
+        "upstream-slow",
+        [
+            *python_module("bench.upstream"),
+            "--port",
+            str(upstream_port),
+            "--chunks",
+            str(chunks),
+            "--chunk-delay-ms",
+            str(chunk_delay_ms),
+        ],
+        upstream_port,
+        health_url=f"http://127.0.0.1:{upstream_port}/bench/health",
+    )
+    sheepdog = start_sheepdog(group, "sheepdog-memory", f"{upstream.url}/v1")
+    try:
+        available, why = proxy_available(sheepdog)
+        if not available:
+            return f"sheepdog does not relay yet ({why})"
+        url = f"{sheepdog.url}/v1/chat/completions"
+        idle, peak, after, completed, errors = asyncio.run(
+            _measure(sheepdog.pid, url, streams, warmup_streams=20, settle=settle)
+        )
+        hwm = peak_rss_bytes(sheepdog.pid)
+        upstream_peak = _upstream_stats(upstream.url)["peak_streams"]
+    finally:
+        group.stop(sheepdog)
+        group.stop(upstream)
+    return MemoryResult(
+        streams=streams,
+        completed=completed,
+        errors=errors,
+        upstream_peak_streams=upstream_peak,
+        stream_seconds=chunks * chunk_delay_ms / 1000,
+        idle_rss=idle,
+        peak_rss=peak,
+        after_rss=after,
+        hwm_rss=hwm,
+    )

@@ -1,0 +1,133 @@
+"""sheepdog as users run it: client keys, pricing and budgets on, in its own process."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from bench.procs import ProcessGroup, Server, free_port, sheepdog_command
+
+CLIENTS = 20
+MODELS = 50
+ALERT_TOKEN = "bench-alert-token"
+LATENCY_TARGET = "bench-latency"
+ACCEPT_TARGET = "bench-accept"
+
+
+def client_key(index: int) -> str:
+    return f"bench-key-{index:02d}"
+
+
+def model_name(index: int) -> str:
+    return f"bench-model-{index:02d}"
+
+
+def write_config(
+    path: Path,
+    *,
+    port: int,
+    upstream_url: str,
+    state_dir: Path,
+    robot_url: str | None = None,
+    latency_rate_per_minute: float = 6000.0,
+) -> None:
+    """A config with 20 clients (each with a budget) and 50 priced models.
+
+    With ``robot_url``, two WeChat targets at the local robot: ``bench-latency`` with a rate far
+    above what the bench sends, and ``bench-accept`` with WeChat's default 20 a minute.
+    """
+    config: dict[str, object] = {
+        "listen": f"127.0.0.1:{port}",
+        "state_dir": str(state_dir),
+        "auth": {"bearer_tokens": [ALERT_TOKEN]},
+        "proxy": {
+            "upstream": {"base_url": upstream_url, "api_key": "bench-upstream-key"},
+            "clients": [
+                {"name": f"client-{i:02d}", "key": client_key(i), "monthly_budget_usd": 1e9}
+                for i in range(CLIENTS)
+            ],
+            "pricing": {
+                model_name(i): {"input": round(0.5 + i * 0.05, 2), "output": round(2 + i * 0.1, 2)}
+                for i in range(MODELS)
+            },
+        },
+    }
+    if robot_url is not None:
+        config["bridge"] = {
+            "targets": {
+                LATENCY_TARGET: {
+                    "type": "wechat",
+                    "url": f"{robot_url}/cgi-bin/webhook/send?key=latency",
+                    "rate_per_minute": latency_rate_per_minute,
+                },
+                ACCEPT_TARGET: {
+                    "type": "wechat",
+                    "url": f"{robot_url}/cgi-bin/webhook/send?key=accept",
+                },
+            }
+        }
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def start_sheepdog(
+    group: ProcessGroup,
+    name: str,
+    upstream_url: str,
+    robot_url: str | None = None,
+) -> Server:
+    """Write a config into the group's work directory and run ``sheepdog serve`` on it."""
+    port = free_port()
+    workdir = group.workdir / name
+    workdir.mkdir(exist_ok=True)
+    config = workdir / "sheepdog.yaml"
+    write_config(
+        config,
+        port=port,
+        upstream_url=upstream_url,
+        state_dir=workdir / "state",
+        robot_url=robot_url,
+    )
+    return group.start(
+        name,
+        [*sheepdog_command(), "serve", "--config", str(config)],
+        port,
+        health_url=f"http://127.0.0.1:{port}/-/healthy",
+        cwd=workdir,
+    )
+
+
+def chat_body(model: str, *, stream: bool = False) -> str:
+    """A small chat completion request, as the OpenAI SDK sends it."""
+    body: dict[str, object] = {
+        "model": model,
+        "messages": [{"role": "user", "content": "Say hello."}],
+        "max_tokens": 16,
+    }
+    if stream:
+        body["stream"] = True
+    return json.dumps(body, separators=(",", ":"))
+
+
+def client_headers(index: int = 0) -> dict[str, str]:
+    return {"Content-Type": "application/json", "Authorization": f"Bearer {client_key(index)}"}
+
+
+def proxy_available(server: Server) -> tuple[bool, str]:
+    """Whether sheepdog relays a chat completion yet (proxy/ may still be an empty stub)."""
+    request = urllib.request.Request(
+        f"{server.url}/v1/chat/completions",
+        data=chat_body(model_name(0)).encode(),
+        headers=client_headers(0),
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status == 200, f"HTTP {response.status}"
+    except urllib.error.HTTPError as error:
+        return False, f"HTTP {error.code}"
+    except (urllib.error.URLError, OSError) as error:
+        return False, str(error)

@@ -1,0 +1,147 @@
+"""Streaming: time to the first token and to the last chunk, per path, as a client sees them.
+
+Sequential runs interleave the paths request by request, so drift on the machine hits all of them
+alike; the concurrent run keeps ``concurrency`` streams open on one path at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from bench.stats import percentile
+
+
+@dataclass
+class StreamTiming:
+    ttft: float
+    last: float
+    chunks: int
+    usage_chunks: int
+
+
+@dataclass
+class StreamStats:
+    """Timings of many streams on one path. Times are in seconds."""
+
+    ttft: list[float] = field(default_factory=list)
+    last: list[float] = field(default_factory=list)
+    errors: int = 0
+    usage_leaks: int = 0
+    chunks: int = 0
+
+    def add(self, timing: StreamTiming) -> None:
+        self.ttft.append(timing.ttft)
+        self.last.append(timing.last)
+        self.chunks = max(self.chunks, timing.chunks)
+        if timing.usage_chunks:
+            self.usage_leaks += 1
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "n": len(self.ttft),
+            "ttft_p50": percentile(self.ttft, 50),
+            "ttft_p99": percentile(self.ttft, 99),
+            "last_p50": percentile(self.last, 50),
+            "last_p99": percentile(self.last, 99),
+            "errors": self.errors,
+            "usage_leaks": self.usage_leaks,
+        }
+
+
+def stream_body(model: str) -> bytes:
+    """A streaming chat request, without ``stream_options``: what most clients send."""
+    return json.dumps(
+        {
+            "model": model,
+            "messages": [{"role": "user", "content": "Count to twenty."}],
+            "stream": True,
+        }
+    ).encode()
+
+
+async def measure_stream(
+    session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str]
+) -> StreamTiming:
+    """POST one stream and time its first content token and its ``[DONE]``."""
+    started = time.perf_counter()
+    ttft: float | None = None
+    last: float | None = None
+    chunks = usage_chunks = 0
+    async with session.post(url, data=body, headers=headers) as response:
+        if response.status != 200:
+            raise RuntimeError(f"{url}: HTTP {response.status}: {(await response.text())[:200]}")
+        buffer = b""
+        async for data in response.content.iter_any():
+            now = time.perf_counter()
+            buffer += data
+            *events, buffer = buffer.split(b"\n\n")
+            for event in events:
+                if not event.startswith(b"data: "):
+                    continue
+                payload = event[6:]
+                if payload == b"[DONE]":
+                    last = now - started
+                    continue
+                chunks += 1
+                parsed = json.loads(payload)
+                if parsed.get("usage") and not parsed.get("choices"):
+                    usage_chunks += 1
+                if ttft is None:
+                    choices = parsed.get("choices") or [{}]
+                    if (choices[0].get("delta") or {}).get("content"):
+                        ttft = now - started
+    if ttft is None or last is None:
+        raise RuntimeError(f"{url}: stream ended without content or [DONE]")
+    return StreamTiming(ttft, last, chunks, usage_chunks)
+
+
+def _session(limit: int = 0) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=limit),
+        timeout=aiohttp.ClientTimeout(total=60),
+    )
+
+
+async def sequential(
+    paths: dict[str, tuple[str, dict[str, str]]], model: str, rounds: int, warmup: int = 5
+) -> dict[str, StreamStats]:
+    """One stream at a time, path after path, ``rounds`` times. ``paths``: name → (url, headers)."""
+    body = stream_body(model)
+    results = {name: StreamStats() for name in paths}
+    async with _session() as session:
+        for index in range(warmup + rounds):
+            for name, (url, headers) in paths.items():
+                try:
+                    timing = await measure_stream(session, url, body, headers)
+                except (aiohttp.ClientError, RuntimeError, TimeoutError):
+                    if index >= warmup:
+                        results[name].errors += 1
+                    continue
+                if index >= warmup:
+                    results[name].add(timing)
+    return results
+
+
+async def concurrent(
+    url: str, headers: dict[str, str], model: str, concurrency: int, duration: float
+) -> StreamStats:
+    """``concurrency`` clients each opening stream after stream for ``duration`` seconds."""
+    body = stream_body(model)
+    stats = StreamStats()
+    async with _session() as session:
+        deadline = time.perf_counter() + duration
+
+        async def client() -> None:
+            while time.perf_counter() < deadline:
+                try:
+                    stats.add(await measure_stream(session, url, body, headers))
+                except (aiohttp.ClientError, RuntimeError, TimeoutError):
+                    stats.errors += 1
+
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+    return stats
