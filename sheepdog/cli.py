@@ -45,7 +45,24 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate the config and print a summary")
     check.set_defaults(command=_check_config)
 
-    for sub in (serve, check):
+    render = commands.add_parser(
+        "render", help="print exactly what a bridge target would be sent for an alert payload"
+    )
+    render.add_argument("target", metavar="TARGET", help="a target of bridge.targets")
+    render.add_argument(
+        "--payload", metavar="FILE|-", help="Alertmanager webhook JSON (default: a sample)"
+    )
+    render.set_defaults(command=_render)
+
+    outbox = commands.add_parser(
+        "outbox", help="inspect pending and dead-lettered notifications, send dead letters again"
+    )
+    outbox.add_argument("action", nargs="?", default="list", choices=("list", "dead", "retry"))
+    outbox.add_argument("ids", nargs="*", type=int, metavar="ID", help="dead letters to retry")
+    outbox.add_argument("--all-dead", action="store_true", help="retry every dead letter")
+    outbox.set_defaults(command=_outbox)
+
+    for sub in (serve, check, render, outbox):
         _add_config_option(sub)
     return parser
 
@@ -66,9 +83,24 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    from bridge.service import check_bridge_config
+
     config = load_from_args(args)
+    check_bridge_config(config.bridge)  # the templates too
     print(describe(config))
     return 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    from bridge.cli import render_command
+
+    return render_command(load_from_args(args), args.target, args.payload)
+
+
+def _outbox(args: argparse.Namespace) -> int:
+    from bridge.cli import outbox_command
+
+    return outbox_command(load_from_args(args), args.action, args.ids, all_dead=args.all_dead)
 
 
 def describe(config: Config) -> str:

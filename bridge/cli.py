@@ -1,0 +1,241 @@
+"""``sheepdog render`` and ``sheepdog outbox``: the bridge's command-line tools.
+
+``render`` prints exactly what a target would be sent for a payload (every part, the mention
+follow-up, the email's headers and parts), with the URL shown as its host only. ``outbox``
+lists what waits or died in the outbox and puts dead letters back in the queue, where a running
+``sheepdog serve`` picks them up within seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, Final, TextIO
+
+from bridge.notifiers import Message, make_notifier
+from bridge.outbox import Outbox, Row, list_rows, retry_dead
+from bridge.payload import validate_payload
+from bridge.render import humanize_seconds
+from bridge.service import check_bridge_config
+from sheepdog.config import Config
+from sheepdog.db import Database, DatabaseUnavailable
+
+__all__ = ["SAMPLE_PAYLOAD", "outbox_command", "render_command"]
+
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+EXIT_USAGE: Final = 2
+
+SAMPLE_PAYLOAD: Final[dict[str, Any]] = {
+    "receiver": "sheepdog",
+    "status": "firing",
+    "alerts": [
+        {
+            "status": "firing",
+            "labels": {
+                "alertname": "LLMRelayHighErrorRate",
+                "model": "gpt-4.1",
+                "service": "llm-relay",
+                "severity": "critical",
+                "instance": "relay-1:8000",
+            },
+            "annotations": {
+                "summary": "错误率超过 1%",
+                "description": "5xx ratio is 3.2% over the last 5 minutes",
+                "runbook_url": "https://runbooks.example/llm-relay-errors",
+            },
+            "startsAt": "2026-11-26T21:57:39Z",
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "http://prometheus:9090/graph?g0.expr=llm%3Aerror_ratio%3Arate5m",
+            "fingerprint": "cb48e77bc03c439c",
+        },
+        {
+            "status": "firing",
+            "labels": {
+                "alertname": "LLMRelayHighErrorRate",
+                "model": "gpt-4.1",
+                "service": "llm-relay",
+                "severity": "critical",
+                "instance": "relay-2:8000",
+            },
+            "annotations": {
+                "summary": "错误率超过 1%",
+                "description": "5xx ratio is 2.1% over the last 5 minutes",
+                "runbook_url": "https://runbooks.example/llm-relay-errors",
+            },
+            "startsAt": "2026-11-26T21:58:09Z",
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "http://prometheus:9090/graph?g0.expr=llm%3Aerror_ratio%3Arate5m",
+            "fingerprint": "5b1f0e2a9c7d4e31",
+        },
+    ],
+    "groupLabels": {"alertname": "LLMRelayHighErrorRate"},
+    "commonLabels": {
+        "alertname": "LLMRelayHighErrorRate",
+        "model": "gpt-4.1",
+        "service": "llm-relay",
+        "severity": "critical",
+    },
+    "commonAnnotations": {"summary": "错误率超过 1%"},
+    "externalURL": "http://alertmanager:9093",
+    "version": "4",
+    "groupKey": '{}:{alertname="LLMRelayHighErrorRate"}',
+    "truncatedAlerts": 0,
+}
+
+
+def render_command(
+    config: Config,
+    target_name: str,
+    payload_source: str | None,
+    *,
+    stdin: TextIO | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """Print what ``target_name`` would be sent for the payload (``-``: stdin; default: a
+    built-in sample)."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    target = config.bridge.targets.get(target_name)
+    if target is None:
+        known = ", ".join(sorted(config.bridge.targets))
+        print(f"sheepdog render: unknown target {target_name!r} (configured: {known})", file=err)
+        return EXIT_USAGE
+    renderer = check_bridge_config(config.bridge)
+    try:
+        document = _read_payload(payload_source, stdin or sys.stdin)
+        payload = validate_payload(document)
+    except (OSError, ValueError) as exc:
+        where = payload_source if payload_source not in (None, "-") else "stdin"
+        print(f"sheepdog render: {where}: {exc}", file=err)
+        return EXIT_FAILED
+    notifier = make_notifier(target, renderer, None, config.bridge.retry.timeout_seconds)
+    messages = notifier.compose(payload, now=datetime.now(UTC))
+    print(
+        f"# target {target.name} ({target.type}) → {notifier.destination()}: "
+        f"{len(messages)} message(s)",
+        file=out,
+    )
+    for number, message in enumerate(messages, 1):
+        print(f"--- message {number}/{len(messages)}: {_describe(message)} ---", file=out)
+        print(notifier.preview(message), file=out)
+    return EXIT_OK
+
+
+def _read_payload(source: str | None, stdin: TextIO) -> Any:
+    if source is None:
+        return json.loads(json.dumps(SAMPLE_PAYLOAD))
+    text = stdin.read() if source == "-" else open(source, encoding="utf-8").read()  # noqa: SIM115
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+
+
+def _describe(message: Message) -> str:
+    body = message.body
+    if message.kind == "markdown":
+        size = len(body["markdown"]["content"].encode("utf-8"))
+        return f"WeChat markdown, {size} of 4096 bytes"
+    if message.kind == "text":
+        mobiles = ", ".join(body["text"].get("mentioned_mobile_list", []))
+        return f"WeChat text mentioning {mobiles}"
+    if message.kind == "slack":
+        blocks = sum(len(a.get("blocks", [])) for a in body.get("attachments", []))
+        return f"Slack message, {blocks + len(body.get('blocks', []))} blocks"
+    if message.kind == "email":
+        return "email"
+    return "log line"
+
+
+def outbox_command(
+    config: Config,
+    action: str,
+    ids: Sequence[int],
+    *,
+    all_dead: bool = False,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """``list`` (waiting and dead), ``dead``, or ``retry`` dead letters by id or all."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    if action != "retry" and (ids or all_dead):
+        print(f"sheepdog outbox {action}: takes no ids (did you mean retry?)", file=err)
+        return EXIT_USAGE
+    if action == "retry" and bool(ids) == all_dead:
+        print("sheepdog outbox retry: give dead letter ids, or --all-dead", file=err)
+        return EXIT_USAGE
+    db = Database(config.state_dir)
+    if not db.path.exists():
+        print(f"no outbox yet at {db.path}: nothing was ever received", file=out)
+        asyncio.run(db.close())
+        return EXIT_OK if action != "retry" else EXIT_FAILED
+    Outbox(db)  # registers the schema
+    try:
+        if action == "retry":
+            return _retry(db, None if all_dead else list(ids), out, err)
+        statuses = ("dead",) if action == "dead" else ("pending", "in_flight", "dead")
+        rows = db.run_sync(lambda conn: list_rows(conn, statuses))
+        _print_rows(rows, out)
+        return EXIT_OK
+    except DatabaseUnavailable as exc:
+        print(f"sheepdog outbox: {exc}", file=err)
+        return EXIT_FAILED
+    finally:
+        asyncio.run(db.close())
+
+
+def _retry(db: Database, ids: list[int] | None, out: TextIO, err: TextIO) -> int:
+    now = datetime.now(UTC).timestamp()
+    queued, refused = db.run_sync(lambda conn: retry_dead(conn, ids, now))
+    if queued:
+        print(
+            f"queued again: {', '.join(map(str, queued))} (a running sheepdog sends them "
+            "within seconds)",
+            file=out,
+        )
+    elif not refused:
+        print("no dead letters", file=out)
+    for row_id, why in refused.items():
+        print(f"not queued: {row_id} {why}", file=err)
+    return EXIT_FAILED if refused else EXIT_OK
+
+
+def _print_rows(rows: Sequence[Row], out: TextIO) -> None:
+    if not rows:
+        print("nothing waiting, no dead letters", file=out)
+        return
+    now = datetime.now(UTC).timestamp()
+    table = [("ID", "TARGET", "STATUS", "ATTEMPTS", "AGE", "ALERTS", "LAST ERROR")]
+    for row in rows:
+        names = ", ".join(row.alert_names)
+        if row.alert_count > 1:
+            names += f" ({row.alert_count} alerts)"
+        table.append(
+            (
+                str(row.id),
+                row.target,
+                row.status,
+                str(row.attempts),
+                humanize_seconds(now - row.created_at),
+                names,
+                (row.last_error or "").replace("\n", " "),
+            )
+        )
+    widths = [max(len(line[column]) for line in table) for column in range(len(table[0]) - 1)]
+    for line in table:
+        cells = [cell.ljust(width) for cell, width in zip(line, widths, strict=False)]
+        print("  ".join([*cells, line[-1]]).rstrip(), file=out)
+    waiting = sum(1 for row in rows if row.status != "dead")
+    dead = [row.id for row in rows if row.status == "dead"]
+    summary = f"{waiting} waiting, {len(dead)} dead"
+    if dead:
+        summary += (
+            f"; send dead letters again with: sheepdog outbox retry {dead[0]} (or --all-dead)"
+        )
+    print(summary, file=out)

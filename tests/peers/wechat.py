@@ -1,0 +1,121 @@
+"""A local WeChat Work group robot: the webhook API as its docs describe it, errors included.
+
+``POST /cgi-bin/webhook/send?key=KEY`` with ``{"msgtype": "markdown"|"text", ...}``. Like the
+real robot it answers HTTP 200 with an ``errcode``: 0 ok, 93000 unknown key, 40058 content over
+4096 bytes (markdown) or 2048 bytes (text), 45009 past 20 messages in any 60 seconds for a key.
+The minute is measured on an injectable clock, so tests can move time by hand. Answers can be
+scripted (``errcode -1``, HTTP 500, a non-JSON body) and every accepted message is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+__all__ = ["Answer", "Delivered", "WeChatRobot"]
+
+
+@dataclass
+class Answer:
+    """A scripted answer: an errcode (HTTP 200), or an HTTP status with a raw body."""
+
+    errcode: int | None = None
+    http_status: int = 200
+    body: str | None = None
+
+
+@dataclass
+class Delivered:
+    key: str
+    body: dict[str, Any]
+    at: float
+
+    @property
+    def content(self) -> str:
+        kind = self.body.get("msgtype", "")
+        return str(self.body.get(kind, {}).get("content", ""))
+
+
+@dataclass
+class WeChatRobot:
+    keys: Iterable[str] = ("robot-key",)
+    clock: Callable[[], float] = time.monotonic
+    per_minute: int = 20
+    markdown_limit: int = 4096
+    text_limit: int = 2048
+    messages: list[Delivered] = field(default_factory=list)
+    rejections: list[tuple[str, int]] = field(default_factory=list)
+    """Every errcode answered other than 0, with the key: ``[("robot-key", 45009), ...]``."""
+
+    def __post_init__(self) -> None:
+        self.keys = set(self.keys)
+        self._script: deque[Answer] = deque()
+        self._sent: dict[str, deque[float]] = defaultdict(deque)
+        self._server: TestServer | None = None
+
+    def script(self, *answers: Answer) -> None:
+        """Answer the next requests (any key) with ``answers``, in order."""
+        self._script.extend(answers)
+
+    def url(self, key: str | None = None) -> str:
+        assert self._server is not None, "start() first"
+        key = key if key is not None else next(iter(sorted(self.keys)))
+        return str(self._server.make_url(f"/cgi-bin/webhook/send?key={key}"))
+
+    def errcodes(self) -> list[int]:
+        return [code for _, code in self.rejections]
+
+    async def start(self) -> WeChatRobot:
+        app = web.Application()
+        app.router.add_post("/cgi-bin/webhook/send", self._send)
+        self._server = TestServer(app, host="127.0.0.1")
+        await self._server.start_server()
+        return self
+
+    async def close(self) -> None:
+        if self._server is not None:
+            await self._server.close()
+
+    async def _send(self, request: web.Request) -> web.Response:
+        key = request.query.get("key", "")
+        raw = await request.read()
+        if key not in self.keys:
+            return self._errcode(key, 93000, "invalid webhook url, hint: [sheepdog-test]")
+        if self._script:
+            answer = self._script.popleft()
+            if answer.errcode is not None:
+                return self._errcode(key, answer.errcode, "scripted")
+            return web.Response(status=answer.http_status, text=answer.body or "")
+        now = self.clock()
+        window = self._sent[key]
+        while window and window[0] <= now - 60.0:
+            window.popleft()
+        if len(window) >= self.per_minute:
+            return self._errcode(key, 45009, "api freq out of limit")
+        window.append(now)
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return self._errcode(key, 40016, "invalid json")
+        kind = body.get("msgtype") if isinstance(body, dict) else None
+        if kind not in ("markdown", "text"):
+            return self._errcode(key, 40008, "invalid message type")
+        content = body.get(kind, {}).get("content")
+        if not isinstance(content, str) or not content:
+            return self._errcode(key, 44004, "empty content")
+        limit = self.markdown_limit if kind == "markdown" else self.text_limit
+        if len(content.encode("utf-8")) > limit:
+            return self._errcode(key, 40058, f"content exceed max length {limit}")
+        self.messages.append(Delivered(key, body, now))
+        return web.json_response({"errcode": 0, "errmsg": "ok"})
+
+    def _errcode(self, key: str, errcode: int, errmsg: str) -> web.Response:
+        self.rejections.append((key, errcode))
+        return web.json_response({"errcode": errcode, "errmsg": errmsg})
