@@ -1,0 +1,71 @@
+"""The metrics sheepdog exports, as the SPEC's metrics table states them.
+
+This is the one list the stack (rules, dashboards) is checked against; a later test can compare it
+with the live ``/metrics`` output of ``sheepdog serve``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+MetricType = Literal["counter", "gauge", "histogram"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One exported metric family: its name, type and label names."""
+
+    name: str
+    type: MetricType
+    labels: tuple[str, ...]
+    buckets: tuple[float, ...] = ()
+
+
+# Histogram buckets from the SPEC (OpenTelemetry GenAI conventions).
+DURATION_BUCKETS = tuple(0.01 * 2**i for i in range(14))  # 0.01 ... 81.92 s
+TTFT_BUCKETS = (
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1,
+    0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10,
+)  # fmt: skip
+
+METRICS: tuple[Metric, ...] = (
+    Metric("llm_requests_total", "counter", ("model", "route", "code", "client")),
+    Metric(
+        "llm_request_duration_seconds", "histogram", ("model", "route"), buckets=DURATION_BUCKETS
+    ),
+    Metric("llm_time_to_first_token_seconds", "histogram", ("model",), buckets=TTFT_BUCKETS),
+    Metric("llm_tokens_total", "counter", ("model", "type", "client")),
+    Metric("llm_cost_usd_total", "counter", ("model", "client")),
+    Metric("llm_active_requests", "gauge", ("model",)),
+    Metric("llm_auth_failures_total", "counter", ("reason",)),
+    Metric("llm_budget_usd", "gauge", ("client",)),
+    Metric("llm_spend_month_usd", "gauge", ("client",)),
+    Metric("llm_billing_usd_rate", "gauge", ("currency",)),
+    Metric("llm_market_usd_rate", "gauge", ("currency",)),
+    Metric("sheepdog_alerts_received_total", "counter", ("target", "status")),
+    Metric("sheepdog_notifications_total", "counter", ("target", "result")),
+    Metric("sheepdog_notification_duration_seconds", "histogram", ("target",)),
+    Metric("sheepdog_outbox_pending", "gauge", ("target",)),
+    Metric("sheepdog_outbox_oldest_seconds", "gauge", ("target",)),
+)
+
+
+def exported_series_names() -> frozenset[str]:
+    """Every series name the metrics above produce in the exposition format.
+
+    Histograms add ``_bucket``, ``_sum``, ``_count``; counters and histograms may add ``_created``
+    (prometheus_client does, and Prometheus ingests it as a gauge).
+    """
+    names: set[str] = set()
+    for metric in METRICS:
+        if metric.type == "gauge":
+            names.add(metric.name)
+        elif metric.type == "counter":
+            base = metric.name.removesuffix("_total")
+            names.update({metric.name, f"{base}_created"})
+        else:
+            names.update(
+                f"{metric.name}{suffix}" for suffix in ("_bucket", "_sum", "_count", "_created")
+            )
+    return frozenset(names)

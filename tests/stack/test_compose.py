@@ -1,0 +1,289 @@
+"""compose.yaml, the Dockerfile, the config sheepdog runs with in compose, and .env.example."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from tests.stack._procs import REPO
+
+SCHEMA = REPO / "tests" / "stack" / "data" / "compose-spec.json"
+DEPLOY_CONFIG = REPO / "deploy" / "sheepdog.compose.yaml"
+TOKEN_SECRET = "sheepdog_alert_token"
+STACK = {"sheepdog", "prometheus", "alertmanager", "grafana", "node-exporter", "blackbox-exporter"}
+# ${VAR}, ${VAR:-default}, ${VAR:?message}; $$ is an escaped dollar in compose.
+_INTERPOLATION = re.compile(r"(?<!\$)\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<op>:?[-?][^}]*)?\}")
+
+
+def _compose() -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load((REPO / "compose.yaml").read_text(encoding="utf-8"))
+    return doc
+
+
+def _env_example() -> dict[str, str]:
+    values = {}
+    for line in (REPO / ".env.example").read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, sep, value = line.partition("=")
+            assert sep, f".env.example: not NAME=value: {line!r}"
+            values[name.strip()] = value.strip()
+    return values
+
+
+def _strings(node: Any) -> list[str]:
+    """Every string value (and mapping key) in a parsed YAML document."""
+    if isinstance(node, dict):
+        return [s for key, value in node.items() for s in (*_strings(key), *_strings(value))]
+    if isinstance(node, list):
+        return [s for item in node for s in _strings(item)]
+    return [node] if isinstance(node, str) else []
+
+
+def _bind_mounts(service: dict[str, Any]) -> list[tuple[str, str]]:
+    mounts = []
+    for volume in service.get("volumes", []):
+        if isinstance(volume, str):
+            source, _, rest = volume.partition(":")
+            mounts.append((source, rest.split(":")[0]))
+        else:
+            mounts.append((volume.get("source", ""), volume["target"]))
+    return mounts
+
+
+def test_compose_file_matches_the_compose_specification_schema() -> None:
+    """compose.yaml validates against the Compose Specification's JSON schema."""
+    schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
+    jsonschema.Draft7Validator.check_schema(schema)
+    errors = sorted(
+        jsonschema.Draft7Validator(schema).iter_errors(_compose()), key=lambda e: list(e.path)
+    )
+    assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors)
+
+
+def test_the_schema_rejects_a_broken_compose_file() -> None:
+    """The vendored schema is strict enough to catch a misspelt service key."""
+    schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
+    broken = _compose()
+    broken["services"]["sheepdog"]["helthcheck"] = broken["services"]["sheepdog"]["healthcheck"]
+    assert not jsonschema.Draft7Validator(schema).is_valid(broken)
+
+
+def test_the_whole_stack_is_defined() -> None:
+    """sheepdog, Prometheus, Alertmanager, Grafana, node-exporter and blackbox-exporter run."""
+    assert set(_compose()["services"]) == STACK
+
+
+def test_every_mounted_repository_path_exists() -> None:
+    """Every relative bind-mount source is a file or directory of the repository."""
+    for name, service in _compose()["services"].items():
+        for source, _target in _bind_mounts(service):
+            if source.startswith("."):
+                assert (REPO / source).exists(), f"{name}: {source} does not exist"
+
+
+def test_referenced_services_volumes_and_secrets_are_defined() -> None:
+    """depends_on, named volumes and secrets refer to definitions in the file."""
+    compose = _compose()
+    services = set(compose["services"])
+    volumes = set(compose.get("volumes") or {})
+    secrets = set(compose.get("secrets") or {})
+    for name, service in compose["services"].items():
+        for dependency in service.get("depends_on", []):
+            assert dependency in services, f"{name}: depends_on {dependency}"
+        for source, _target in _bind_mounts(service):
+            if not source.startswith(("/", ".", "~")):
+                assert source in volumes, f"{name}: volume {source} is not declared"
+        for secret in service.get("secrets", []):
+            secret_name = secret if isinstance(secret, str) else secret["source"]
+            assert secret_name in secrets, f"{name}: secret {secret_name} is not declared"
+
+
+def test_hostnames_in_the_stack_configs_are_compose_services() -> None:
+    """Hosts that Prometheus, Alertmanager and Grafana talk to are services of compose.yaml."""
+    services = set(_compose()["services"])
+    texts = [
+        (REPO / "prometheus" / "prometheus.yml").read_text(encoding="utf-8"),
+        (REPO / "alertmanager" / "alertmanager.yml").read_text(encoding="utf-8"),
+        (REPO / "grafana/provisioning/datasources/prometheus.yml").read_text(encoding="utf-8"),
+    ]
+    hosts = {
+        host
+        for text in texts
+        for host in re.findall(r"(?:http://|\")([a-z][a-z-]*):\d+", text)
+        if host != "localhost"
+    }
+    assert hosts, "no host:port found"
+    assert hosts <= services, hosts - services
+
+
+def test_images_are_pinned_and_services_have_healthchecks() -> None:
+    """No :latest or untagged image; every service has a healthcheck and a restart policy."""
+    for name, service in _compose()["services"].items():
+        image = service["image"]
+        tag = image.rpartition(":")[2] if ":" in image else ""
+        assert tag and tag != "latest", f"{name}: image {image} is not pinned"
+        assert service["healthcheck"]["test"], name
+        assert service.get("restart") == "unless-stopped", name
+
+
+def test_state_lives_in_named_volumes() -> None:
+    """sheepdog's state_dir, and Prometheus, Alertmanager and Grafana data, are named volumes."""
+    compose = _compose()
+    expected = {
+        "sheepdog": "/var/lib/sheepdog",
+        "prometheus": "/prometheus",
+        "alertmanager": "/alertmanager",
+        "grafana": "/var/lib/grafana",
+    }
+    for name, target in expected.items():
+        sources = {t: s for s, t in _bind_mounts(compose["services"][name])}
+        assert sources.get(target) in compose["volumes"], f"{name}: {target}"
+    deploy = yaml.safe_load(DEPLOY_CONFIG.read_text(encoding="utf-8"))
+    assert deploy["state_dir"] == expected["sheepdog"]
+
+
+def test_sheepdog_runs_the_compose_config_and_prometheus_its_rules() -> None:
+    """The config paths in the commands are where the repository directories are mounted."""
+    services = _compose()["services"]
+    sheepdog = services["sheepdog"]
+    mounts = {s: t for s, t in _bind_mounts(sheepdog)}
+    config_path = f"{mounts['./deploy']}/{DEPLOY_CONFIG.name}"
+    assert sheepdog["command"] == ["sheepdog", "serve", "--config", config_path]
+    assert sheepdog["environment"]["SHEEPDOG_CONFIG"] == config_path
+    prometheus = services["prometheus"]
+    assert ("./prometheus", "/etc/prometheus") in _bind_mounts(prometheus)
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+    alertmanager = services["alertmanager"]
+    assert ("./alertmanager", "/etc/alertmanager") in _bind_mounts(alertmanager)
+    assert "--config.file=/etc/alertmanager/alertmanager.yml" in alertmanager["command"]
+    blackbox = services["blackbox-exporter"]
+    assert ("./blackbox", "/etc/blackbox_exporter") in _bind_mounts(blackbox)
+    assert "--config.file=/etc/blackbox_exporter/blackbox.yml" in blackbox["command"]
+
+
+def test_alertmanager_token_file_holds_the_token_sheepdog_checks() -> None:
+    """The secret Alertmanager reads is made from SHEEPDOG_ALERT_TOKEN, which sheepdog checks."""
+    compose = _compose()
+    assert compose["secrets"][TOKEN_SECRET] == {"environment": "SHEEPDOG_ALERT_TOKEN"}
+    assert TOKEN_SECRET in compose["services"]["alertmanager"]["secrets"]
+    alertmanager = (REPO / "alertmanager" / "alertmanager.yml").read_text(encoding="utf-8")
+    files = set(re.findall(r"credentials_file:\s*(\S+)", alertmanager))
+    assert files == {f"/run/secrets/{TOKEN_SECRET}"}
+    environment = compose["services"]["sheepdog"]["environment"]
+    interpolation = _INTERPOLATION.fullmatch(environment["SHEEPDOG_ALERT_TOKEN"])
+    assert interpolation and interpolation["name"] == "SHEEPDOG_ALERT_TOKEN"
+    deploy = yaml.safe_load(DEPLOY_CONFIG.read_text(encoding="utf-8"))
+    assert deploy["auth"]["bearer_tokens"] == ["${SHEEPDOG_ALERT_TOKEN}"]
+
+
+def test_secrets_in_compose_come_from_env_interpolation() -> None:
+    """Every secret-like environment value in compose.yaml is a ${VAR} from .env, not a literal."""
+    secret_like = re.compile(r"TOKEN|KEY|PASSWORD|SECRET|WEBHOOK|SMTP_USERNAME")
+    for name, service in _compose()["services"].items():
+        for key, value in (service.get("environment") or {}).items():
+            if secret_like.search(key):
+                assert _INTERPOLATION.fullmatch(str(value)), f"{name}: {key}={value!r}"
+
+
+def test_every_variable_is_documented_in_env_example() -> None:
+    """Each ${VAR} of compose.yaml and the compose config of sheepdog has a line in .env.example,
+    and .env.example holds nothing unused."""
+    documented = set(_env_example())
+    used = set()
+    for path in (REPO / "compose.yaml", DEPLOY_CONFIG):
+        for text in _strings(yaml.safe_load(path.read_text(encoding="utf-8"))):
+            used |= {m["name"] for m in _INTERPOLATION.finditer(text)}
+    assert used - documented == set(), "missing from .env.example"
+    assert documented - used == set(), "in .env.example but never used"
+
+
+def test_env_example_holds_only_placeholders() -> None:
+    """Secret values in .env.example are placeholders, so no real secret is committed."""
+    for name, value in _env_example().items():
+        if re.search(r"TOKEN|KEY|PASSWORD|WEBHOOK", name):
+            assert re.search(r"replace|REPLACE", value), f"{name}={value!r}"
+
+
+def test_compose_config_of_sheepdog_is_valid() -> None:
+    """`sheepdog check-config` accepts deploy/sheepdog.compose.yaml with .env.example's values."""
+    env = {**os.environ, **_env_example()}
+    env.pop("SHEEPDOG_CONFIG", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "sheepdog.cli", "check-config", "--config", str(DEPLOY_CONFIG)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    deploy = yaml.safe_load(DEPLOY_CONFIG.read_text(encoding="utf-8"))
+    assert deploy["listen"] == "0.0.0.0:8000"
+    assert set(deploy["bridge"]["targets"]) == {"ops-wechat", "ops-slack", "ops-email"}
+
+
+def test_compose_config_of_sheepdog_needs_the_alert_token() -> None:
+    """Without SHEEPDOG_ALERT_TOKEN the config is refused (exit 2), naming the variable."""
+    env = {**os.environ, **_env_example()}
+    env.pop("SHEEPDOG_ALERT_TOKEN")
+    env.pop("SHEEPDOG_CONFIG", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "sheepdog.cli", "check-config", "--config", str(DEPLOY_CONFIG)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "SHEEPDOG_ALERT_TOKEN" in result.stdout + result.stderr
+
+
+def _dockerfile() -> list[str]:
+    """Dockerfile instructions, continuation lines joined."""
+    text = (REPO / "Dockerfile").read_text(encoding="utf-8")
+    text = re.sub(r"\\\n", " ", text)
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_dockerfile_builds_a_small_non_root_image() -> None:
+    """python:3.12-slim base, `pip install .`, a non-root USER, port 8000, the SPEC's command."""
+    lines = _dockerfile()
+    bases = [line.split()[1] for line in lines if line.startswith("FROM ")]
+    assert bases and all(base.startswith("python:3.12-slim") for base in bases), bases
+    assert any(re.search(r"pip install \.$", line) for line in lines)
+    users = [line.split()[1] for line in lines if line.startswith("USER ")]
+    assert users and users[-1] not in {"root", "0"}
+    assert "EXPOSE 8000" in lines
+    assert 'CMD ["sheepdog", "serve", "--config", "/etc/sheepdog/sheepdog.yaml"]' in lines
+
+
+def test_dockerfile_healthcheck_asks_the_liveness_endpoint_with_urllib() -> None:
+    """The image's HEALTHCHECK fetches /-/healthy with Python's urllib (no curl in slim images)."""
+    (healthcheck,) = [line for line in _dockerfile() if line.startswith("HEALTHCHECK ")]
+    assert "urllib.request" in healthcheck
+    assert "http://127.0.0.1:8000/-/healthy" in healthcheck
+
+
+@pytest.mark.parametrize("path", [".env", "var/", "tests/", "prometheus/", ".git/"])
+def test_dockerignore_keeps_secrets_and_the_stack_out_of_the_image(path: str) -> None:
+    """.dockerignore starts from nothing and lets in only the package sources."""
+    lines = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert lines[0] == "*"
+    allowed = [line[1:].rstrip("/") for line in lines if line.startswith("!")]
+    assert not any(Path(path).parts[0] == entry for entry in allowed), path

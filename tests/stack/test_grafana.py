@@ -1,0 +1,135 @@
+"""Grafana provisioning and dashboards."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.stack._procs import REPO
+from tests.stack._promql import dashboards, panels
+
+DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
+PANEL_TYPES = {"timeseries", "stat", "gauge", "bargauge", "piechart"}
+DASHBOARDS = dashboards()
+
+
+def _compose() -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load((REPO / "compose.yaml").read_text(encoding="utf-8"))
+    return doc
+
+
+def _expressions(dashboard: dict[str, Any]) -> str:
+    return "\n".join(t["expr"] for p in panels(dashboard) for t in p.get("targets", []))
+
+
+def test_datasource_is_provisioned_with_the_fixed_uid() -> None:
+    """One Prometheus datasource, uid "prometheus", pointing at the compose service."""
+    doc = yaml.safe_load(
+        (REPO / "grafana/provisioning/datasources/prometheus.yml").read_text(encoding="utf-8")
+    )
+    (source,) = doc["datasources"]
+    assert (source["uid"], source["type"]) == ("prometheus", "prometheus")
+    assert source["url"] == "http://prometheus:9090"
+
+
+def test_dashboard_provider_reads_the_mounted_dashboards() -> None:
+    """The provider's path is where compose mounts grafana/dashboards, and the home page exists."""
+    doc = yaml.safe_load(
+        (REPO / "grafana/provisioning/dashboards/sheepdog.yml").read_text(encoding="utf-8")
+    )
+    (provider,) = doc["providers"]
+    grafana = _compose()["services"]["grafana"]
+    mounts = dict(v.split(":")[:2] for v in grafana["volumes"])
+    assert mounts["./grafana/dashboards"] == provider["options"]["path"]
+    assert mounts["./grafana/provisioning"] == "/etc/grafana/provisioning"
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    prefix = provider["options"]["path"] + "/"
+    assert home.startswith(prefix)
+    assert (REPO / "grafana" / "dashboards" / home.removeprefix(prefix)).is_file()
+
+
+def test_there_are_two_dashboards_with_unique_uids() -> None:
+    """The LLM relay and alert bridge dashboards, distinct uids, schema version 39."""
+    assert set(DASHBOARDS) == {"sheepdog-llm.json", "sheepdog-bridge.json"}
+    uids = [d["uid"] for d in DASHBOARDS.values()]
+    assert len(set(uids)) == len(uids)
+    for dashboard in DASHBOARDS.values():
+        assert dashboard["schemaVersion"] == 39
+        assert dashboard["id"] is None
+
+
+@pytest.mark.parametrize("name", sorted(DASHBOARDS))
+def test_panels_are_current_types_on_the_fixed_datasource(name: str) -> None:
+    """Every panel is a current type (no `graph`) and it and its targets use uid "prometheus"."""
+    for panel in panels(DASHBOARDS[name]):
+        if panel["type"] == "row":
+            continue
+        assert panel["type"] in PANEL_TYPES, f"{panel['title']}: {panel['type']}"
+        assert panel["datasource"] == DATASOURCE, panel["title"]
+        assert panel["targets"], f"{panel['title']}: no queries"
+        for target in panel["targets"]:
+            assert target["datasource"] == DATASOURCE, panel["title"]
+            assert target["expr"].strip(), panel["title"]
+    for variable in DASHBOARDS[name]["templating"]["list"]:
+        assert variable["datasource"] == DATASOURCE, variable["name"]
+
+
+@pytest.mark.parametrize("name", sorted(DASHBOARDS))
+def test_panels_have_unique_ids_and_do_not_overlap(name: str) -> None:
+    """Panel ids are unique; panels stay within 24 columns and do not overlap."""
+    all_panels = list(panels(DASHBOARDS[name]))
+    ids = [p["id"] for p in all_panels]
+    assert len(ids) == len(set(ids))
+    taken: set[tuple[int, int]] = set()
+    for panel in all_panels:
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24, panel["title"]
+        cells = {
+            (x, y)
+            for x in range(grid["x"], grid["x"] + grid["w"])
+            for y in range(grid["y"], grid["y"] + grid["h"])
+        }
+        assert not cells & taken, f"{panel['title']} overlaps another panel"
+        taken |= cells
+
+
+def test_llm_dashboard_shows_traffic_latency_cost_and_budget() -> None:
+    """The relay dashboard queries every view the issue asks for, and has a Cost row."""
+    dashboard = DASHBOARDS["sheepdog-llm.json"]
+    exprs = _expressions(dashboard)
+    for needle in (
+        "llm_requests_total",
+        'code=~"5.."',
+        "llm_request_duration_seconds_bucket",
+        "llm_time_to_first_token_seconds_bucket",
+        "llm_tokens_total",
+        "llm_cost_usd_total",
+        "llm_spend_month_usd",
+        "llm_budget_usd",
+        "client:llm_spend_month_usd:projected_month_end",
+        "llm_active_requests",
+        "llm_billing_usd_rate",
+        "llm_market_usd_rate",
+    ):
+        assert needle in exprs, needle
+    rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
+    assert any(title.startswith("Cost") for title in rows), rows
+    variables = {v["name"] for v in dashboard["templating"]["list"]}
+    assert variables == {"model", "client"}
+
+
+def test_bridge_dashboard_shows_flow_and_outbox() -> None:
+    """The bridge dashboard shows received, sent, retried, failed, outbox backlog and age."""
+    exprs = _expressions(DASHBOARDS["sheepdog-bridge.json"])
+    for needle in (
+        "sheepdog_alerts_received_total",
+        'result="sent"',
+        'result="retried"',
+        'result="failed"',
+        "sheepdog_outbox_pending",
+        "sheepdog_outbox_oldest_seconds",
+        "sheepdog_notification_duration_seconds_bucket",
+    ):
+        assert needle in exprs, needle
