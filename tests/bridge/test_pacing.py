@@ -1,0 +1,76 @@
+"""The rate limit (never more than N in any minute) and the retry backoff."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bridge.pacing import RateLimiter, backoff_delay
+
+
+def _send_greedily(limiter: RateLimiter, count: int, start: float = 0.0) -> list[float]:
+    now, times = start, []
+    while len(times) < count:
+        now += limiter.wait_time(now)
+        assert limiter.available(now) > 0
+        limiter.record(now)
+        times.append(now)
+    return times
+
+
+@pytest.mark.parametrize("rate", [1, 2.5, 20, 60])
+def test_never_more_than_the_rate_in_any_window(rate: float) -> None:
+    """Sending as fast as allowed never puts more than the rate in any 60 s window."""
+    limiter = RateLimiter(rate)
+    times = _send_greedily(limiter, 200)
+    for index, start in enumerate(times):
+        in_window = [t for t in times[index:] if t < start + limiter.window]
+        assert len(in_window) <= limiter.capacity
+    # ...and the limit is used, not wasted: the first `capacity` go at once.
+    assert times[: limiter.capacity] == [0.0] * limiter.capacity
+
+
+def test_fractional_rate_widens_the_window() -> None:
+    """Half a message a minute is one message in any two minutes."""
+    limiter = RateLimiter(0.5)
+    assert (limiter.capacity, limiter.window) == (1, 120.0)
+    assert _send_greedily(limiter, 3) == [0.0, 120.0, 240.0]
+
+
+def test_zero_means_unlimited() -> None:
+    """Rate 0 never waits."""
+    limiter = RateLimiter(0)
+    assert _send_greedily(limiter, 1000)[-1] == 0.0
+
+
+@given(st.lists(st.floats(0, 30), min_size=1, max_size=80))
+def test_wait_time_is_honest(gaps: list[float]) -> None:
+    """Whatever the pattern of sends, after waiting wait_time() a send is allowed."""
+    limiter = RateLimiter(20)
+    now = 0.0
+    for gap in gaps:
+        now += gap
+        now += limiter.wait_time(now)
+        assert limiter.available(now) >= 1
+        limiter.record(now)
+
+
+def test_reconfigure_keeps_history() -> None:
+    """A reload that lowers the rate counts what was already sent this minute."""
+    limiter = RateLimiter(60)
+    for _ in range(10):
+        limiter.record(0.0)
+    limiter.configure(5)
+    assert limiter.available(1.0) == 0
+
+
+def test_backoff_doubles_with_jitter_up_to_the_maximum() -> None:
+    """Delays double from the initial one, jittered in the upper half, capped at the maximum."""
+    rng = random.Random(7)
+    for attempt, step in [(1, 1), (2, 2), (3, 4), (4, 8), (9, 256), (10, 300), (40, 300)]:
+        for _ in range(50):
+            delay = backoff_delay(attempt, 1.0, 300.0, rng)
+            assert step / 2 <= delay <= step
