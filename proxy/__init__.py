@@ -2,8 +2,120 @@
 
 from __future__ import annotations
 
-from aiohttp import web
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Final
+
+import aiohttp
+from aiohttp import hdrs, web
+
+from proxy.clients import ANONYMOUS
+from proxy.ledger import SpendLedger
+from proxy.metrics import Accounts, ProxyMetrics
+from proxy.pricing import OTHER_MODEL
+from proxy.relay import Relay
+from proxy.settings import ProxySettings
+from sheepdog.config import Config
+from sheepdog.runtime import RUNTIME
+
+__all__ = ["RELAY", "setup"]
+
+log = logging.getLogger("sheepdog.proxy")
+
+RELAY: Final = web.AppKey("sheepdog.proxy.relay", Relay)
+
+# Streams last minutes, so the pool must hold many at once rather than queue them; the limit
+# keeps the process within its file descriptors.
+_MAX_UPSTREAM_CONNECTIONS: Final = 1024
+# Idle upstream connections are kept this long, so most requests skip the TCP and TLS handshakes.
+_KEEPALIVE_SECONDS: Final = 60.0
+# aiohttp would otherwise add its own User-Agent and, for a bytes body, a Content-Type: the
+# upstream gets the client's headers and nothing invented.
+_NO_AUTO_HEADERS: Final = (hdrs.USER_AGENT, hdrs.CONTENT_TYPE)
 
 
 def setup(app: web.Application) -> None:
-    """Add the proxy's routes and resources to ``app``."""
+    """Add the proxy's routes, upstream session, ledger writer and reload hook to ``app``."""
+    runtime = app[RUNTIME]
+    ledger = SpendLedger(runtime.db, runtime.clock)
+    relay: Relay  # the collector only reads it at scrape time, after it is assigned
+    metrics = ProxyMetrics(runtime.registry, lambda: _accounts(relay))
+    relay = Relay(ProxySettings.from_config(runtime.config), metrics, ledger, runtime.clock)
+    _prepare_series(relay)
+    app[RELAY] = relay
+    app.router.add_route("*", "/v1/{tail:.*}", relay.handle)
+    app.cleanup_ctx.append(_upstream_session)
+    app.cleanup_ctx.append(_ledger_writer)
+    runtime.reload_hooks.append(_ReloadHook(relay))
+    runtime.readiness_checks["spend ledger"] = lambda: relay.ledger.problem
+
+
+def _accounts(relay: Relay) -> Accounts:
+    settings = relay.settings
+    billing = settings.billing
+    return Accounts(
+        currency=billing.currency,
+        usd_rate=billing.usd_rate,
+        market_usd_rate=billing.market_usd_rate,
+        budgets_usd=settings.clients.budgets(),
+        spend_month_usd=relay.ledger.month_spend_by_client(settings.clients.names or (ANONYMOUS,)),
+    )
+
+
+def _prepare_series(relay: Relay) -> None:
+    settings = relay.settings
+    relay.metrics.prepare_series(
+        (*settings.prices.models, OTHER_MODEL), settings.clients.names or (ANONYMOUS,)
+    )
+
+
+async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
+    """One pooled session for every upstream call of the app's life."""
+    relay = app[RELAY]
+    connector = aiohttp.TCPConnector(
+        limit=_MAX_UPSTREAM_CONNECTIONS, limit_per_host=0, keepalive_timeout=_KEEPALIVE_SECONDS
+    )
+    session = aiohttp.ClientSession(
+        connector=connector,
+        timeout=relay.settings.timeout,
+        # Bodies go to clients exactly as sent; metering decodes a copy where it must.
+        auto_decompress=False,
+        # One session serves every client: cookies an upstream sets must not pass between them.
+        cookie_jar=aiohttp.DummyCookieJar(),
+        skip_auto_headers=_NO_AUTO_HEADERS,
+    )
+    relay.session = session
+    yield
+    relay.session = None
+    await session.close()
+
+
+async def _ledger_writer(app: web.Application) -> AsyncIterator[None]:
+    """Load this month's spend before serving; write changes every second; flush at shutdown."""
+    ledger = app[RELAY].ledger
+    await ledger.load()
+    task = asyncio.create_task(ledger.run(), name="sheepdog-spend-ledger")
+    yield
+    ledger.stop()
+    await task
+    requests, usd = ledger.unwritten()
+    if requests:
+        log.error(
+            "spend not written to the ledger at shutdown",
+            extra={"requests": requests, "usd": round(usd, 6), "reason": ledger.problem},
+        )
+
+
+class _ReloadHook:
+    """Swaps in new client keys, budgets, prices and upstream settings as one snapshot."""
+
+    def __init__(self, relay: Relay) -> None:
+        self._relay = relay
+
+    def check(self, new: Config) -> None:
+        ProxySettings.from_config(new)
+
+    async def apply(self, new: Config) -> None:
+        self._relay.settings = ProxySettings.from_config(new)
+        _prepare_series(self._relay)

@@ -1,0 +1,81 @@
+"""Who is calling: client keys from ``Authorization: Bearer <key>``.
+
+Lookup is a dict keyed by the SHA-256 digest of each configured key, then a constant-time
+comparison with the key found. The dict lookup's timing depends only on the digest of what was
+presented, which an attacker cannot steer towards a real key, so it reveals nothing about the
+configured keys; and it costs the same with 2 clients or 2,000, unlike comparing against every key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from sheepdog.config import ClientConfig
+
+__all__ = ["ANONYMOUS", "AuthFailure", "Caller", "ClientDirectory"]
+
+ANONYMOUS: Final = "anonymous"
+"""The ``client`` label of an open proxy's callers, and of requests refused before we know who."""
+
+AuthFailure = Literal["missing_key", "invalid_key"]
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    name: str
+    monthly_budget_usd: float | None = None
+
+
+_ANONYMOUS_CALLER: Final = Caller(ANONYMOUS)
+
+
+def _digest(key: bytes) -> bytes:
+    return hashlib.sha256(key).digest()
+
+
+class ClientDirectory:
+    """The configured clients; with none, the proxy is open and every caller is anonymous."""
+
+    def __init__(self, clients: Iterable[ClientConfig]) -> None:
+        self._by_digest: dict[bytes, ClientConfig] = {
+            _digest(client.key.reveal().encode("utf-8")): client for client in clients
+        }
+        self._callers = {
+            client.name: Caller(client.name, client.monthly_budget_usd)
+            for client in self._by_digest.values()
+        }
+
+    @property
+    def is_open(self) -> bool:
+        return not self._by_digest
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._callers)
+
+    def budgets(self) -> dict[str, float]:
+        """Monthly budgets in USD of the clients that have one."""
+        return {
+            name: caller.monthly_budget_usd
+            for name, caller in self._callers.items()
+            if caller.monthly_budget_usd is not None
+        }
+
+    def authenticate(self, authorization: str | None) -> Caller | AuthFailure:
+        """The caller that ``authorization`` (the header's value) identifies, or why not."""
+        if self.is_open:
+            return _ANONYMOUS_CALLER
+        if not authorization:
+            return "missing_key"
+        scheme, _, key = authorization.partition(" ")
+        key = key.strip()
+        if scheme.lower() != "bearer" or not key:
+            return "missing_key"
+        presented = key.encode("utf-8", "surrogateescape")
+        client = self._by_digest.get(_digest(presented))
+        if client is None or not client.key.matches(presented):
+            return "invalid_key"
+        return self._callers[client.name]

@@ -1,0 +1,210 @@
+"""The proxy's metrics, named and labelled as SPEC.md says; all on the registry passed in.
+
+Beyond the contract, two counters say where metering is incomplete, so that nobody has to trust a
+number that could be quietly wrong:
+
+- ``llm_usage_missing_total{model,route}``: requests the upstream may bill for whose token usage
+  sheepdog could not read (a stream that ended without a usage chunk, a client that went away
+  before it, an upstream that answered 2xx without ``usage`` or in a coding sheepdog cannot
+  decode). Their tokens are not in ``llm_tokens_total``: sheepdog never estimates.
+- ``llm_upstream_interrupted_total{model,route,reason}``: responses the upstream broke off (reason
+  ``timeout`` or ``error``) after the status had already been sent, so ``code`` still shows it;
+  the client saw a truncated response, never a clean end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+
+from proxy.pricing import Usage
+
+__all__ = ["DURATION_BUCKETS", "TTFT_BUCKETS", "Accounts", "ProxyMetrics"]
+
+# OpenTelemetry GenAI conventions: duration 0.01 s doubling to 81.92 s; TTFT as listed.
+DURATION_BUCKETS: Final = tuple(round(0.01 * 2**power, 2) for power in range(14))
+TTFT_BUCKETS: Final = (
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+)  # fmt: skip
+AUTH_FAILURE_REASONS: Final = ("missing_key", "invalid_key", "upstream_rejected")
+TOKEN_TYPES: Final = ("input", "output")
+
+
+@dataclass(frozen=True)
+class Accounts:
+    """What the account gauges show at scrape time."""
+
+    currency: str
+    usd_rate: float
+    market_usd_rate: float
+    budgets_usd: Mapping[str, float] = field(default_factory=dict)
+    spend_month_usd: Mapping[str, float] = field(default_factory=dict)
+
+
+class _AccountsCollector:
+    """Budget, month-to-date spend and billing rates, read fresh at every scrape.
+
+    Computed at scrape time so that a new month shows zero spend without waiting for a request,
+    and a reload shows the new clients and rates without stale series.
+    """
+
+    def __init__(self, accounts: Callable[[], Accounts]) -> None:
+        self._accounts = accounts
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        return self._families(None)
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        return self._families(self._accounts())
+
+    @staticmethod
+    def _families(accounts: Accounts | None) -> list[GaugeMetricFamily]:
+        budget = GaugeMetricFamily(
+            "llm_budget_usd",
+            "Monthly budget of each client that has one, in USD at list price.",
+            labels=["client"],
+        )
+        spend = GaugeMetricFamily(
+            "llm_spend_month_usd",
+            "Spend this calendar month (UTC), in USD at list price, from the persistent ledger.",
+            labels=["client"],
+        )
+        billing = GaugeMetricFamily(
+            "llm_billing_usd_rate",
+            "Units of the billing currency the relay charges per USD of list price.",
+            labels=["currency"],
+        )
+        market = GaugeMetricFamily(
+            "llm_market_usd_rate",
+            "Units of the billing currency one USD costs elsewhere, for the savings figure.",
+            labels=["currency"],
+        )
+        if accounts is not None:
+            for client, usd in accounts.budgets_usd.items():
+                budget.add_metric([client], usd)
+            for client, usd in accounts.spend_month_usd.items():
+                spend.add_metric([client], usd)
+            billing.add_metric([accounts.currency], accounts.usd_rate)
+            market.add_metric([accounts.currency], accounts.market_usd_rate)
+        return [budget, spend, billing, market]
+
+
+class ProxyMetrics:
+    """Every proxy metric; label children are cached, since label sets are bounded."""
+
+    def __init__(self, registry: CollectorRegistry, accounts: Callable[[], Accounts]) -> None:
+        self.requests = Counter(
+            "llm_requests_total",
+            "Requests to /v1/*, by the HTTP status sent to the client (499: it went away first).",
+            ["model", "route", "code", "client"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "llm_request_duration_seconds",
+            "Time from receiving a relayed request to the end of its response.",
+            ["model", "route"],
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.time_to_first_token = Histogram(
+            "llm_time_to_first_token_seconds",
+            "Time from receiving a streamed request to the arrival of its first content event.",
+            ["model"],
+            buckets=TTFT_BUCKETS,
+            registry=registry,
+        )
+        self.tokens = Counter(
+            "llm_tokens_total",
+            "Tokens the upstream reported using, never estimated.",
+            ["model", "type", "client"],
+            registry=registry,
+        )
+        self.cost = Counter(
+            "llm_cost_usd_total",
+            "Cost of the reported tokens in USD at list price (input and output prices).",
+            ["model", "client"],
+            registry=registry,
+        )
+        self.active = Gauge(
+            "llm_active_requests",
+            "Requests being relayed right now.",
+            ["model"],
+            registry=registry,
+        )
+        self.auth_failures = Counter(
+            "llm_auth_failures_total",
+            "Requests refused for their key, or whose key the upstream rejected (401/403).",
+            ["reason"],
+            registry=registry,
+        )
+        self.usage_missing = Counter(
+            "llm_usage_missing_total",
+            "Requests the upstream may bill whose token usage could not be read (not estimated).",
+            ["model", "route"],
+            registry=registry,
+        )
+        self.upstream_interrupted = Counter(
+            "llm_upstream_interrupted_total",
+            "Responses the upstream broke off after their status was sent (reason timeout|error).",
+            ["model", "route", "reason"],
+            registry=registry,
+        )
+        registry.register(_AccountsCollector(accounts))
+        self._request_children: dict[tuple[str, str, str, str], Counter] = {}
+        self._token_children: dict[tuple[str, str], tuple[Counter, Counter, Counter]] = {}
+        self._active_children: dict[str, Gauge] = {}
+        self._duration_children: dict[tuple[str, str], Histogram] = {}
+        for reason in AUTH_FAILURE_REASONS:
+            self.auth_failures.labels(reason)
+
+    def prepare_series(self, models: Iterable[str], clients: Iterable[str]) -> None:
+        """Create at zero the series every client will have, so ``increase()`` sees the first use.
+
+        Called at start-up and on reload (for new clients and newly priced models).
+        """
+        clients = tuple(clients)
+        for model in models:
+            self.active_gauge(model)
+            for client in clients:
+                self._usage_counters(model, client)
+
+    def count_request(self, model: str, route: str, code: int, client: str) -> None:
+        key = (model, route, str(code), client)
+        child = self._request_children.get(key)
+        if child is None:
+            child = self._request_children[key] = self.requests.labels(*key)
+        child.inc()
+
+    def observe_duration(self, model: str, route: str, seconds: float) -> None:
+        key = (model, route)
+        child = self._duration_children.get(key)
+        if child is None:
+            child = self._duration_children[key] = self.duration.labels(*key)
+        child.observe(seconds)
+
+    def active_gauge(self, model: str) -> Gauge:
+        child = self._active_children.get(model)
+        if child is None:
+            child = self._active_children[model] = self.active.labels(model)
+        return child
+
+    def count_usage(self, model: str, client: str, usage: Usage, usd: float) -> None:
+        input_counter, output_counter, cost_counter = self._usage_counters(model, client)
+        input_counter.inc(usage.input_tokens)
+        output_counter.inc(usage.output_tokens)
+        cost_counter.inc(usd)
+
+    def _usage_counters(self, model: str, client: str) -> tuple[Counter, Counter, Counter]:
+        key = (model, client)
+        children = self._token_children.get(key)
+        if children is None:
+            children = self._token_children[key] = (
+                self.tokens.labels(model, "input", client),
+                self.tokens.labels(model, "output", client),
+                self.cost.labels(model, client),
+            )
+        return children

@@ -1,0 +1,399 @@
+"""The relay: every ``/v1/*`` request goes to the upstream and its answer comes back as it arrives.
+
+One request, in order: identify the client by its key (401), read the body up to the limit (413),
+find the model and whether it streams, check the month's budget (429), send it upstream through
+the app's pooled session (502 unreachable, 504 no answer in time), then pass status, headers and
+body back unchanged, chunk by chunk, metering on the way. Whatever happens, the request is counted
+once, in a ``finally``, with the status the client got (499 if it went away first).
+
+Failures after the response has started cannot change its status any more; the proxy then closes
+the client's connection without ending the body properly, so the client sees a broken response
+rather than a complete-looking short one (see ``llm_upstream_interrupted_total``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final
+
+import aiohttp
+from aiohttp import hdrs, web
+
+from proxy import errors
+from proxy.clients import ANONYMOUS, Caller
+from proxy.encoding import IDENTITY, decoder_for
+from proxy.headers import client_response_headers, upstream_request_headers
+from proxy.ledger import SpendLedger
+from proxy.metrics import ProxyMetrics
+from proxy.pricing import OTHER_MODEL, PriceBook, Usage
+from proxy.settings import ProxySettings
+from proxy.streaming import SseMeter
+from proxy.usage import BodyMeter
+from sheepdog.clock import Clock
+
+__all__ = ["METERED_ROUTES", "Relay", "route_of"]
+
+log = logging.getLogger("sheepdog.proxy")
+
+_ROUTES: Final = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "completions",
+    "/v1/embeddings": "embeddings",
+    "/v1/responses": "responses",
+}
+OTHER_ROUTE: Final = "other"
+METERED_ROUTES: Final = frozenset(_ROUTES.values())
+# Routes whose streams report usage only when asked with stream_options.include_usage.
+_USAGE_OPTION_ROUTES: Final = frozenset({"chat", "completions"})
+_INCLUDE_USAGE: Final = b'"stream_options":{"include_usage":true},'
+CLIENT_CLOSED_REQUEST: Final = 499
+
+
+def route_of(method: str, path: str) -> str:
+    """The ``route`` label: the four metered POST endpoints by name, anything else ``other``."""
+    if method != hdrs.METH_POST:
+        return OTHER_ROUTE
+    return _ROUTES.get(path, OTHER_ROUTE)
+
+
+@dataclass(slots=True)
+class _Call:
+    """What the proxy needs to know about a request body, and the body to send upstream."""
+
+    model: str
+    stream: bool
+    drop_usage_only: bool
+    body: bytes
+
+
+def _read_call(route: str, body: bytes, prices: PriceBook) -> _Call:
+    if route not in METERED_ROUTES or not body:
+        return _Call(OTHER_MODEL, False, False, body)
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):
+        # Not JSON: the upstream will say what is wrong with it; it is relayed as it is.
+        return _Call(OTHER_MODEL, False, False, body)
+    if not isinstance(payload, dict):
+        return _Call(OTHER_MODEL, False, False, body)
+    model = prices.label(payload.get("model"))
+    stream = payload.get("stream") is True
+    if not stream or route not in _USAGE_OPTION_ROUTES:
+        return _Call(model, stream, False, body)
+    options = payload.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage") is True:
+        return _Call(model, stream, False, body)
+    return _Call(model, stream, True, _with_include_usage(payload, body))
+
+
+def _with_include_usage(payload: dict[str, object], body: bytes) -> bytes:
+    """``body`` asking for the usage chunk: the client's bytes with one member added in front.
+
+    Only when the client sent ``stream_options`` of its own is the body serialised again.
+    """
+    start = body.find(b"{")
+    if "stream_options" not in payload and not body[:start].strip():
+        return body[: start + 1] + _INCLUDE_USAGE + body[start + 1 :]
+    options = payload.get("stream_options")
+    merged = dict(options) if isinstance(options, dict) else {}
+    merged["include_usage"] = True
+    payload["stream_options"] = merged
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _escapes_v1(path: str) -> bool:
+    """Whether ``path`` (decoded) has dot segments, which the upstream would resolve.
+
+    ``/v1/../dashboard`` would otherwise reach the upstream's other APIs with the upstream key.
+    """
+    return any(segment in (".", "..") for segment in path.replace("\\", "/").split("/"))
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes | None:
+    """The whole request body, or None if it is larger than ``limit`` bytes."""
+    declared = request.content_length
+    if declared is not None:
+        return None if declared > limit else await request.read()
+    body = bytearray()
+    async for chunk in request.content.iter_any():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+def _seconds_to_next_month(now: datetime) -> int:
+    now = now.astimezone(UTC)
+    year, month = (now.year + 1, 1) if now.month == 12 else (now.year, now.month + 1)
+    start = datetime(year, month, 1, tzinfo=UTC)
+    return max(1, int((start - now).total_seconds()))
+
+
+@dataclass(slots=True)
+class _Exchange:
+    """One request's outcome, filled in as it goes and counted once at the end."""
+
+    route: str
+    model: str = OTHER_MODEL
+    client: str = ANONYMOUS
+    code: int = 500  # what aiohttp answers if the handler fails unexpectedly
+    relayed: bool = False
+    upstream_status: int | None = None
+    sse: SseMeter | None = None
+    body: BodyMeter | None = None
+
+    def usage(self) -> Usage | None:
+        if self.sse is not None:
+            return self.sse.usage
+        if self.body is not None and self.code == self.upstream_status:
+            return self.body.usage()
+        return None
+
+    @property
+    def usage_expected(self) -> bool:
+        """Whether the upstream may bill for this request, so missing usage is worth counting."""
+        if self.upstream_status is not None:
+            return 200 <= self.upstream_status < 300
+        # Given up on before the upstream answered: it may have done the work all the same.
+        return self.code in (CLIENT_CLOSED_REQUEST, 504)
+
+
+class Relay:
+    """The ``/v1/*`` handler; holds everything a request needs, swapped whole on reload."""
+
+    def __init__(
+        self,
+        settings: ProxySettings,
+        metrics: ProxyMetrics,
+        ledger: SpendLedger,
+        clock: Clock,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.ledger = ledger
+        self.clock = clock
+        self.session: aiohttp.ClientSession | None = None
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        started = self.clock.monotonic()
+        settings = self.settings  # one config for the whole request, even across a reload
+        exchange = _Exchange(route=route_of(request.method, request.path))
+        active = None
+        try:
+            caller = settings.clients.authenticate(request.headers.get(hdrs.AUTHORIZATION))
+            if not isinstance(caller, Caller):
+                self.metrics.auth_failures.labels(caller).inc()
+                exchange.code = 401
+                return errors.missing_key() if caller == "missing_key" else errors.invalid_key()
+            exchange.client = caller.name
+            if _escapes_v1(request.path):
+                exchange.code = 400
+                return errors.path_not_relayed()
+
+            body = await _read_body(request, settings.max_body_bytes)
+            if body is None:
+                exchange.code = 413
+                return errors.body_too_large(settings.max_body_bytes)
+            call = _read_call(exchange.route, body, settings.prices)
+            exchange.model = call.model
+
+            refusal = self._over_budget(caller)
+            if refusal is not None:
+                exchange.code = 429
+                return refusal
+
+            active = self.metrics.active_gauge(call.model)
+            active.inc()
+            return await self._relay(request, settings, call, exchange)
+        except asyncio.CancelledError:
+            exchange.code = CLIENT_CLOSED_REQUEST
+            raise
+        except ConnectionError:
+            # The client went away while we read its body (handlers not cancelled on disconnect).
+            exchange.code = CLIENT_CLOSED_REQUEST
+            return web.Response(status=CLIENT_CLOSED_REQUEST)
+        finally:
+            if active is not None:
+                active.dec()
+            self._settle(exchange, settings.prices, started)
+
+    def _over_budget(self, caller: Caller) -> web.Response | None:
+        budget = caller.monthly_budget_usd
+        if budget is None or self.ledger.month_spend(caller.name) < budget:
+            return None
+        return errors.budget_exceeded(caller.name, budget, _seconds_to_next_month(self.clock.now()))
+
+    async def _relay(
+        self,
+        request: web.Request,
+        settings: ProxySettings,
+        call: _Call,
+        exchange: _Exchange,
+    ) -> web.StreamResponse:
+        assert self.session is not None, "the upstream session is opened at start-up"
+        authorization = settings.upstream_authorization
+        headers = upstream_request_headers(
+            request.headers,
+            authorization.reveal() if authorization is not None else None,
+            stream=call.stream,
+        )
+        exchange.relayed = True
+        try:
+            upstream = await self.session.request(
+                request.method,
+                settings.upstream_url(request.raw_path),
+                data=call.body or None,
+                headers=headers,
+                allow_redirects=False,
+                timeout=settings.timeout,
+            )
+        except TimeoutError:
+            log.warning("upstream timed out", extra=_where(exchange))
+            exchange.code = 504
+            return errors.upstream_timeout()
+        except (aiohttp.ClientError, OSError) as exc:
+            log.warning("upstream unreachable", extra={**_where(exchange), "reason": _reason(exc)})
+            exchange.code = 502
+            return errors.upstream_unreachable()
+        try:
+            exchange.upstream_status = upstream.status
+            if upstream.status in (401, 403):
+                self.metrics.auth_failures.labels("upstream_rejected").inc()
+            return await self._pass_back(request, upstream, call, exchange)
+        finally:
+            # Closes the connection unless the body was read to the end (then it is reused).
+            upstream.close()
+
+    async def _pass_back(
+        self,
+        request: web.Request,
+        upstream: aiohttp.ClientResponse,
+        call: _Call,
+        exchange: _Exchange,
+    ) -> web.StreamResponse:
+        encoding = upstream.headers.get(hdrs.CONTENT_ENCODING)
+        decoder = decoder_for(encoding)
+        is_event_stream = upstream.content_type == "text/event-stream"
+        metered = exchange.route in METERED_ROUTES and exchange.usage_expected
+        # The usage-only chunk can only be taken out of a stream that is not compressed.
+        drop_usage_only = call.drop_usage_only and (encoding or IDENTITY).lower() == IDENTITY
+        sse = None
+        if is_event_stream and metered and decoder is not None:
+            sse = SseMeter(
+                drop_usage_only=drop_usage_only, monotonic=self.clock.monotonic, decoder=decoder
+            )
+            exchange.sse = sse
+        elif metered and decoder is not None:
+            exchange.body = BodyMeter(decoder)
+        body_meter = exchange.body
+        unchanged_length = sse is None or not drop_usage_only
+        response: web.StreamResponse | None = None
+        chunks = upstream.content.iter_any()
+        while True:
+            try:
+                chunk = await anext(chunks)
+            except StopAsyncIteration:
+                chunk = b""
+            except TimeoutError:
+                return self._upstream_failed(request, response, exchange, "timeout")
+            except (aiohttp.ClientError, OSError) as exc:
+                return self._upstream_failed(request, response, exchange, "error", exc)
+            if not chunk:
+                break
+            if body_meter is not None:
+                body_meter.feed(chunk)
+            out = sse.feed(chunk) if sse is not None else chunk
+            if not out:
+                continue
+            try:
+                if response is None:
+                    response = await _start(request, upstream, unchanged_length)
+                await response.write(out)
+            except ConnectionError:
+                exchange.code = CLIENT_CLOSED_REQUEST
+                return response or web.Response(status=CLIENT_CLOSED_REQUEST)
+        try:
+            tail = sse.finish() if sse is not None else b""
+            if response is None:
+                response = await _start(request, upstream, unchanged_length)
+            if tail:
+                await response.write(tail)
+            await response.write_eof()
+        except ConnectionError:
+            exchange.code = CLIENT_CLOSED_REQUEST
+            return response or web.Response(status=CLIENT_CLOSED_REQUEST)
+        exchange.code = upstream.status
+        return response
+
+    def _upstream_failed(
+        self,
+        request: web.Request,
+        response: web.StreamResponse | None,
+        exchange: _Exchange,
+        reason: str,
+        exc: BaseException | None = None,
+    ) -> web.StreamResponse:
+        details = {**_where(exchange), "reason": _reason(exc) if exc else "timed out"}
+        if response is None:
+            # Nothing sent yet: the client can still get a proper error.
+            log.warning("upstream failed before answering", extra=details)
+            if reason == "timeout":
+                exchange.code = 504
+                return errors.upstream_timeout()
+            exchange.code = 502
+            return errors.upstream_unreachable()
+        log.warning("upstream broke off the response", extra=details)
+        self.metrics.upstream_interrupted.labels(exchange.model, exchange.route, reason).inc()
+        exchange.code = response.status
+        if request.transport is not None:
+            request.transport.close()
+        return response
+
+    def _settle(self, exchange: _Exchange, prices: PriceBook, started: float) -> None:
+        metrics = self.metrics
+        model, route = exchange.model, exchange.route
+        metrics.count_request(model, route, exchange.code, exchange.client)
+        if not exchange.relayed:
+            return
+        metrics.observe_duration(model, route, self.clock.monotonic() - started)
+        sse = exchange.sse
+        if sse is not None and sse.first_token_at is not None:
+            metrics.time_to_first_token.labels(model).observe(sse.first_token_at - started)
+        if route not in METERED_ROUTES:
+            return
+        usage = exchange.usage()
+        usd = 0.0
+        if usage is not None:
+            usd = prices.cost_usd(model, usage)
+            metrics.count_usage(model, exchange.client, usage, usd)
+        elif exchange.usage_expected:
+            metrics.usage_missing.labels(model, route).inc()
+        self.ledger.record(exchange.client, model, usage, usd)
+
+
+async def _start(
+    request: web.Request, upstream: aiohttp.ClientResponse, unchanged_length: bool
+) -> web.StreamResponse:
+    """Send the upstream's status and headers to the client."""
+    response = web.StreamResponse(
+        status=upstream.status,
+        reason=upstream.reason,
+        headers=client_response_headers(upstream.headers),
+    )
+    if unchanged_length and upstream.content_length is not None:
+        response.content_length = upstream.content_length
+    await response.prepare(request)
+    return response
+
+
+def _where(exchange: _Exchange) -> dict[str, str]:
+    return {"route": exchange.route, "model": exchange.model, "client": exchange.client}
+
+
+def _reason(exc: BaseException) -> str:
+    # aiohttp's messages name the host and port, never a header: safe to log.
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

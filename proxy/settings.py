@@ -1,0 +1,53 @@
+"""What the relay needs from the config, worked out once per config rather than per request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import ClientTimeout
+from yarl import URL
+
+from proxy.clients import ClientDirectory
+from proxy.pricing import PriceBook
+from sheepdog.config import BillingConfig, Config
+from sheepdog.secret import Secret
+
+__all__ = ["ProxySettings"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySettings:
+    upstream_base_url: str
+    upstream_authorization: Secret | None
+    timeout: ClientTimeout
+    max_body_bytes: int
+    clients: ClientDirectory
+    prices: PriceBook
+    billing: BillingConfig
+
+    @classmethod
+    def from_config(cls, config: Config) -> ProxySettings:
+        proxy = config.proxy
+        upstream = proxy.upstream
+        key = upstream.api_key
+        return cls(
+            upstream_base_url=upstream.base_url.rstrip("/"),
+            upstream_authorization=Secret(f"Bearer {key.reveal()}") if key is not None else None,
+            timeout=ClientTimeout(
+                total=upstream.timeout_seconds,
+                connect=upstream.connect_timeout_seconds,
+                sock_connect=upstream.connect_timeout_seconds,
+            ),
+            max_body_bytes=proxy.max_body_bytes,
+            clients=ClientDirectory(proxy.clients),
+            prices=PriceBook(proxy.pricing),
+            billing=proxy.billing,
+        )
+
+    def upstream_url(self, raw_path: str) -> URL:
+        """The upstream URL for a request to ``/v1<rest>``: the base URL followed by ``<rest>``.
+
+        ``raw_path`` is taken as the client sent it (query string included), so nothing is
+        decoded and re-encoded on the way.
+        """
+        return URL(self.upstream_base_url + raw_path[3:], encoded=True)

@@ -1,0 +1,1 @@
+"""Tests of the relay proxy and the cost report."""
