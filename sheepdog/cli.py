@@ -62,7 +62,27 @@ def _parser() -> argparse.ArgumentParser:
     outbox.add_argument("--all-dead", action="store_true", help="retry every dead letter")
     outbox.set_defaults(command=_outbox)
 
-    for sub in (serve, check, render, outbox):
+    report = commands.add_parser(
+        "report",
+        help="the month's usage from the spend ledger: per model and per client, tokens, USD, "
+        "billed currency, savings",
+    )
+    report.add_argument(
+        "--month",
+        metavar="YYYY-MM",
+        type=_month_argument,
+        help="calendar month (UTC) to report (default: the current one)",
+    )
+    report.add_argument(
+        "--format",
+        dest="output_format",
+        choices=("table", "csv", "json"),
+        default="table",
+        help="table for people (default), csv or json for spreadsheets and scripts",
+    )
+    report.set_defaults(command=_report)
+
+    for sub in (serve, check, render, outbox, report):
         _add_config_option(sub)
     return parser
 
@@ -101,6 +121,21 @@ def _outbox(args: argparse.Namespace) -> int:
     from bridge.cli import outbox_command
 
     return outbox_command(load_from_args(args), args.action, args.ids, all_dead=args.all_dead)
+
+
+def _month_argument(text: str) -> str:
+    from proxy.report import parse_month
+
+    try:
+        return parse_month(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _report(args: argparse.Namespace) -> int:
+    from proxy.report import report_command
+
+    return report_command(load_from_args(args), args.month, args.output_format)
 
 
 def describe(config: Config) -> str:
