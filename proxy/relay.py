@@ -14,7 +14,6 @@ rather than a complete-looking short one (see ``llm_upstream_interrupted_total``
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +29,7 @@ from proxy.headers import client_response_headers, upstream_request_headers
 from proxy.ledger import SpendLedger
 from proxy.metrics import ProxyMetrics
 from proxy.pricing import OTHER_MODEL, PriceBook, Usage
+from proxy.request import Call, read_call
 from proxy.settings import ProxySettings
 from proxy.streaming import SseMeter
 from proxy.usage import BodyMeter
@@ -47,9 +47,6 @@ _ROUTES: Final = {
 }
 OTHER_ROUTE: Final = "other"
 METERED_ROUTES: Final = frozenset(_ROUTES.values())
-# Routes whose streams report usage only when asked with stream_options.include_usage.
-_USAGE_OPTION_ROUTES: Final = frozenset({"chat", "completions"})
-_INCLUDE_USAGE: Final = b'"stream_options":{"include_usage":true},'
 CLIENT_CLOSED_REQUEST: Final = 499
 
 
@@ -58,51 +55,6 @@ def route_of(method: str, path: str) -> str:
     if method != hdrs.METH_POST:
         return OTHER_ROUTE
     return _ROUTES.get(path, OTHER_ROUTE)
-
-
-@dataclass(slots=True)
-class _Call:
-    """What the proxy needs to know about a request body, and the body to send upstream."""
-
-    model: str
-    stream: bool
-    drop_usage_only: bool
-    body: bytes
-
-
-def _read_call(route: str, body: bytes, prices: PriceBook) -> _Call:
-    if route not in METERED_ROUTES or not body:
-        return _Call(OTHER_MODEL, False, False, body)
-    try:
-        payload = json.loads(body)
-    except (ValueError, RecursionError):
-        # Not JSON: the upstream will say what is wrong with it; it is relayed as it is.
-        return _Call(OTHER_MODEL, False, False, body)
-    if not isinstance(payload, dict):
-        return _Call(OTHER_MODEL, False, False, body)
-    model = prices.label(payload.get("model"))
-    stream = payload.get("stream") is True
-    if not stream or route not in _USAGE_OPTION_ROUTES:
-        return _Call(model, stream, False, body)
-    options = payload.get("stream_options")
-    if isinstance(options, dict) and options.get("include_usage") is True:
-        return _Call(model, stream, False, body)
-    return _Call(model, stream, True, _with_include_usage(payload, body))
-
-
-def _with_include_usage(payload: dict[str, object], body: bytes) -> bytes:
-    """``body`` asking for the usage chunk: the client's bytes with one member added in front.
-
-    Only when the client sent ``stream_options`` of its own is the body serialised again.
-    """
-    start = body.find(b"{")
-    if "stream_options" not in payload and not body[:start].strip():
-        return body[: start + 1] + _INCLUDE_USAGE + body[start + 1 :]
-    options = payload.get("stream_options")
-    merged = dict(options) if isinstance(options, dict) else {}
-    merged["include_usage"] = True
-    payload["stream_options"] = merged
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def _escapes_v1(path: str) -> bool:
@@ -198,7 +150,12 @@ class Relay:
             if body is None:
                 exchange.code = 413
                 return errors.body_too_large(settings.max_body_bytes)
-            call = _read_call(exchange.route, body, settings.prices)
+            call = read_call(
+                exchange.route,
+                body,
+                settings.prices,
+                metered=exchange.route in METERED_ROUTES,
+            )
             exchange.model = call.model
 
             refusal = self._over_budget(caller)
@@ -231,7 +188,7 @@ class Relay:
         self,
         request: web.Request,
         settings: ProxySettings,
-        call: _Call,
+        call: Call,
         exchange: _Exchange,
     ) -> web.StreamResponse:
         assert self.session is not None, "the upstream session is opened at start-up"
@@ -272,7 +229,7 @@ class Relay:
         self,
         request: web.Request,
         upstream: aiohttp.ClientResponse,
-        call: _Call,
+        call: Call,
         exchange: _Exchange,
     ) -> web.StreamResponse:
         encoding = upstream.headers.get(hdrs.CONTENT_ENCODING)

@@ -18,9 +18,10 @@ from proxy.pricing import Usage
 
 __all__ = ["BodyMeter", "usage_from"]
 
-# A body larger than this is not parsed whole: only its tail is kept and searched for usage,
-# which OpenAI-compatible servers put last. Bounds the copy kept for metering.
-_FULL_PARSE_LIMIT: Final = 16 * 1024 * 1024
+# A body larger than this is not parsed whole: json.loads of 16 MB of embeddings holds the event
+# loop (every other stream) for a third of a second. Only its tail is kept, and the last "usage"
+# object in it is read: OpenAI-compatible servers put usage last. This also bounds the copy.
+_FULL_PARSE_LIMIT: Final = 256 * 1024
 _TAIL_BYTES: Final = 64 * 1024
 # A "usage" object with at most one level of nested objects (prompt_tokens_details, ...).
 _USAGE_OBJECT: Final = re.compile(rb'"usage"\s*:\s*(\{(?:[^{}]|\{[^{}]*\})*\})')

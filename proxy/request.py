@@ -1,0 +1,206 @@
+"""What the proxy reads from a request body, and the one change it makes to it.
+
+Only three top-level members matter: ``model``, ``stream`` and ``stream_options``. Small bodies
+are parsed with ``json.loads``. Bodies can also be 20 MiB of base64 images, and ``json.loads`` of
+that holds the event loop for tens of milliseconds (every other stream waits meanwhile), so a
+large body is not parsed whole: a scanner walks the top-level object, skips each value without
+building it (strings with ``bytes.find``, nested values by their brackets), and parses only the
+three values it needs. Its results are those of ``json.loads`` for any JSON object (duplicate keys
+included: the last one counts); what it accepts beyond JSON the upstream rejects anyway.
+
+Asking for the usage chunk inserts or replaces one member in place, so the client's bytes are
+otherwise sent exactly as they came.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Final, NamedTuple
+
+from proxy.pricing import OTHER_MODEL, PriceBook
+
+__all__ = ["Call", "Members", "read_call", "top_level_members"]
+
+_QUOTE: Final = ord('"')
+_BACKSLASH: Final = ord("\\")
+_OPENERS: Final = frozenset(b"{[")
+_WHITESPACE: Final = re.compile(rb"[ \t\n\r]*")
+_STRUCTURE: Final = re.compile(rb'["{}\[\]]')
+_SCALAR_END: Final = re.compile(rb"[,}\]\s]")
+_WANTED: Final = frozenset({"model", "stream", "stream_options"})
+# Below this, json.loads is the faster way (the scanner's Python loop costs more per value).
+_PARSE_WHOLE_LIMIT: Final = 64 * 1024
+# Routes whose streams report usage only when asked with stream_options.include_usage.
+_USAGE_OPTION_ROUTES: Final = frozenset({"chat", "completions"})
+
+
+class _NotAnObject(ValueError):
+    """The body is not a JSON object the scanner can walk."""
+
+
+def _skip_string(body: bytes, start: int) -> int:
+    """The index just after the string that opens at ``start``."""
+    position = start + 1
+    while True:
+        quote = body.find(b'"', position)
+        if quote < 0:
+            raise _NotAnObject("unterminated string")
+        backslashes = 0
+        while body[quote - 1 - backslashes] == _BACKSLASH:
+            backslashes += 1
+        if backslashes % 2 == 0:
+            return quote + 1
+        position = quote + 1
+
+
+def _skip_value(body: bytes, start: int) -> int:
+    """The index just after the value that starts at ``start``."""
+    if start >= len(body):
+        raise _NotAnObject("value expected")
+    first = body[start]
+    if first == _QUOTE:
+        return _skip_string(body, start)
+    if first not in _OPENERS:
+        match = _SCALAR_END.search(body, start)
+        end = match.start() if match is not None else len(body)
+        if end == start:
+            raise _NotAnObject("value expected")
+        return end
+    depth = 0
+    position = start
+    while (match := _STRUCTURE.search(body, position)) is not None:
+        character = body[match.start()]
+        if character == _QUOTE:
+            position = _skip_string(body, match.start())
+            continue
+        depth += 1 if character in _OPENERS else -1
+        position = match.end()
+        if depth == 0:
+            return position
+    raise _NotAnObject("unbalanced brackets")
+
+
+def _skip_whitespace(body: bytes, position: int) -> int:
+    match = _WHITESPACE.match(body, position)
+    assert match is not None  # the pattern matches the empty string
+    return match.end()
+
+
+def _expect(body: bytes, position: int, character: bytes) -> int:
+    position = _skip_whitespace(body, position)
+    if body[position : position + 1] != character:
+        raise _NotAnObject(f"{character!r} expected")
+    return position + 1
+
+
+class Members(NamedTuple):
+    """Where things are in a body that is a JSON object."""
+
+    inside: int  # the index just after the opening "{"
+    spans: dict[str, tuple[int, int]]  # (start, end) of the value of each member found
+
+
+def top_level_members(body: bytes, names: frozenset[str]) -> Members | None:
+    """Where the values of the top-level members ``names`` are; None if not a JSON object."""
+    try:
+        position = _expect(body, 0, b"{")
+        inside = position
+        spans: dict[str, tuple[int, int]] = {}
+        position = _skip_whitespace(body, position)
+        if body[position : position + 1] == b"}":
+            position += 1
+        else:
+            while True:
+                key_start = _skip_whitespace(body, position)
+                if body[key_start : key_start + 1] != b'"':
+                    raise _NotAnObject("key expected")
+                key_end = _skip_string(body, key_start)
+                raw_key = body[key_start + 1 : key_end - 1]
+                key = json.loads(body[key_start:key_end]) if b"\\" in raw_key else raw_key.decode()
+                value_start = _skip_whitespace(body, _expect(body, key_end, b":"))
+                value_end = _skip_value(body, value_start)
+                if key in names:
+                    spans[key] = (value_start, value_end)
+                position = _skip_whitespace(body, value_end)
+                separator = body[position : position + 1]
+                position += 1
+                if separator == b"}":
+                    break
+                if separator != b",":
+                    raise _NotAnObject("',' or '}' expected")
+        if _skip_whitespace(body, position) != len(body):
+            raise _NotAnObject("trailing data")
+    except (_NotAnObject, UnicodeDecodeError, ValueError, IndexError):
+        return None
+    return Members(inside, spans)
+
+
+def _read_members(body: bytes) -> tuple[dict[str, Any], Members] | None:
+    """The wanted members' values, and where to change ``stream_options``; None if not an object."""
+    if len(body) <= _PARSE_WHOLE_LIMIT:
+        inside = _skip_whitespace(body, 0) + 1
+        if body[inside - 1 : inside] != b"{":
+            return None
+        try:
+            document = json.loads(body)
+        except (ValueError, RecursionError):
+            return None
+        if not isinstance(document, dict):
+            return None
+        values = {name: document[name] for name in _WANTED if name in document}
+        if "stream_options" not in values:
+            return values, Members(inside, {})  # only a member to be replaced needs its place
+        members = top_level_members(body, _WANTED)
+        return None if members is None else (values, members)
+    members = top_level_members(body, _WANTED)
+    if members is None:
+        return None
+    try:
+        values = {name: json.loads(body[start:end]) for name, (start, end) in members.spans.items()}
+    except ValueError:
+        return None
+    return values, members
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """What the proxy needs to know about a request, and the body to send upstream."""
+
+    model: str
+    stream: bool
+    drop_usage_only: bool
+    body: bytes
+
+
+def read_call(route: str, body: bytes, prices: PriceBook, *, metered: bool) -> Call:
+    """Read ``model`` and ``stream`` from a metered route's body; ask streams for usage."""
+    if not metered or not body:
+        return Call(OTHER_MODEL, False, False, body)
+    found = _read_members(body)
+    if found is None:
+        # Not a JSON object: relayed as it is, for the upstream to say what is wrong with it.
+        return Call(OTHER_MODEL, False, False, body)
+    values, members = found
+    model = prices.label(values.get("model"))
+    stream = values.get("stream") is True
+    options = values.get("stream_options")
+    if not stream or route not in _USAGE_OPTION_ROUTES:
+        return Call(model, stream, False, body)
+    if isinstance(options, dict) and options.get("include_usage") is True:
+        return Call(model, stream, False, body)
+    if options is not None and not isinstance(options, dict):
+        return Call(model, stream, False, body)  # malformed: the upstream will say so
+    return Call(model, stream, True, _with_include_usage(body, members, options))
+
+
+def _with_include_usage(body: bytes, members: Members, options: dict[str, Any] | None) -> bytes:
+    """``body`` with ``stream_options.include_usage`` set: one member added or replaced."""
+    view = memoryview(body)
+    span = members.spans.get("stream_options")
+    if span is None:
+        member = b'"stream_options":{"include_usage":true},'
+        return b"".join((view[: members.inside], member, view[members.inside :]))
+    merged = json.dumps({**(options or {}), "include_usage": True}, ensure_ascii=False)
+    return b"".join((view[: span[0]], merged.encode("utf-8"), view[span[1] :]))
