@@ -1,7 +1,8 @@
 """The relay: every ``/v1/*`` request goes to the upstream and its answer comes back as it arrives.
 
-One request, in order: identify the client by its key (401), read the body up to the limit (413),
-find the model and whether it streams, check the month's budget (429), send it upstream through
+One request, in order: identify the client by its key (401), refuse paths that would leave /v1
+upstream (400), read the body up to the limit (413), find the model and whether it streams,
+check the month's budget (429), send it upstream through
 the app's pooled session (502 unreachable, 504 no answer in time), then pass status, headers and
 body back unchanged, chunk by chunk, metering on the way. Whatever happens, the request is counted
 once, in a ``finally``, with the status the client got (499 if it went away first).
@@ -115,7 +116,7 @@ class _Exchange:
 
 
 class Relay:
-    """The ``/v1/*`` handler; holds everything a request needs, swapped whole on reload."""
+    """The ``/v1/*`` handler and what it needs; ``settings`` is swapped whole on reload."""
 
     def __init__(
         self,
