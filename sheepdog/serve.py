@@ -45,6 +45,9 @@ def serve(config: Config) -> int:
             print=None,
             shutdown_timeout=10.0,
             handle_signals=True,
+            # Cancel a handler when its client goes away, so a proxied request to a silent
+            # upstream stops at once (and stops being billed) instead of at its next chunk.
+            handler_cancellation=True,
         )
     except OSError as exc:
         log.error("cannot listen", extra={"listen": str(config.listen), "reason": str(exc)})
