@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shlex
 import sys
 import tempfile
@@ -18,9 +19,11 @@ from bench.load import Request, run_load, wrk_binary
 from bench.nginx import nginx_binary, start_nginx
 from bench.procs import (
     BENCH_ROOT,
+    CpuSnapshot,
     ProcessGroup,
     Server,
     free_port,
+    other_cpu_seconds,
     python_module,
     raise_open_files_limit,
     tree_cpu_seconds,
@@ -62,8 +65,10 @@ class Settings:
     stream_chunk_delay_ms: float
     stream_rounds: int
     stream_concurrency: int
+    stream_concurrent_chunk_delay_ms: float
     stream_duration: float
     memory_streams: int
+    memory_rounds: int
     memory_chunks: int
     memory_chunk_delay_ms: float
     memory_settle: float
@@ -84,8 +89,10 @@ FULL = Settings(
     stream_chunk_delay_ms=2,
     stream_rounds=200,
     stream_concurrency=100,
+    stream_concurrent_chunk_delay_ms=20,
     stream_duration=5,
     memory_streams=1000,
+    memory_rounds=2,
     memory_chunks=16,
     memory_chunk_delay_ms=500,
     memory_settle=3,
@@ -105,8 +112,10 @@ QUICK = Settings(
     stream_chunk_delay_ms=1,
     stream_rounds=10,
     stream_concurrency=10,
+    stream_concurrent_chunk_delay_ms=5,
     stream_duration=1,
     memory_streams=50,
+    memory_rounds=1,
     memory_chunks=4,
     memory_chunk_delay_ms=100,
     memory_settle=0.5,
@@ -141,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile and py_spy_binary() is None:
         results.notes.append("--profile given but py-spy is not installed: no profiles taken.")
         args.profile = None
+    _check_quiet(results)
+    cpu_start = CpuSnapshot.take()
+    started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="sheepdog-bench-") as tmp:
         workdir = Path(args.keep_workdir or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -158,12 +170,39 @@ def main(argv: list[str] | None = None) -> int:
             group.close()
             if "memory" in phases:
                 run.memory()
+    _account_other_load(results, cpu_start, time.monotonic() - started)
     report = render(results, machine_info())
     print(report)
     if args.out != "-":
         Path(args.out).write_text(report)
         print(f"written to {args.out}", file=sys.stderr)
     return 0
+
+
+def _check_quiet(results: Results) -> None:
+    """Note it when other work keeps the machine busy before the run: the figures suffer."""
+    before = CpuSnapshot.take()
+    time.sleep(1.0)
+    after = CpuSnapshot.take()
+    busy = (after.busy - before.busy) / (os.cpu_count() or 1)
+    if busy > 0.10:
+        note = (
+            f"Before the run, other work kept the machine {busy:.0%} busy; the figures are lower "
+            "and noisier than on a quiet machine."
+        )
+        results.notes.append(note)
+        print(f"note: {note}", file=sys.stderr)
+
+
+def _account_other_load(results: Results, start: CpuSnapshot, elapsed: float) -> None:
+    end = CpuSnapshot.take()
+    other = other_cpu_seconds(start, end)
+    capacity = elapsed * (os.cpu_count() or 1)
+    results.notes.append(
+        f"The run took {elapsed:.0f} s. Processes outside the bench used {other:.1f} CPU-seconds "
+        f"meanwhile ({other / capacity:.1%} of the machine); the hypervisor took "
+        f"{end.steal - start.steal:.1f} s (steal)."
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -305,9 +344,11 @@ class _Run:
     def stream(self) -> None:
         s = self.settings
         self.results.stream_params = (
-            f"The upstream streams {s.stream_chunks} content chunks {s.stream_chunk_delay_ms:g} ms "
-            "apart; the client does not ask for usage (sheepdog asks the upstream for it and "
-            "removes it)."
+            f"The upstream streams {s.stream_chunks} content chunks, "
+            f"{s.stream_chunk_delay_ms:g} ms apart in the sequential run and "
+            f"{s.stream_concurrent_chunk_delay_ms:g} ms apart in the concurrent one (a model's "
+            "pace of tokens); the client does not ask for usage (sheepdog asks the upstream for "
+            "it and removes it)."
         )
         paths = {
             name: (f"{server.url}/v1/chat/completions", client_headers(0))
@@ -323,7 +364,14 @@ class _Run:
                 self._profile("stream-concurrent", s.stream_duration) if name == SHEEPDOG else None
             )
             self.results.stream_concurrent[name] = asyncio.run(
-                streaming.concurrent(url, headers, model, s.stream_concurrency, s.stream_duration)
+                streaming.concurrent(
+                    url,
+                    headers,
+                    model,
+                    s.stream_concurrency,
+                    s.stream_duration,
+                    s.stream_concurrent_chunk_delay_ms,
+                )
             )
             self._finish_profile(recording)
         for name, stats in self.results.stream_sequential.items():
@@ -386,6 +434,7 @@ class _Run:
             lambda: memory.measure_memory(
                 self.group,
                 streams=s.memory_streams,
+                rounds=s.memory_rounds,
                 chunks=s.memory_chunks,
                 chunk_delay_ms=s.memory_chunk_delay_ms,
                 settle=s.memory_settle,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import urllib.request
 from dataclasses import dataclass
 
@@ -17,6 +18,8 @@ from bench.streaming import measure_stream, stream_body
 
 @dataclass
 class MemoryResult:
+    """RSS in bytes; ``after_rss`` has one figure per round of streams (a leak would grow)."""
+
     streams: int
     completed: int
     errors: int
@@ -24,8 +27,11 @@ class MemoryResult:
     stream_seconds: float
     idle_rss: int
     peak_rss: int
-    after_rss: int
+    after_rss: list[int]
     hwm_rss: int
+    idle_fds: int
+    peak_fds: int
+    after_fds: int
 
 
 def _upstream_stats(url: str) -> dict[str, int]:
@@ -56,34 +62,61 @@ async def _streams(url: str, count: int, ramp_seconds: float) -> tuple[int, int]
     return completed, errors
 
 
-async def _sample_rss(pid: int, peak: list[int], stop: asyncio.Event) -> None:
+def open_fds(pid: int) -> int:
+    """Open file descriptors of ``pid``: its sockets, mostly."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+@dataclass
+class _Samples:
+    rss: int = 0
+    fds: int = 0
+
+
+async def _sample(pid: int, peak: _Samples, stop: asyncio.Event) -> None:
     while not stop.is_set():
-        peak[0] = max(peak[0], rss_bytes(pid))
+        peak.rss = max(peak.rss, rss_bytes(pid))
+        peak.fds = max(peak.fds, open_fds(pid))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.1)
 
 
 async def _measure(
-    sheepdog_pid: int, url: str, streams: int, warmup_streams: int, settle: float
-) -> tuple[int, int, int, int, int]:
+    pid: int, url: str, streams: int, rounds: int, warmup_streams: int, settle: float
+) -> tuple[int, int, int, _Samples, list[int], int]:
     await _streams(url, warmup_streams, 0.0)
     await asyncio.sleep(settle)
-    idle = rss_bytes(sheepdog_pid)
-    peak = [idle]
-    stop = asyncio.Event()
-    sampler = asyncio.create_task(_sample_rss(sheepdog_pid, peak, stop))
-    completed, errors = await _streams(url, streams, ramp_seconds=1.0)
-    stop.set()
-    await sampler
-    await asyncio.sleep(settle)
-    after = rss_bytes(sheepdog_pid)
-    return idle, peak[0], after, completed, errors
+    idle_rss, idle_fds = rss_bytes(pid), open_fds(pid)
+    peak = _Samples(idle_rss, idle_fds)
+    after: list[int] = []
+    completed = errors = 0
+    for _ in range(rounds):
+        stop = asyncio.Event()
+        sampler = asyncio.create_task(_sample(pid, peak, stop))
+        done, failed = await _streams(url, streams, ramp_seconds=1.0)
+        stop.set()
+        await sampler
+        completed, errors = completed + done, errors + failed
+        await asyncio.sleep(settle)
+        after.append(rss_bytes(pid))
+    return idle_rss, idle_fds, completed, peak, after, errors
 
 
 def measure_memory(
-    group: ProcessGroup, *, streams: int, chunks: int, chunk_delay_ms: float, settle: float
+    group: ProcessGroup,
+    *,
+    streams: int,
+    rounds: int,
+    chunks: int,
+    chunk_delay_ms: float,
+    settle: float,
 ) -> MemoryResult | str:
-    """Run a slow upstream and a fresh sheepdog, and measure. A string says why it could not."""
+    """Run a slow upstream and a fresh sheepdog, and measure. A string says why it could not.
+
+    The streams are opened ``rounds`` times, one round after the other: memory that is only
+    retained (by the allocator, or the pool of idle upstream connections) stays flat from one
+    round to the next, where a leak would grow.
+    """
     upstream_port = free_port()
     upstream = group.start(
         "upstream-slow",
@@ -105,10 +138,11 @@ def measure_memory(
         if not available:
             return f"sheepdog does not relay yet ({why})"
         url = f"{sheepdog.url}/v1/chat/completions"
-        idle, peak, after, completed, errors = asyncio.run(
-            _measure(sheepdog.pid, url, streams, warmup_streams=20, settle=settle)
+        idle, idle_fds, completed, peak, after, errors = asyncio.run(
+            _measure(sheepdog.pid, url, streams, rounds, warmup_streams=20, settle=settle)
         )
         hwm = peak_rss_bytes(sheepdog.pid)
+        after_fds = open_fds(sheepdog.pid)
         upstream_peak = _upstream_stats(upstream.url)["peak_streams"]
     finally:
         group.stop(sheepdog)
@@ -120,7 +154,10 @@ def measure_memory(
         upstream_peak_streams=upstream_peak,
         stream_seconds=chunks * chunk_delay_ms / 1000,
         idle_rss=idle,
-        peak_rss=peak,
+        peak_rss=peak.rss,
         after_rss=after,
         hwm_rss=hwm,
+        idle_fds=idle_fds,
+        peak_fds=peak.fds,
+        after_fds=after_fds,
     )

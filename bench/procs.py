@@ -195,3 +195,29 @@ def tree_cpu_seconds(pid: int) -> float:
             continue
         pending.extend(int(child) for child in children)
     return total
+
+
+@dataclass
+class CpuSnapshot:
+    """The whole machine's busy and stolen CPU time, and this process's own (children included)."""
+
+    busy: float
+    steal: float
+    own: float
+
+    @classmethod
+    def take(cls) -> CpuSnapshot:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        ticks = [int(value) for value in fields]
+        # user nice system idle iowait irq softirq steal ...
+        busy = ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6]
+        steal = ticks[7] if len(ticks) > 7 else 0
+        hz = os.sysconf("SC_CLK_TCK")
+        times = os.times()
+        own = times.user + times.system + times.children_user + times.children_system
+        return cls(busy / hz, steal / hz, own)
+
+
+def other_cpu_seconds(start: CpuSnapshot, end: CpuSnapshot) -> float:
+    """CPU time used on the machine by processes outside this one and its reaped children."""
+    return max(0.0, (end.busy - start.busy) - (end.own - start.own))

@@ -2,8 +2,10 @@
 
 ``POST /v1/chat/completions`` answers at once with a usage object, or, with ``"stream": true``,
 streams ``--chunks`` SSE chunks ``--chunk-delay-ms`` apart, then the usage-only chunk when
-``stream_options.include_usage`` is set, then ``[DONE]``, as OpenAI does. ``GET /v1/models`` lists
-a model. ``GET /bench/stats`` says how many streams were open at once at most.
+``stream_options.include_usage`` is set, then ``[DONE]``, as OpenAI does; the request headers
+``X-Bench-Chunks`` and ``X-Bench-Chunk-Delay-Ms`` override both for one stream (relays pass them
+on). ``GET /v1/models`` lists a model. ``GET /bench/stats`` says how many streams were open at
+once at most.
 
     python -m bench.upstream --port 9001 [--chunks 20] [--chunk-delay-ms 2]
 """
@@ -117,6 +119,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 async def _stream(request: web.Request, model: str, include_usage: bool) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     stats = request.app[STATS]
+    chunks = int(request.headers.get("X-Bench-Chunks", settings.chunks))
+    delay_ms = request.headers.get("X-Bench-Chunk-Delay-Ms")
+    chunk_delay = float(delay_ms) / 1000 if delay_ms is not None else settings.chunk_delay
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
@@ -127,18 +132,18 @@ async def _stream(request: web.Request, model: str, include_usage: bool) -> web.
         await response.prepare(request)
         if settings.first_delay:
             await asyncio.sleep(settings.first_delay)
-        for index in range(settings.chunks):
+        for index in range(chunks):
             delta = (
                 {"role": "assistant", "content": "Hello"}
                 if index == 0
                 else {"content": f" tok{index}"}
             )
             await response.write(_chunk(model, delta, None))
-            if settings.chunk_delay:
-                await asyncio.sleep(settings.chunk_delay)
+            if chunk_delay:
+                await asyncio.sleep(chunk_delay)
         await response.write(_chunk(model, {}, "stop"))
         if include_usage:
-            await response.write(_usage_chunk(model, settings.chunks))
+            await response.write(_usage_chunk(model, chunks))
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
     finally:
