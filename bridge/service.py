@@ -33,6 +33,7 @@ log = logging.getLogger("sheepdog.bridge")
 
 HOUSEKEEPING_SECONDS: Final = 3600.0
 """How often sent rows older than a week are pruned."""
+RECOVERY_RETRY_SECONDS: Final = 5.0
 
 
 def check_bridge_config(config: BridgeConfig) -> Renderer:
@@ -65,25 +66,43 @@ class Bridge:
     # Life cycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        config = self.runtime.config.bridge
+        """Queue again what a crash left in flight, then start the workers.
+
+        If the outbox cannot be opened yet, this goes on trying in the background: the workers
+        start only after the recovery, so that none of them holds a row being reset.
+        """
         self.session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=config.retry.timeout_seconds), trust_env=True
+            timeout=aiohttp.ClientTimeout(total=self.runtime.config.bridge.retry.timeout_seconds),
+            trust_env=True,
         )
+        if not await self._recover():
+            self._housekeeping = asyncio.create_task(self._boot(), name="sheepdog-bridge-boot")
+            return
+        self._start_all()
+
+    async def _recover(self) -> bool:
         now = self.runtime.clock.now().timestamp()
         try:
             recovered = await self.outbox.recover(now)
-            if recovered:
-                log.warning(
-                    "notifications left in flight by the last run are queued again",
-                    extra={"count": recovered},
-                )
             await self.outbox.prune(now)
+            await self.refresh()
         except DatabaseUnavailable as exc:
-            log.error(
-                "outbox unavailable at start-up; workers keep trying", extra={"reason": str(exc)}
+            log.error("outbox unavailable at start-up; trying again", extra={"reason": str(exc)})
+            return False
+        if recovered:
+            log.warning(
+                "notifications left in flight by the last run are queued again",
+                extra={"count": recovered},
             )
-        await self.refresh()
-        for name in config.targets:
+        return True
+
+    async def _boot(self) -> None:
+        while not await self._recover():
+            await self._sleep(RECOVERY_RETRY_SECONDS)
+        self._start_all()
+
+    def _start_all(self) -> None:
+        for name in self.runtime.config.bridge.targets:
             self._start_worker(name, self.runtime.config)
         self._housekeeping = asyncio.create_task(self._housekeep(), name="sheepdog-bridge-prune")
         self._started = True

@@ -127,8 +127,12 @@ def start_bridge(
 ) -> StartBridge:
     """Start the whole app (bridge included) for ``config``; returns the test client."""
 
-    async def start(config: Config, *, clock: Clock | None = None) -> TestClient:
-        app = create_app(config, registry=registry, clock=clock)
+    async def start(
+        config: Config, *, clock: Clock | None = None, fresh_registry: bool = False
+    ) -> TestClient:
+        app = create_app(
+            config, registry=CollectorRegistry() if fresh_registry else registry, clock=clock
+        )
         client: TestClient = await aiohttp_client(app)
         return client
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 from datetime import UTC, datetime
 
@@ -152,7 +151,6 @@ def _connector_error() -> aiohttp.ClientConnectorError:
     ("exc", "outcome", "reason"),
     [
         (TimeoutError(), RETRY, "timeout"),
-        (asyncio.TimeoutError(), RETRY, "timeout"),
         (aiohttp.ServerTimeoutError(), RETRY, "timeout"),
         (ConnectionRefusedError(111, "Connection refused"), RETRY, "connection_error"),
         (ConnectionResetError(), RETRY, "connection_error"),

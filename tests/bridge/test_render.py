@@ -129,9 +129,10 @@ def test_firing_and_resolved_look_different(config: Config) -> None:
     """Title, colour and icon tell firing from resolved at a glance."""
     firing = compose(config, "ops-wechat", fixture_payload("firing-one.json"))[0]
     resolved = compose(config, "ops-wechat", fixture_payload("resolved-one.json"))[0]
-    firing_text, resolved_text = firing.body["markdown"]["content"], resolved.body["markdown"]["content"]
-    assert firing_text.startswith('## 🔥 <font color="warning">FIRING</font> LLMRelayHighErrorRate')
-    assert resolved_text.startswith('## ✅ <font color="info">RESOLVED</font> LLMRelayHighErrorRate')
+    firing_text = firing.body["markdown"]["content"]
+    resolved_text = resolved.body["markdown"]["content"]
+    assert firing_text.startswith('## 🔥 <font color="warning">FIRING</font> LLMRelay')
+    assert resolved_text.startswith('## ✅ <font color="info">RESOLVED</font> LLMRelay')
     assert "firing for **1h 5m**" in firing_text
     assert "after **11s**" in resolved_text
     slack_firing = compose(config, "ops-slack", fixture_payload("firing-one.json"))[0].body
@@ -337,7 +338,7 @@ def test_bad_templates_are_config_errors(
 def test_template_prefix_needs_templates_dir(make_config: MakeConfig) -> None:
     """A per-target template prefix without templates_dir says where files are looked for."""
     config = make_config({"bridge": {"targets": {"a": {"type": "log", "template": "x."}}}})
-    with pytest.raises(ConfigError, match="needs bridge.templates_dir"):
+    with pytest.raises(ConfigError, match=r"needs bridge\.templates_dir"):
         check_bridge_config(config.bridge)
 
 
