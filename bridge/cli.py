@@ -13,6 +13,7 @@ import json
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Final, TextIO
 
 from bridge.notifiers import Message, make_notifier
@@ -129,7 +130,7 @@ def render_command(
 def _read_payload(source: str | None, stdin: TextIO) -> Any:
     if source is None:
         return json.loads(json.dumps(SAMPLE_PAYLOAD))
-    text = stdin.read() if source == "-" else open(source, encoding="utf-8").read()  # noqa: SIM115
+    text = stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:

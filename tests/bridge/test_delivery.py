@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ def write_config(tmp_path: Path, document: dict[str, Any]) -> tuple[Path, Config
 
 
 def outbox_rows(tmp_path: Path) -> list[dict[str, Any]]:
-    with sqlite3.connect(tmp_path / "state" / "sheepdog.db") as conn:
+    with closing(sqlite3.connect(tmp_path / "state" / "sheepdog.db")) as conn, conn:
         conn.row_factory = sqlite3.Row
         return [dict(row) for row in conn.execute(
             "SELECT id, target, status, attempts, last_error FROM outbox_notifications ORDER BY id"
@@ -89,7 +90,7 @@ async def test_rows_left_by_a_crash_go_out_after_restart_in_order(
     for name in ("First", "Second", "Third"):
         response = await first.post("/alerts/ops", json=make_payload(1, name=name), headers=AUTH)
         assert response.status == 200
-    with sqlite3.connect(tmp_path / "state" / "sheepdog.db") as conn:
+    with closing(sqlite3.connect(tmp_path / "state" / "sheepdog.db")) as conn, conn:
         conn.execute("UPDATE outbox_notifications SET status = 'in_flight' WHERE id = 1")
     await first.close()
     assert [row["status"] for row in outbox_rows(tmp_path)] == ["in_flight", "pending", "pending"]

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ LOG_TARGETS = {"ops": {"type": "log"}, "other": {"type": "log"}}
 
 
 def _rows(tmp_path: Path) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(tmp_path / "state" / "sheepdog.db") as conn:
+    with closing(sqlite3.connect(tmp_path / "state" / "sheepdog.db")) as conn, conn:
         return conn.execute(
             "SELECT id, target, status, alert_status, payload FROM outbox_notifications"
         ).fetchall()
