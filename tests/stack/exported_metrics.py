@@ -1,7 +1,8 @@
-"""The metrics sheepdog exports, as the SPEC's metrics table states them.
+"""The metrics sheepdog exports: the SPEC's metrics table, then the families beyond it.
 
-This is the one list the stack (rules, dashboards) is checked against; a later test can compare it
-with the live ``/metrics`` output of ``sheepdog serve``.
+This is the one list the stack (rules, dashboards) is checked against, and
+``test_end_to_end.py`` compares it with the live ``/metrics`` of ``sheepdog serve``, both ways:
+every family here is there, and every ``llm_*`` and ``sheepdog_*`` family there is here.
 """
 
 from __future__ import annotations
@@ -48,6 +49,17 @@ METRICS: tuple[Metric, ...] = (
     Metric("sheepdog_notification_duration_seconds", "histogram", ("target",)),
     Metric("sheepdog_outbox_pending", "gauge", ("target",)),
     Metric("sheepdog_outbox_oldest_seconds", "gauge", ("target",)),
+    # Beyond the SPEC. The proxy: where metering is incomplete (docs/proxy.md).
+    Metric("llm_usage_missing_total", "counter", ("model", "route")),
+    Metric("llm_upstream_interrupted_total", "counter", ("model", "route", "reason")),
+    # The service itself (README "Metrics").
+    Metric("sheepdog_build_info", "gauge", ("version", "python")),
+    Metric("sheepdog_config_last_reload_successful", "gauge", ()),
+    Metric("sheepdog_config_last_reload_success_timestamp_seconds", "gauge", ()),
+    # The bridge (bridge/metrics.py): why attempts failed, dead letters, digests.
+    Metric("sheepdog_notification_failures_total", "counter", ("target", "reason")),
+    Metric("sheepdog_outbox_dead", "gauge", ("target",)),
+    Metric("sheepdog_notifications_merged_total", "counter", ("target",)),
 )
 
 

@@ -96,7 +96,8 @@ def test_panels_have_unique_ids_and_do_not_overlap(name: str) -> None:
 
 
 def test_llm_dashboard_shows_traffic_latency_cost_and_budget() -> None:
-    """The relay dashboard queries every view the issue asks for, and has a Cost row."""
+    """The relay dashboard queries every view the issue asks for, where metering is incomplete
+    too, and has a Cost row."""
     dashboard = DASHBOARDS["sheepdog-llm.json"]
     exprs = _expressions(dashboard)
     for needle in (
@@ -112,6 +113,8 @@ def test_llm_dashboard_shows_traffic_latency_cost_and_budget() -> None:
         "llm_active_requests",
         "llm_billing_usd_rate",
         "llm_market_usd_rate",
+        "llm_upstream_interrupted_total",
+        "llm_usage_missing_total",
     ):
         assert needle in exprs, needle
     rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
