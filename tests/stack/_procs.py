@@ -1,8 +1,10 @@
-"""Processes for the stack tests: the real Prometheus, and a stand-in for sheepdog's /metrics."""
+"""Processes for the stack tests: the real Prometheus and Alertmanager, and a stand-in for
+sheepdog's /metrics."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -52,7 +54,7 @@ def run_tool(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
 
 
 class SampleExporter:
-    """Serves every metric of the SPEC's table with plausible label values, on loopback.
+    """Serves every metric of exported_metrics.py with plausible label values, on loopback.
 
     Counters and histograms move on every scrape, so rates and quantiles have data.
     ``/probe`` answers like a blackbox exporter probe that succeeded.
@@ -88,6 +90,10 @@ class SampleExporter:
         for target in TARGETS:
             m["sheepdog_outbox_pending"].labels(target=target).set(3)
             m["sheepdog_outbox_oldest_seconds"].labels(target=target).set(42)
+            m["sheepdog_outbox_dead"].labels(target=target).set(1)
+        m["sheepdog_build_info"].labels(version="0.1.0", python="3.11.2").set(1)
+        m["sheepdog_config_last_reload_successful"].set(1)
+        m["sheepdog_config_last_reload_success_timestamp_seconds"].set(time.time())
 
     def tick(self) -> None:
         """One scrape's worth of traffic on every counter and histogram series."""
@@ -103,6 +109,9 @@ class SampleExporter:
                     m["llm_cost_usd_total"].labels(model, client).inc(0.01)
                 m["llm_request_duration_seconds"].labels(model, "chat").observe(3.2)
                 m["llm_time_to_first_token_seconds"].labels(model).observe(0.6)
+                m["llm_usage_missing_total"].labels(model, "chat").inc()
+                for reason in ("timeout", "error"):
+                    m["llm_upstream_interrupted_total"].labels(model, "chat", reason).inc()
             for reason in ("missing_key", "invalid_key", "upstream_rejected"):
                 m["llm_auth_failures_total"].labels(reason).inc()
             for target in TARGETS:
@@ -111,6 +120,9 @@ class SampleExporter:
                 for result in ("sent", "retried", "failed"):
                     m["sheepdog_notifications_total"].labels(target, result).inc()
                 m["sheepdog_notification_duration_seconds"].labels(target).observe(0.2)
+                for reason in ("server_error", "timeout"):
+                    m["sheepdog_notification_failures_total"].labels(target, reason).inc()
+                m["sheepdog_notifications_merged_total"].labels(target).inc()
 
     def exposition(self) -> bytes:
         with self._lock:
@@ -148,95 +160,105 @@ class SampleExporter:
         self._thread.join(timeout=5)
 
 
-class PrometheusProcess:
-    """A real ``prometheus`` on a free loopback port, with the repository's rule files.
+class ServerProcess:
+    """A real server binary on a free loopback port, its output in a log file in ``workdir``."""
 
-    The rule files are copied with every group's ``interval`` removed, so that all of them are
-    evaluated every second; scrape jobs point at the sample exporter.
-    """
+    name = "server"
+    ready_path = "/-/ready"
 
-    def __init__(self, binary: str, workdir: Path, exporter_port: int) -> None:
+    def __init__(self, binary: str, workdir: Path) -> None:
         self.binary = binary
         self.workdir = workdir
         self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.log_path = workdir / "prometheus.log"
+        self.address = f"127.0.0.1:{self.port}"
+        self.base_url = f"http://{self.address}"
+        self.log_path = workdir / f"{self.name}.log"
         self.process: subprocess.Popen[bytes] | None = None
-        self._write_config(exporter_port)
 
-    def _write_config(self, exporter_port: int) -> None:
-        rules_dir = self.workdir / "rules"
-        rules_dir.mkdir()
-        for source in sorted((REPO / "prometheus" / "rules").glob("*.yml")):
-            doc = yaml.safe_load(source.read_text(encoding="utf-8"))
-            for group in doc["groups"]:
-                group.pop("interval", None)
-            (rules_dir / source.name).write_text(yaml.safe_dump(doc), encoding="utf-8")
-        target = f"127.0.0.1:{exporter_port}"
-        config = {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(rules_dir / "*.yml")],
-            "scrape_configs": [
-                {"job_name": "sheepdog", "static_configs": [{"targets": [target]}]},
-                {
-                    "job_name": "alertmanager",
-                    "metrics_path": "/empty",
-                    "static_configs": [{"targets": [target]}],
-                },
-                {
-                    "job_name": "llm-upstream",
-                    "metrics_path": "/probe",
-                    "static_configs": [{"targets": [target]}],
-                },
-            ],
-        }
-        self.config_path = self.workdir / "prometheus.yml"
-        self.config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    def argv(self) -> list[str]:
+        raise NotImplementedError
 
     def start(self, timeout: float = 30.0) -> None:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [
-                    self.binary,
-                    f"--config.file={self.config_path}",
-                    f"--storage.tsdb.path={self.workdir / 'data'}",
-                    f"--web.listen-address=127.0.0.1:{self.port}",
-                    "--log.level=warn",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.workdir,
+                self.argv(), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"prometheus exited with {self.process.returncode}:\n{self.log}")
+                raise RuntimeError(
+                    f"{self.name} exited with {self.process.returncode}:\n{self.log}"
+                )
             try:
-                with urllib.request.urlopen(f"{self.base_url}/-/ready", timeout=1):
+                with urllib.request.urlopen(f"{self.base_url}{self.ready_path}", timeout=1):
                     return
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"prometheus was not ready within {timeout}s:\n{self.log}")
+        raise RuntimeError(f"{self.name} was not ready within {timeout}s:\n{self.log}")
 
     @property
     def log(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
 
-    def api(self, path: str, **params: str) -> dict[str, Any]:
+    def api(self, path: str, **params: str) -> Any:
         """GET an API path; the decoded JSON body, also of a 4xx answer (it carries the error)."""
-        url = f"{self.base_url}{path}?{urllib.parse.urlencode(params)}"
+        url = f"{self.base_url}{path}"
+        if params:
+            url += f"?{urllib.parse.urlencode(params)}"
         try:
             with urllib.request.urlopen(url, timeout=10) as response:
                 body = response.read()
         except urllib.error.HTTPError as exc:
             body = exc.read()
-        result: dict[str, Any] = json.loads(body)
-        return result
+        return json.loads(body)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+class PrometheusProcess(ServerProcess):
+    """A real ``prometheus`` on a free loopback port, run with the config it is given.
+
+    ``write_config`` must be called (with the config as a dict) before :meth:`start`.
+    """
+
+    name = "prometheus"
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        self.config_path = self.workdir / "prometheus.yml"
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+
+    def argv(self) -> list[str]:
+        return [
+            self.binary,
+            f"--config.file={self.config_path}",
+            f"--storage.tsdb.path={self.workdir / 'data'}",
+            f"--web.listen-address={self.address}",
+            "--log.level=warn",
+        ]
 
     def query(self, expr: str) -> dict[str, Any]:
         """Evaluate one instant query now."""
-        return self.api("/api/v1/query", query=expr)
+        result: dict[str, Any] = self.api("/api/v1/query", query=expr)
+        return result
+
+    def vector(self, expr: str) -> list[dict[str, Any]]:
+        """The result of an instant query that must succeed: its samples (maybe none)."""
+        answer = self.query(expr)
+        assert answer["status"] == "success", f"{expr}: {answer.get('error')}"
+        result: list[dict[str, Any]] = answer["data"]["result"]
+        return result
 
     def wait_until_evaluated(self, min_scrapes: int = 4, timeout: float = 30.0) -> None:
         """Until every rule has been evaluated and sheepdog scraped ``min_scrapes`` times."""
@@ -250,23 +272,90 @@ class PrometheusProcess:
             time.sleep(0.25)
         raise RuntimeError(f"rules or scrapes not done within {timeout}s:\n{self.log}")
 
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+
+class AlertmanagerProcess(ServerProcess):
+    """A real ``prometheus-alertmanager``, alone (no cluster), run with the config it is given."""
+
+    name = "alertmanager"
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        self.config_path = self.workdir / "alertmanager.yml"
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+
+    def argv(self) -> list[str]:
+        return [
+            self.binary,
+            f"--config.file={self.config_path}",
+            f"--storage.path={self.workdir / 'data'}",
+            f"--web.listen-address={self.address}",
+            # An empty address turns the gossip cluster (0.0.0.0:9094 by default) off.
+            "--cluster.listen-address=",
+            "--log.level=debug",
+        ]
+
+
+def rules_for_test(dest: Path, for_divisor: int | None = None) -> str:
+    """The repository's rule files written to ``dest``, every group evaluated at the global
+    interval (its ``interval`` removed); with ``for_divisor``, each ``for:`` divided by it
+    (whole seconds, at least 1s). Expressions, labels and annotations are untouched.
+    Returns the glob for ``rule_files``.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    for source in sorted((REPO / "prometheus" / "rules").glob("*.yml")):
+        doc = yaml.safe_load(source.read_text(encoding="utf-8"))
+        for group in doc["groups"]:
+            group.pop("interval", None)
+            for rule in group["rules"]:
+                if for_divisor and "for" in rule:
+                    seconds = parse_duration(rule["for"]) / for_divisor
+                    rule["for"] = f"{max(1, round(seconds))}s"
+        (dest / source.name).write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return str(dest / "*.yml")
+
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+_DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Prometheus duration such as ``10m``, ``1h30m`` or ``500ms``."""
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"not a Prometheus duration: {text!r}")
+    return sum(int(number) * _DURATION_UNITS[unit] for number, unit in parts)
+
+
+def sample_prometheus_config(rules_glob: str, exporter_port: int) -> dict[str, Any]:
+    """Every scrape job the rules and dashboards read, pointed at the sample exporter."""
+    target = f"127.0.0.1:{exporter_port}"
+    return {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [rules_glob],
+        "scrape_configs": [
+            {"job_name": "sheepdog", "static_configs": [{"targets": [target]}]},
+            {
+                "job_name": "alertmanager",
+                "metrics_path": "/empty",
+                "static_configs": [{"targets": [target]}],
+            },
+            {
+                "job_name": "llm-upstream",
+                "metrics_path": "/probe",
+                "static_configs": [{"targets": [target]}],
+            },
+        ],
+    }
 
 
 @contextmanager
 def running_prometheus(binary: str, workdir: Path) -> Iterator[PrometheusProcess]:
-    """The sample exporter and a Prometheus scraping it; both stopped on exit."""
+    """The sample exporter and a Prometheus scraping it, every rule evaluated each second;
+    both stopped on exit."""
     exporter = SampleExporter()
     exporter.start()
-    prometheus = PrometheusProcess(binary, workdir, exporter.port)
+    prometheus = PrometheusProcess(binary, workdir)
+    rules_glob = rules_for_test(workdir / "rules")
+    prometheus.write_config(sample_prometheus_config(rules_glob, exporter.port))
     try:
         prometheus.start()
         prometheus.wait_until_evaluated()

@@ -63,7 +63,9 @@ def _bind_mounts(service: dict[str, Any]) -> list[tuple[str, str]]:
 
 def _schema() -> dict[str, Any]:
     if not SCHEMA.is_file():
-        pytest.skip(f"{SCHEMA} is missing: `scripts/setup --test` fetches it where npm is available")
+        pytest.skip(
+            f"{SCHEMA} is missing: `scripts/setup --test` fetches it where npm is available"
+        )
     schema: dict[str, Any] = json.loads(SCHEMA.read_text(encoding="utf-8"))
     return schema
 
