@@ -393,3 +393,71 @@ async def test_series_exist_from_start_and_for_targets_added_on_reload(
     assert refused.status == 400
     assert "bridge.targets.a.template" in (await refused.json())["error"]
     assert set(client.app[BRIDGE].workers) == {"a", "b"}
+
+
+@pytest.mark.parametrize(
+    ("channel", "reply", "reason"),
+    [
+        ("wechat", None, "invalid_key"),
+        ("slack", Reply(404, "channel_not_found"), "channel_not_found"),
+        ("slack", Reply(400, "invalid_payload"), "invalid_payload"),
+        ("slack", Reply(410, "channel_is_archived"), "channel_archived"),
+    ],
+)
+async def test_permanent_failures_are_dead_at_once(
+    start_bridge: StartBridge,
+    fake_clock: FakeClock,
+    tmp_path: Path,
+    registry: CollectorRegistry,
+    channel: str,
+    reply: Reply | None,
+    reason: str,
+) -> None:
+    """A wrong robot key or a Slack 4xx is final: dead after one attempt, reason counted."""
+    robot = await WeChatRobot(keys=["the-right-key"]).start()
+    slack = await SlackWebhook().start()
+    try:
+        if reply is not None:
+            slack.script(reply)
+        url = robot.url("a-wrong-key") if channel == "wechat" else slack.url
+        _, config = write_config(tmp_path, targets_config(
+            tmp_path, {"ops": {"type": channel, "url": url}}))
+        client = await start_bridge(config, clock=fake_clock)
+        await client.post("/alerts/ops", json=make_payload(), headers=AUTH)
+        await wait_for(lambda: outbox_rows(tmp_path)[0]["status"] == "dead", what="dead letter")
+        row = outbox_rows(tmp_path)[0]
+        assert row["attempts"] == 1
+        assert row["last_error"].startswith(f"{reason}: ")
+        assert sample(registry, "sheepdog_notification_failures_total", target="ops",
+                      reason=reason) == 1
+        assert sample(registry, "sheepdog_notifications_total", target="ops", result="retried") == 0
+    finally:
+        await robot.close()
+        await slack.close()
+
+
+async def test_oldest_waiting_age_is_exported(
+    start_bridge: StartBridge, fake_clock: FakeClock, tmp_path: Path, registry: CollectorRegistry
+) -> None:
+    """sheepdog_outbox_oldest_seconds grows while a notification waits, and is 0 once sent."""
+    robot = await WeChatRobot(keys=[ROBOT_KEY], clock=fake_clock.monotonic).start()
+    try:
+        robot.script(*[Answer(http_status=503, body="busy")] * 3)
+        _, config = write_config(tmp_path, targets_config(
+            tmp_path, {"ops": {"type": "wechat", "url": robot.url()}},
+            retry={"initial_seconds": 100, "max_seconds": 100}))
+        client = await start_bridge(config, clock=fake_clock)
+        await client.post("/alerts/ops", json=make_payload(), headers=AUTH)
+        ages: list[float] = []
+
+        def record_age() -> bool:
+            ages.append(sample(registry, "sheepdog_outbox_oldest_seconds", target="ops"))
+            return len(robot.messages) == 1
+
+        await wait_for(record_age, what="delivery after three failures")
+        assert max(ages) >= 100
+        assert sample(registry, "sheepdog_outbox_pending", target="ops") in (0, 1)
+        await wait_for(lambda: sample(registry, "sheepdog_outbox_oldest_seconds",
+                                      target="ops") == 0, what="age back to 0")
+    finally:
+        await robot.close()
