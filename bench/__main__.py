@@ -358,6 +358,9 @@ class _Run:
         self.results.stream_sequential = asyncio.run(
             streaming.sequential(paths, model, s.stream_rounds)
         )
+        self.results.stream_unpaced = asyncio.run(
+            streaming.sequential(paths, model, s.stream_rounds, chunk_delay_ms=0)
+        )
         self.results.stream_concurrency = s.stream_concurrency
         for name, (url, headers) in paths.items():
             recording = (

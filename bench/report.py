@@ -47,6 +47,7 @@ class Results:
     relay: list[RelayRow] = field(default_factory=list)
     stream_params: str = ""
     stream_sequential: dict[str, StreamStats] = field(default_factory=dict)
+    stream_unpaced: dict[str, StreamStats] = field(default_factory=dict)
     stream_concurrent: dict[str, StreamStats] = field(default_factory=dict)
     stream_concurrency: int = 0
     memory: MemoryResult | str | None = None
@@ -170,7 +171,17 @@ def targets(results: Results) -> list[Target]:
     name = "added time to first token ≤ 1 ms at p50, sequential"
     if SHEEPDOG in seq and DIRECT in seq and seq[SHEEPDOG].ttft:
         added = _added(seq, SHEEPDOG, "ttft_p50")
-        found.append(Target(name, f"{added * 1000:.2f} ms", added <= 0.001))
+        measured = f"{added * 1000:.2f} ms"
+        context = []
+        if PASSTHROUGH in seq and seq[PASSTHROUGH].ttft:
+            floor = _added(seq, PASSTHROUGH, "ttft_p50")
+            context.append(f"the bare pass-through adds {floor * 1000:.2f} ms")
+        unpaced = results.stream_unpaced
+        if SHEEPDOG in unpaced and DIRECT in unpaced and unpaced[SHEEPDOG].ttft:
+            context.append(f"unpaced {_added(unpaced, SHEEPDOG, 'ttft_p50') * 1000:.2f} ms")
+        if context:
+            measured += f" ({'; '.join(context)})"
+        found.append(Target(name, measured, added <= 0.001))
     else:
         found.append(Target(name, "not measured", None))
     memory = results.memory
@@ -352,6 +363,15 @@ def render(results: Results, machine: dict[str, str]) -> str:
             "Sequential (paths interleaved request by request):",
             "",
             *_stream_table(results.stream_sequential),
+        ]
+    if results.stream_unpaced:
+        out += [
+            "",
+            "Sequential, unpaced (the upstream sends every chunk at once, so the cores have no "
+            "time to fall idle between one hop and the next: what remains is the relays' own "
+            "work rather than the time a core takes to wake up):",
+            "",
+            *_stream_table(results.stream_unpaced),
         ]
     if results.stream_concurrent:
         out += [

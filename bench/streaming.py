@@ -111,10 +111,20 @@ def _session(limit: int = 0) -> aiohttp.ClientSession:
 
 
 async def sequential(
-    paths: dict[str, tuple[str, dict[str, str]]], model: str, rounds: int, warmup: int = 5
+    paths: dict[str, tuple[str, dict[str, str]]],
+    model: str,
+    rounds: int,
+    warmup: int = 5,
+    chunk_delay_ms: float | None = None,
 ) -> dict[str, StreamStats]:
-    """One stream at a time, path after path, ``rounds`` times. ``paths``: name → (url, headers)."""
+    """One stream at a time, path after path, ``rounds`` times. ``paths``: name → (url, headers).
+
+    ``chunk_delay_ms`` asks the bench upstream for that pace of tokens instead of its default.
+    """
     body = stream_body(model)
+    if chunk_delay_ms is not None:
+        extra = {"X-Bench-Chunk-Delay-Ms": f"{chunk_delay_ms:g}"}
+        paths = {name: (url, {**headers, **extra}) for name, (url, headers) in paths.items()}
     results = {name: StreamStats() for name in paths}
     async with _session() as session:
         for index in range(warmup + rounds):
