@@ -296,7 +296,8 @@ def target_stats(conn: sqlite3.Connection) -> dict[str, TargetStats]:
         "SUM(status IN ('pending', 'in_flight')), "
         "MIN(CASE WHEN status IN ('pending', 'in_flight') THEN created_at END), "
         "SUM(status = 'dead') "
-        "FROM outbox_notifications WHERE status != 'sent' GROUP BY target"
+        "FROM outbox_notifications WHERE status IN ('pending', 'in_flight', 'dead') "
+        "GROUP BY target"
     ):
         stats[target] = TargetStats(int(waiting or 0), oldest, int(dead or 0))
     return stats

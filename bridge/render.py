@@ -11,6 +11,7 @@ mrkdwn (``&``, ``<``, ``>``), and WeChat markdown and plain text are left as the
 
 from __future__ import annotations
 
+import copy
 import json
 import zoneinfo
 from collections.abc import Callable, Mapping, Sequence
@@ -23,7 +24,8 @@ from urllib.parse import quote
 import jinja2
 from markupsafe import Markup
 
-from bridge.payload import Payload, parse_time
+from bridge.payload import Payload, parse_time, validate_payload
+from bridge.sample import SAMPLE_PAYLOAD
 from sheepdog.config import BridgeConfig, TargetConfig
 from sheepdog.errors import ConfigError
 
@@ -163,6 +165,25 @@ class Renderer:
                 self.template(target, name)
             except TemplateFailure as exc:
                 raise ConfigError(path, f"template does not compile: {exc}") from None
+        # Compiling is not enough: try each template on a realistic payload.
+        payload = validate_payload(copy.deepcopy(SAMPLE_PAYLOAD))
+        context = self.context(
+            target,
+            payload,
+            payload["alerts"],
+            now=datetime.now(UTC),
+            mentions={"userids": ["sample"], "mobiles": [], "all": False},
+        )
+        for name in names:
+            try:
+                text = self.render(target, name, context)
+                if name.endswith(".json.j2"):
+                    json.loads(text)
+            except (TemplateFailure, ValueError) as exc:
+                where = self.template(target, name).filename or name
+                raise ConfigError(
+                    path, f"template fails on the sample payload: {where}: {exc}"
+                ) from None
 
     def context(
         self,
@@ -173,7 +194,7 @@ class Renderer:
         now: datetime,
         part: Part | None = None,
         digest: Digest | None = None,
-        mentions: Mapping[str, Sequence[str]] | None = None,
+        mentions: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """What a template sees: the payload as it came (``alerts`` being this part's), plus
         ``target``, ``now`` and helpers (``firing``, ``resolved``, ``total``, ``part``, …)."""

@@ -133,6 +133,9 @@ class TargetWorker:
                 await self._pause(_TROUBLE_PAUSE, wakeable=False)
 
     async def _step(self) -> None:
+        if self._held:  # an earlier step broke off: its rows go back to the queue first
+            await self._outbox.release(self._held, self._now())
+            self._held = []
         rows = await self._outbox.waiting(self.name, MAX_DIGEST_NOTIFICATIONS)
         if not rows:
             await self._pause(IDLE_POLL_SECONDS)

@@ -20,12 +20,14 @@ __all__ = [
     "Notifier",
     "compose_parts",
     "mentions_for",
+    "render_parsed",
     "render_template",
 ]
 
 log = logging.getLogger("sheepdog.bridge.render")
 
 M = TypeVar("M")
+T = TypeVar("T")
 Alert = Mapping[str, Any]
 
 PLACEHOLDER_PART: Final = Part(9999, 9999)
@@ -69,21 +71,34 @@ class Notifier(Protocol):
 def render_template(
     renderer: Renderer, target: TargetConfig, name: str, context: Mapping[str, Any]
 ) -> str:
-    """Render, falling back to the built-in template if an override fails on this payload:
-    a broken template must not cost an alert."""
+    """Render ``name`` for ``target``; see :func:`render_parsed`."""
+    return render_parsed(renderer, target, name, context, _as_text)
+
+
+def render_parsed(
+    renderer: Renderer,
+    target: TargetConfig,
+    name: str,
+    context: Mapping[str, Any],
+    parse: Callable[[str], T],
+) -> T:
+    """Render and ``parse``, falling back to the built-in template if an override fails on
+    this payload (in rendering or parsing): a broken template must not cost an alert."""
     try:
-        return renderer.render(target, name, context)
+        return parse(renderer.render(target, name, context))
     except TemplateFailure as exc:
-        if (
-            renderer.template(target, name).filename
-            == renderer.template(target, name, builtin=True).filename
-        ):
+        override = renderer.template(target, name).filename
+        if override == renderer.template(target, name, builtin=True).filename:
             raise
         log.error(
             "template failed, the built-in one is used instead",
-            extra={"target": target.name, "template": name, "reason": str(exc)},
+            extra={"target": target.name, "template": override, "reason": str(exc)},
         )
-        return renderer.render(target, name, context, builtin=True)
+        return parse(renderer.render(target, name, context, builtin=True))
+
+
+def _as_text(text: str) -> str:
+    return text
 
 
 def compose_parts(

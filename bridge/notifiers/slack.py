@@ -17,13 +17,20 @@ from typing import Any, Final
 import aiohttp
 
 from bridge.classify import Verdict
-from bridge.notifiers.base import Message, compose_parts, mentions_for, render_template
+from bridge.notifiers.base import Message, compose_parts, mentions_for, render_parsed
 from bridge.notifiers.util import post_json, redact_url, split_lines_to_fit, truncate_chars
 from bridge.payload import Payload
 from bridge.render import Digest, Part, Renderer, TemplateFailure
 from sheepdog.config import TargetConfig
 
-__all__ = ["MAX_BLOCKS", "SECTION_LIMIT", "TEXT_LIMIT", "SlackNotifier", "fits_slack"]
+__all__ = [
+    "MAX_BLOCKS",
+    "SECTION_LIMIT",
+    "TEXT_LIMIT",
+    "SlackNotifier",
+    "fits_slack",
+    "parse_slack_body",
+]
 
 TEXT_LIMIT: Final = 40_000
 MAX_BLOCKS: Final = 50
@@ -60,14 +67,7 @@ class SlackNotifier:
                 digest=digest,
                 mentions=mentions,
             )
-            text = render_template(self._renderer, self.target, TEMPLATE, context)
-            try:
-                body = json.loads(text)
-            except ValueError as exc:
-                raise TemplateFailure(f"{TEMPLATE} did not produce valid JSON: {exc}") from exc
-            if not isinstance(body, dict):
-                raise TemplateFailure(f"{TEMPLATE} must produce a JSON object")
-            return body
+            return render_parsed(self._renderer, self.target, TEMPLATE, context, parse_slack_body)
 
         bodies = compose_parts(
             payload["alerts"], render, fits=fits_slack, split=_split_body, label=_label
@@ -86,6 +86,17 @@ class SlackNotifier:
     def destination(self) -> str:
         assert self.target.url is not None
         return redact_url(self.target.url.reveal())
+
+
+def parse_slack_body(text: str) -> dict[str, Any]:
+    """The JSON object the Slack template produced, or :class:`TemplateFailure`."""
+    try:
+        body = json.loads(text)
+    except ValueError as exc:
+        raise TemplateFailure(f"{TEMPLATE} did not produce valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise TemplateFailure(f"{TEMPLATE} must produce a JSON object")
+    return body
 
 
 def fits_slack(body: Mapping[str, Any]) -> bool:

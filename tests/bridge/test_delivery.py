@@ -461,3 +461,28 @@ async def test_oldest_waiting_age_is_exported(
                                       target="ops") == 0, what="age back to 0")
     finally:
         await robot.close()
+
+
+async def test_an_unexpected_error_does_not_strand_rows(
+    start_bridge: StartBridge, fake_clock: FakeClock, tmp_path: Path, robot: WeChatRobot
+) -> None:
+    """If a worker step blows up, its rows go back to the queue and are delivered later."""
+    _, config = write_config(tmp_path, targets_config(
+        tmp_path, {"ops": {"type": "wechat", "url": robot.url()}}))
+    client = await start_bridge(config, clock=fake_clock)
+    worker = client.app[BRIDGE].workers["ops"]
+    real_compose = worker.notifier.compose
+    calls = 0
+
+    def flaky_compose(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug")
+        return real_compose(*args, **kwargs)
+
+    worker.notifier.compose = flaky_compose  # type: ignore[method-assign]
+    await client.post("/alerts/ops", json=make_payload(), headers=AUTH)
+    await wait_for(lambda: len(robot.messages) == 1, what="delivery after the error")
+    await wait_for(lambda: outbox_rows(tmp_path)[0]["status"] == "sent", what="row sent")
+    assert calls == 2

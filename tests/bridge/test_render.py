@@ -319,6 +319,11 @@ def test_overrides_per_target_then_templates_dir_then_builtin(
          "bridge.targets.a.template: template does not compile: {dir}/log.txt.j2: line 1: "),
         ({}, {"a": {"type": "log", "template": "nope."}},
          "bridge.targets.a.template: no template nope.log.txt.j2"),
+        ({"log.txt.j2": "{{ alerts[0].labels.alertname.nope() }}"}, {"a": {"type": "log"}},
+         "bridge.targets.a.template: template fails on the sample payload: {dir}/log.txt.j2"),
+        ({"s.slack.json.j2": '{"text": {{ status }}}'},
+         {"a": {"type": "slack", "url": "https://hooks.slack.com/x", "template": "s."}},
+         "bridge.targets.a.template: template fails on the sample payload: {dir}/s.slack"),
     ],
 )
 def test_bad_templates_are_config_errors(
