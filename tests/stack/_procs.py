@@ -234,6 +234,7 @@ class PrometheusProcess(ServerProcess):
     """
 
     name = "prometheus"
+    log_level = "warn"
 
     def write_config(self, config: dict[str, Any]) -> None:
         self.config_path = self.workdir / "prometheus.yml"
@@ -245,7 +246,8 @@ class PrometheusProcess(ServerProcess):
             f"--config.file={self.config_path}",
             f"--storage.tsdb.path={self.workdir / 'data'}",
             f"--web.listen-address={self.address}",
-            "--log.level=warn",
+            f"--web.external-url={self.base_url}",
+            f"--log.level={self.log_level}",
         ]
 
     def query(self, expr: str) -> dict[str, Any]:
@@ -288,6 +290,7 @@ class AlertmanagerProcess(ServerProcess):
             f"--config.file={self.config_path}",
             f"--storage.path={self.workdir / 'data'}",
             f"--web.listen-address={self.address}",
+            f"--web.external-url={self.base_url}",
             # An empty address turns the gossip cluster (0.0.0.0:9094 by default) off.
             "--cluster.listen-address=",
             "--log.level=debug",

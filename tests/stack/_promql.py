@@ -14,6 +14,8 @@ import yaml
 from tests.stack._procs import CLIENTS, MODELS, REPO, TARGETS
 
 RULES_DIR = REPO / "prometheus" / "rules"
+# Series from Prometheus itself (`up`) and the blackbox exporter (`probe_*`), not from sheepdog.
+OTHER_EXPORTERS = re.compile(r"^(up|probe_[a-z_]+)$")
 DASHBOARDS_DIR = REPO / "grafana" / "dashboards"
 
 # Concrete values for Grafana's variables: one the sample exporter has for each dashboard variable.

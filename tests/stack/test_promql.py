@@ -3,21 +3,17 @@ evaluates it without error."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from tests.stack._procs import PrometheusProcess
 from tests.stack._promql import (
+    OTHER_EXPORTERS,
     dashboard_expressions,
     metric_names,
     recording_rules,
     rule_expressions,
 )
 from tests.stack.exported_metrics import exported_series_names
-
-# Series from Prometheus itself (`up`) and the blackbox exporter (`probe_*`).
-OTHER_EXPORTERS = re.compile(r"^(up|probe_[a-z_]+)$")
 
 
 def _known_names() -> frozenset[str]:

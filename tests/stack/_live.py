@@ -1,0 +1,439 @@
+"""The whole stack, live: ``sheepdog serve``, the real Prometheus and Alertmanager run with the
+repository's own config files, and local peers (OpenAI-compatible upstream, WeChat robot, Slack
+webhook, SMTP server) standing in for the outside world.
+
+The configs are the repository's files, parsed and rewritten: addresses (compose service names,
+the upstream relay, the token file) become loopback ones, and intervals and ``for:`` durations
+are shortened. Nothing else changes: every expression, label, route, matcher and inhibit rule is
+the one that ships.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import openai
+import pytest
+import yaml
+
+from tests.peers.slack import SlackWebhook
+from tests.peers.smtp import SmtpServer
+from tests.peers.upstream import FakeUpstream, Script
+from tests.peers.wechat import WeChatRobot
+from tests.stack._procs import (
+    REPO,
+    AlertmanagerProcess,
+    PrometheusProcess,
+    free_port,
+    rules_for_test,
+)
+from tests.support.process import SheepdogProcess
+
+T = TypeVar("T")
+
+CLIENT_NAME = "team-a"
+CLIENT_KEY = "sk-team-a-e2e"
+UPSTREAM_KEY = "sk-upstream-e2e"
+ALERT_TOKEN = "alertmanager-e2e-token"
+ROBOT_KEY = "robot-key"
+
+# `for:` durations are divided by this (10m -> 2s, 5m -> 1s, at least 1s).
+FOR_DIVISOR = 300
+# Alertmanager's timers, wherever the routing tree sets them.
+ROUTE_TIMERS = {"group_wait": "1s", "group_interval": "1s", "repeat_interval": "5m"}
+SCRAPE_INTERVAL = "1s"
+
+
+class PeerLoop:
+    """An asyncio event loop in a thread, for the aiohttp peers the synchronous tests drive."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="peers", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self.run(self._cancel_tasks())
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout=10)
+        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        self.loop.close()
+
+    @staticmethod
+    async def _cancel_tasks() -> None:
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# The repository's configs, rewritten for loopback and short timers
+
+
+def substitute_addresses(tree: Any, addresses: dict[str, str], used: set[str]) -> Any:
+    """``tree`` with every occurrence of each key of ``addresses`` in a string replaced."""
+    if isinstance(tree, dict):
+        return {key: substitute_addresses(value, addresses, used) for key, value in tree.items()}
+    if isinstance(tree, list):
+        return [substitute_addresses(item, addresses, used) for item in tree]
+    if isinstance(tree, str):
+        for old, new in addresses.items():
+            if old in tree:
+                used.add(old)
+                tree = tree.replace(old, new)
+    return tree
+
+
+def _strings(tree: Any) -> Iterator[str]:
+    if isinstance(tree, dict):
+        for value in tree.values():
+            yield from _strings(value)
+    elif isinstance(tree, list):
+        for item in tree:
+            yield from _strings(item)
+    elif isinstance(tree, str):
+        yield tree
+
+
+def _rewrite(path: Path, addresses: dict[str, str]) -> dict[str, Any]:
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    used: set[str] = set()
+    rewritten: dict[str, Any] = substitute_addresses(doc, addresses, used)
+    unused = set(addresses) - used
+    assert not unused, f"{path.relative_to(REPO)} no longer mentions {sorted(unused)}"
+    return rewritten
+
+
+def prometheus_config(addresses: dict[str, str], rules_glob: str) -> dict[str, Any]:
+    """prometheus/prometheus.yml with loopback addresses, scrapes and evaluations every second.
+
+    Every target and the Alertmanager must end up on loopback: a test never reaches out.
+    """
+    config = _rewrite(REPO / "prometheus" / "prometheus.yml", addresses)
+    config["global"]["scrape_interval"] = SCRAPE_INTERVAL
+    config["global"]["evaluation_interval"] = SCRAPE_INTERVAL
+    config["rule_files"] = [rules_glob]
+    for job in config["scrape_configs"]:
+        for key in ("scrape_interval", "scrape_timeout"):
+            if key in job:
+                job[key] = SCRAPE_INTERVAL
+    targets = [
+        target
+        for section in [*config["scrape_configs"], *config["alerting"]["alertmanagers"]]
+        for static in section.get("static_configs", [])
+        for target in static["targets"]
+    ]
+    replacements = [
+        relabel["replacement"]
+        for job in config["scrape_configs"]
+        for relabel in job.get("relabel_configs", [])
+        if relabel.get("target_label") == "__address__"
+    ]
+    for address in [*targets, *replacements]:
+        assert address.startswith(("127.0.0.1:", "http://127.0.0.1:")), (
+            f"prometheus.yml: {address} is not substituted by a loopback address"
+        )
+    return config
+
+
+def alertmanager_config(addresses: dict[str, str], token_file: Path) -> dict[str, Any]:
+    """alertmanager/alertmanager.yml posting to the test's sheepdog with the test's token file,
+    every timer of the routing tree shortened."""
+    config = _rewrite(REPO / "alertmanager" / "alertmanager.yml", addresses)
+
+    def shorten(route: dict[str, Any]) -> None:
+        for key, value in ROUTE_TIMERS.items():
+            if key in route:
+                route[key] = value
+        for child in route.get("routes", []):
+            shorten(child)
+
+    shorten(config["route"])
+    for receiver in config["receivers"]:
+        for webhook in receiver["webhook_configs"]:
+            assert webhook["url"].startswith("http://127.0.0.1:"), webhook["url"]
+            webhook["http_config"]["authorization"]["credentials_file"] = str(token_file)
+    return config
+
+
+# ------------------------------------------------------------------------------------------------
+# Traffic
+
+
+@dataclass
+class Traffic:
+    """Chat completions through the proxy at a steady rate, with the openai SDK, from a thread.
+
+    While ``fail_every`` is N > 0, every Nth request is answered 500 by the upstream (for
+    ``model`` only); the others succeed. Outcomes other than the expected ones are collected in
+    ``unexpected``.
+    """
+
+    base_url: str
+    upstream: FakeUpstream
+    model: str = "gpt-4.1"
+    rate: float = 20.0
+    fail_every: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    unexpected: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="traffic", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        try:
+            with openai.OpenAI(
+                base_url=f"{self.base_url}/v1", api_key=CLIENT_KEY, max_retries=0, timeout=10
+            ) as client:
+                self._loop(client)
+        except Exception as exc:  # the thread must not die silently
+            self.unexpected.append(f"traffic stopped: {exc!r}")
+
+    def _loop(self, client: openai.OpenAI) -> None:
+        number = 0
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            number += 1
+            failing = self.fail_every > 0 and number % self.fail_every == 0
+            self.upstream.scripts[self.model] = Script(status=500) if failing else Script()
+            try:
+                client.chat.completions.create(
+                    model=self.model, messages=[{"role": "user", "content": "ping"}]
+                )
+            except openai.InternalServerError as exc:
+                if failing:
+                    self.failed += 1
+                else:
+                    self.unexpected.append(f"request {number}: {exc!r}")
+            except openai.OpenAIError as exc:
+                self.unexpected.append(f"request {number}: {exc!r}")
+            else:
+                if failing:
+                    self.unexpected.append(f"request {number}: succeeded, expected a 500")
+                else:
+                    self.succeeded += 1
+            next_at += 1 / self.rate
+            self._stop.wait(max(0.0, next_at - time.monotonic()))
+
+
+# ------------------------------------------------------------------------------------------------
+# The stack
+
+
+@dataclass
+class LiveStack:
+    peers: PeerLoop
+    upstream: FakeUpstream
+    robot: WeChatRobot
+    slack: SlackWebhook
+    smtp: SmtpServer
+    sheepdog: SheepdogProcess
+    alertmanager: AlertmanagerProcess
+    prometheus: PrometheusProcess
+
+    def metrics_text(self) -> str:
+        status, text = self.sheepdog.get("/metrics")
+        assert status == 200, text
+        return text
+
+    def logs(self) -> str:
+        """For a failure report: the processes' logs, and what the peers received."""
+        wechat = [m.content.strip().split("\n")[0] for m in list(self.robot.messages)]
+        slack = [str(m.get("text")) for m in list(self.slack.messages)]
+        mail = [str(m.message["Subject"]) for m in list(self.smtp.received)]
+        parts = [
+            ("sheepdog", self.sheepdog.output),
+            ("alertmanager", self.alertmanager.log),
+            ("prometheus", self.prometheus.log),
+            ("alerts in Prometheus", self._prometheus_alerts()),
+            ("WeChat robot: first line of each message", "\n".join(wechat)),
+            ("WeChat robot: errcodes answered", str(self.robot.rejections)),
+            ("Slack: text of each message", "\n".join(slack)),
+            ("SMTP: subject of each mail", "\n".join(mail)),
+        ]
+        return "\n".join(f"===== {name} =====\n{text[-20000:]}" for name, text in parts)
+
+    def _prometheus_alerts(self) -> str:
+        try:
+            alerts = self.prometheus.api("/api/v1/alerts")["data"]["alerts"]
+        except Exception as exc:  # a report must not fail for want of Prometheus
+            return f"unavailable: {exc!r}"
+        return "\n".join(
+            f"{a['labels']} {a['state']} since {a.get('activeAt')} value {a.get('value')}"
+            for a in alerts
+        )
+
+
+def wait_for(condition: Callable[[], T], timeout: float, what: str, interval: float = 0.2) -> T:
+    """Poll ``condition`` until it returns something truthy, which is returned; fail at the
+    deadline, saying what was awaited."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:.0f}s: {what}")
+        time.sleep(interval)
+
+
+def _sheepdog_config(
+    workdir: Path,
+    port: int,
+    token_file: Path,
+    upstream: FakeUpstream,
+    targets: dict[str, Any],
+) -> Path:
+    config = {
+        "listen": f"127.0.0.1:{port}",
+        "state_dir": "state",
+        "auth": {"bearer_tokens_file": [str(token_file)]},
+        "proxy": {
+            "upstream": {"base_url": upstream.base_url, "api_key": UPSTREAM_KEY},
+            "clients": [{"name": CLIENT_NAME, "key": CLIENT_KEY, "monthly_budget_usd": 1000}],
+        },
+        "bridge": {"timezone": "UTC", "targets": targets},
+    }
+    path = workdir / "sheepdog.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@contextmanager
+def running_stack(
+    workdir: Path, prometheus_binary: str, alertmanager_binary: str
+) -> Iterator[LiveStack]:
+    """Start everything, wait until Prometheus has scraped sheepdog and evaluated every rule,
+    and stop everything on exit, whatever happened. Setup failures print every log so far."""
+    with ExitStack() as stack:
+        peers = PeerLoop()
+        peers.start()
+        stack.callback(peers.stop)
+        upstream = peers.run(FakeUpstream().start())
+        stack.callback(lambda: peers.run(upstream.close()))
+        robot = peers.run(WeChatRobot(keys=(ROBOT_KEY,)).start())
+        stack.callback(lambda: peers.run(robot.close()))
+        slack = peers.run(SlackWebhook().start())
+        stack.callback(lambda: peers.run(slack.close()))
+        smtp = SmtpServer(workdir).start()
+        stack.callback(smtp.stop)
+
+        token_file = workdir / "alert-token"
+        token_file.write_text(ALERT_TOKEN + "\n", encoding="utf-8")
+        port = free_port()
+        sheepdog_address = f"127.0.0.1:{port}"
+
+        am_dir = workdir / "alertmanager"
+        am_dir.mkdir()
+        alertmanager = AlertmanagerProcess(alertmanager_binary, am_dir)
+        am_config = alertmanager_config({"sheepdog:8000": sheepdog_address}, token_file)
+        alertmanager.write_config(am_config)
+
+        prom_dir = workdir / "prometheus"
+        prom_dir.mkdir()
+        prometheus = PrometheusProcess(prometheus_binary, prom_dir)
+        prometheus.log_level = "info"
+        nothing_listens = f"127.0.0.1:{free_port()}"
+        addresses = {
+            "sheepdog:8000": sheepdog_address,
+            "localhost:9090": prometheus.address,
+            "alertmanager:9093": alertmanager.address,
+            "node-exporter:9100": nothing_listens,
+            "blackbox-exporter:9115": nothing_listens,
+            "https://api.holysheep.ai/v1": upstream.base_url,
+        }
+        rules_glob = rules_for_test(prom_dir / "rules", for_divisor=FOR_DIVISOR)
+        prometheus.write_config(prometheus_config(addresses, rules_glob))
+
+        # The bridge targets the repository's receivers post to, each at its local peer.
+        targets: dict[str, Any] = {
+            "ops-wechat": {"type": "wechat", "url": robot.url(ROBOT_KEY)},
+            "ops-slack": {"type": "slack", "url": slack.url},
+            "ops-email": {
+                "type": "email",
+                "smtp": {"host": "127.0.0.1", "port": smtp.port, "security": "none"},
+                "from": "alerts@example.com",
+                "to": ["oncall@example.com"],
+            },
+        }
+        receivers = {receiver["name"] for receiver in am_config["receivers"]}
+        assert receivers == set(targets), f"alertmanager.yml receivers: {sorted(receivers)}"
+        config_path = _sheepdog_config(workdir, port, token_file, upstream, targets)
+        sheepdog = SheepdogProcess(
+            config_path, port, workdir, env={"NO_PROXY": "127.0.0.1,localhost"}
+        )
+        live = LiveStack(peers, upstream, robot, slack, smtp, sheepdog, alertmanager, prometheus)
+        stack.callback(sheepdog.stop)
+        stack.callback(alertmanager.stop)
+        stack.callback(prometheus.stop)
+        try:
+            sheepdog.start()
+            alertmanager.start()
+            prometheus.start()
+            prometheus.wait_until_evaluated(min_scrapes=2)
+            _wait_until_alertmanager_is_known(prometheus)
+        except BaseException:
+            print(live.logs())
+            raise
+        yield live
+
+
+def _wait_until_alertmanager_is_known(prometheus: PrometheusProcess) -> None:
+    def known() -> bool:
+        answer = prometheus.api("/api/v1/alertmanagers")
+        return bool(answer["data"]["activeAlertmanagers"])
+
+    wait_for(known, 15, "Prometheus discovers the Alertmanager")
+
+
+def every_kind_of_request(live: LiveStack, model: str) -> None:
+    """Requests for ``model`` that make every metric family of the proxy move: a stream (time to
+    first token), a 2xx without usage, a stream the upstream breaks off, a 5xx; then embeddings,
+    a route that is not metered, and a caller with a wrong key."""
+    scripts = live.upstream.scripts
+    messages: list[Any] = [{"role": "user", "content": "ping"}]
+    base_url = f"{live.sheepdog.base_url}/v1"
+    with openai.OpenAI(base_url=base_url, api_key=CLIENT_KEY, max_retries=0) as client:
+        scripts[model] = Script()
+        stream = client.chat.completions.create(model=model, messages=messages, stream=True)
+        text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+        assert text == "Hello, world!"
+        scripts[model] = Script(usage=False)
+        client.chat.completions.create(model=model, messages=messages)
+        scripts[model] = Script(break_after_events=2)
+        broken = client.chat.completions.create(model=model, messages=messages, stream=True)
+        with pytest.raises(openai.APIConnectionError):
+            for _ in broken:
+                pass
+        scripts[model] = Script(status=503)
+        with pytest.raises(openai.InternalServerError):
+            client.chat.completions.create(model=model, messages=messages)
+        scripts[model] = Script()
+        client.embeddings.create(model="text-embedding-3-small", input="ping")
+        client.models.list()
+    stranger = openai.OpenAI(base_url=base_url, api_key="sk-not-a-client", max_retries=0)
+    with stranger, pytest.raises(openai.AuthenticationError):
+        stranger.models.list()

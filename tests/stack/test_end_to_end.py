@@ -1,0 +1,267 @@
+"""End to end: real processes started from the repository's own config files.
+
+``sheepdog serve`` relays to a local OpenAI-compatible upstream; the real Prometheus scrapes it
+with the repository's scrape config and rules; the real Alertmanager routes with the
+repository's alertmanager.yml to sheepdog's bridge, which delivers to a local WeChat robot, Slack
+webhook and SMTP server. Only addresses are substituted, and intervals and ``for:`` durations
+shortened (see ``_live.py``), so the test takes seconds, not the ten minutes the alert waits in
+production.
+
+The same running stack then checks the stack's PromQL and the list of exported metrics against
+the real sheepdog, not the sample exporter the other stack tests use.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.peers.slack import SlackWebhook
+from tests.peers.wechat import WeChatRobot
+from tests.stack._live import (
+    CLIENT_NAME,
+    LiveStack,
+    Traffic,
+    every_kind_of_request,
+    running_stack,
+    wait_for,
+)
+from tests.stack._procs import require_binary
+from tests.stack._promql import (
+    GRAFANA_VALUES,
+    OTHER_EXPORTERS,
+    dashboard_expressions,
+    metric_names,
+    recording_rules,
+    rule_expressions,
+)
+from tests.stack.exported_metrics import METRICS, Metric
+
+pytestmark = pytest.mark.slow
+
+ALERT = "LLMHighErrorRatio"
+# The alert's model; the other tests' requests are for the model the dashboards' $model is set to,
+# so that neither disturbs the other, whatever order they run in.
+MODEL = "deepseek-v3.2"
+DASHBOARD_MODEL = GRAFANA_VALUES["model"]
+# While errors last, one request in ERROR_EVERY fails: 12.5%, above the warning threshold (5%)
+# and well under the critical one (25%), even diluted by the traffic before.
+ERROR_EVERY = 8
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
+    """The whole stack, up and scraped; stopped after the module, whatever happened."""
+    prometheus = require_binary("prometheus", "prometheus")
+    alertmanager = require_binary("prometheus-alertmanager", "prometheus-alertmanager")
+    with running_stack(tmp_path_factory.mktemp("e2e"), prometheus, alertmanager) as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
+def every_kind_of_traffic(stack: LiveStack) -> None:
+    """Every kind of request once, then until Prometheus has scraped it and evaluated the rules
+    on it (a recording rule over the newest family has a value)."""
+    every_kind_of_request(stack, DASHBOARD_MODEL)
+    model = f'model="{DASHBOARD_MODEL}"'
+    for expr in (
+        f"llm_upstream_interrupted_total{{{model}}}",
+        f"llm_usage_missing_total{{{model}}}",
+        f"llm_time_to_first_token_seconds_count{{{model}}} > 0",
+        f'llm_requests_total{{{model}, code=~"5.."}}',
+        f"model:llm_upstream_interrupted:rate5m{{{model}}}",
+    ):
+        wait_for(lambda expr=expr: stack.prometheus.vector(expr), 20, f"Prometheus has {expr}")
+
+
+# ------------------------------------------------------------------------------------------------
+# Alert -> Alertmanager -> bridge -> WeChat, and the resolution
+
+
+def _status(headline: str) -> str | None:
+    """``firing`` or ``resolved`` as the first line of a message says it, else None (a digest)."""
+    first = headline.strip().splitlines()[0].upper() if headline.strip() else ""
+    if "RESOLVED" in first:
+        return "resolved"
+    if "FIRING" in first:
+        return "firing"
+    return None
+
+
+def _wechat(robot: WeChatRobot, status: str) -> list[str]:
+    return [
+        message.content
+        for message in list(robot.messages)
+        if ALERT in message.content
+        and MODEL in message.content
+        and _status(message.content) == status
+    ]
+
+
+def _slack(slack: SlackWebhook, status: str) -> list[dict[str, Any]]:
+    return [
+        body
+        for body in list(slack.messages)
+        if ALERT in json.dumps(body, ensure_ascii=False)
+        and MODEL in json.dumps(body, ensure_ascii=False)
+        and _status(str(body.get("text"))) == status
+    ]
+
+
+def _sample(text: str, name: str, **labels: str) -> float:
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    raise AssertionError(f"no sample {name}{labels} on /metrics")
+
+
+def test_error_ratio_alert_reaches_wechat_and_resolves(stack: LiveStack) -> None:
+    """Upstream 500s through the proxy fire LLMHighErrorRatio; Alertmanager routes it to the
+    bridge, which delivers it to the WeChat robot (and Slack); once errors stop while traffic
+    goes on, the resolved message follows."""
+    prometheus = stack.prometheus
+    assert not _wechat(stack.robot, "firing")
+    traffic = Traffic(stack.sheepdog.base_url, stack.upstream, model=MODEL, rate=20)
+    traffic.start()
+    try:
+        guard = f'model:llm_requests:rate5m{{model="{MODEL}"}} * 300 >= 10'
+        wait_for(lambda: prometheus.vector(guard), 20, "traffic above the alert's minimum")
+
+        traffic.fail_every = ERROR_EVERY
+        firing = wait_for(
+            lambda: _wechat(stack.robot, "firing"), 45, f"a firing {ALERT} message on WeChat"
+        )
+        wait_for(lambda: _slack(stack.slack, "firing"), 10, f"a firing {ALERT} message on Slack")
+
+        traffic.fail_every = 0
+        resolved = wait_for(
+            lambda: _wechat(stack.robot, "resolved"), 60, f"a resolved {ALERT} message on WeChat"
+        )
+        wait_for(
+            lambda: _slack(stack.slack, "resolved"), 10, f"a resolved {ALERT} message on Slack"
+        )
+    finally:
+        traffic.stop()
+
+    assert not traffic.unexpected, "\n".join(traffic.unexpected[:20])
+    assert traffic.failed > 0 and traffic.succeeded > 0
+    assert stack.robot.rejections == []
+    # The firing message came first, and the bridge counted both ways through.
+    contents = [message.content for message in stack.robot.messages]
+    assert contents.index(firing[0]) < contents.index(resolved[0])
+    metrics = stack.metrics_text()
+    for status in ("firing", "resolved"):
+        received = _sample(
+            metrics, "sheepdog_alerts_received_total", target="ops-wechat", status=status
+        )
+        assert received >= 1, status
+    sent = _sample(metrics, "sheepdog_notifications_total", target="ops-wechat", result="sent")
+    assert sent >= 2
+    assert _sample(metrics, "llm_requests_total", model=MODEL, code="500", client=CLIENT_NAME) > 0
+
+
+# ------------------------------------------------------------------------------------------------
+# The stack's PromQL against Prometheus scraping the real sheepdog
+
+
+def _live_series_names(text: str) -> set[str]:
+    families = text_string_to_metric_families(text)
+    return {sample.name for family in families for sample in family.samples}
+
+
+def test_every_rule_and_dashboard_query_evaluates_on_the_real_sheepdog(
+    stack: LiveStack, every_kind_of_traffic: None
+) -> None:
+    """Every rule is healthy, and every rule and dashboard expression evaluates without error."""
+    prometheus = stack.prometheus
+    groups = prometheus.api("/api/v1/rules")["data"]["groups"]
+    rules = [rule for group in groups for rule in group["rules"]]
+    assert len(rules) == len(rule_expressions())
+    broken = [f"{r['name']}: {r['health']} {r.get('lastError', '')}" for r in rules
+              if r["health"] != "ok"]  # fmt: skip
+    assert not broken, "\n".join(broken)
+    failures = []
+    for expression in [*rule_expressions(), *dashboard_expressions()]:
+        answer = prometheus.query(expression.expr)
+        if answer["status"] != "success":
+            failures.append(f"{expression.where}: {answer.get('error')}")
+    assert not failures, "\n".join(failures)
+
+
+_SELECTOR = re.compile(r"(?<![\w:.])([a-zA-Z_:][\w:]*)\s*(\{[^}]*\})?(?!\s*\()")
+
+
+def test_every_metric_and_selector_used_is_one_sheepdog_really_exports(
+    stack: LiveStack, every_kind_of_traffic: None
+) -> None:
+    """Each metric name a rule or dashboard reads is on sheepdog's live /metrics (or recorded by
+    a rule, or from Prometheus and the blackbox exporter), and each selector of such a metric,
+    label matchers included, matches series in Prometheus."""
+    live = _live_series_names(stack.metrics_text())
+    recorded = {rule["record"] for rule in recording_rules()}
+    unknown = []
+    empty = []
+    for expression in [*rule_expressions(), *dashboard_expressions()]:
+        names = metric_names(expression.expr)
+        for name in sorted(names):
+            if name not in live and name not in recorded and not OTHER_EXPORTERS.match(name):
+                unknown.append(f"{expression.where}: {name}")
+        for match in _SELECTOR.finditer(expression.expr):
+            name, matchers = match.group(1), match.group(2) or ""
+            if name in names and name in live:
+                selector = f"{name}{matchers}"
+                if not stack.prometheus.vector(f"count({selector})"):
+                    empty.append(f"{expression.where}: {selector}")
+    assert not unknown, "not exported by sheepdog:\n" + "\n".join(unknown)
+    assert not empty, "selectors matching no series of the real sheepdog:\n" + "\n".join(empty)
+
+
+# ------------------------------------------------------------------------------------------------
+# exported_metrics.py against the live /metrics
+
+
+def _family_name(metric: Metric) -> str:
+    """The family name prometheus_client's parser gives (counters lose ``_total``)."""
+    return metric.name.removesuffix("_total") if metric.type == "counter" else metric.name
+
+
+def test_exported_metrics_list_matches_the_live_metrics(
+    stack: LiveStack, every_kind_of_traffic: None
+) -> None:
+    """Every family of exported_metrics.py is on the live /metrics with its type, labels (and
+    buckets, where listed) and samples; every llm_* and sheepdog_* family there is listed."""
+    families = {family.name: family for family in text_string_to_metric_families(
+        stack.metrics_text())}  # fmt: skip
+    listed = {_family_name(metric): metric for metric in METRICS}
+    problems = []
+    for name, metric in listed.items():
+        family = families.get(name)
+        if family is None:
+            problems.append(f"{metric.name}: not on /metrics")
+            continue
+        if family.type != metric.type:
+            problems.append(f"{metric.name}: type {family.type}, listed as {metric.type}")
+        if not family.samples:
+            problems.append(f"{metric.name}: no samples after every kind of request")
+        for sample in family.samples:
+            labels = set(sample.labels) - {"le"}
+            if labels != set(metric.labels):
+                problems.append(f"{sample.name}: labels {sorted(labels)}, listed {metric.labels}")
+                break
+        if metric.buckets:
+            bounds = sorted(
+                {float(s.labels["le"]) for s in family.samples if s.name.endswith("_bucket")}
+            )
+            if bounds != [*sorted(metric.buckets), float("inf")]:
+                problems.append(f"{metric.name}: buckets {bounds}")
+    created = {f"{name}_created" for name, m in listed.items() if m.type != "gauge"}
+    for name in families:
+        if name.startswith(("llm_", "sheepdog_")) and name not in listed and name not in created:
+            problems.append(f"{name}: on /metrics, not in exported_metrics.py")
+    assert not problems, "\n".join(problems)
