@@ -4,6 +4,9 @@ Optional AUTH (PLAIN/LOGIN against one username and password) and TLS: ``starttl
 is required before MAIL) or ``tls`` (implicit, as on port 465), with a certificate for 127.0.0.1
 issued by a throwaway CA (``trustme``) whose PEM file is :attr:`SmtpServer.ca_file`. Replies can
 be scripted (``451`` try later, ``550`` rejected) to test how failures are handled.
+
+``stop()`` then ``start()`` again brings the server back on the same port with the same
+certificate, as a mail server that was down comes back; ``password`` can be changed at any time.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ class SmtpServer:
     def __post_init__(self) -> None:
         self._script: deque[str] = deque()
         self._controller: Controller | None = None
+        self._tls_context: ssl.SSLContext | None = None
         self.port = 0
         self.ca_file: Path | None = None
 
@@ -60,7 +64,8 @@ class SmtpServer:
         self._script.extend(replies)
 
     def start(self) -> SmtpServer:
-        self.port = _free_port()
+        """Start serving; after a :meth:`stop`, on the same port with the same certificate."""
+        self.port = self.port or _free_port()
         kwargs: dict[str, Any] = {}
         if self.tls is not None:
             kwargs_key = "tls_context" if self.tls == "starttls" else "ssl_context"
@@ -91,6 +96,8 @@ class SmtpServer:
                 gc.collect()
 
     def _server_tls(self) -> ssl.SSLContext:
+        if self._tls_context is not None:
+            return self._tls_context
         import trustme
 
         ca = trustme.CA()
@@ -99,6 +106,7 @@ class SmtpServer:
         certificate.configure_cert(context)
         self.ca_file = self.workdir / "smtp-test-ca.pem"
         ca.cert_pem.write_to_path(str(self.ca_file))
+        self._tls_context = context
         return context
 
     def _authenticate(

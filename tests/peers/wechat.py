@@ -5,6 +5,10 @@ real robot it answers HTTP 200 with an ``errcode``: 0 ok, 93000 unknown key, 400
 4096 bytes (markdown) or 2048 bytes (text), 45009 past 20 messages in any 60 seconds for a key.
 The minute is measured on an injectable clock, so tests can move time by hand. Answers can be
 scripted (``errcode -1``, HTTP 500, a non-JSON body) and every accepted message is recorded.
+
+An outage (:meth:`WeChatRobot.fail`) answers every request with failures in turn, until it is
+ended by hand or the clock reaches its end; ``None`` among the failures lets that request through,
+for a robot that fails some of the time. Every request's arrival time is kept in ``arrivals``.
 """
 
 from __future__ import annotations
@@ -53,16 +57,43 @@ class WeChatRobot:
     messages: list[Delivered] = field(default_factory=list)
     rejections: list[tuple[str, int]] = field(default_factory=list)
     """Every errcode answered other than 0, with the key: ``[("robot-key", 45009), ...]``."""
+    arrivals: list[float] = field(default_factory=list)
+    """When each request arrived (on ``clock``), whatever it was answered."""
 
     def __post_init__(self) -> None:
         self.keys = set(self.keys)
         self._script: deque[Answer] = deque()
+        self._outage: list[Answer | None] = []
+        self._outage_until: float | None = None
+        self._outage_turn = 0
         self._sent: dict[str, deque[float]] = defaultdict(deque)
         self._server: TestServer | None = None
 
     def script(self, *answers: Answer) -> None:
         """Answer the next requests (any key) with ``answers``, in order."""
         self._script.extend(answers)
+
+    def fail(self, *answers: Answer | None, until: float | None = None) -> None:
+        """Answer every request with ``answers`` in turn (``None``: answer normally) until
+        :meth:`recover`, or until ``clock()`` reaches ``until``."""
+        self._outage = list(answers)
+        self._outage_until = until
+        self._outage_turn = 0
+
+    def recover(self) -> None:
+        """End the outage: answer as the robot normally does."""
+        self._outage = []
+        self._outage_until = None
+
+    def _outage_answer(self, now: float) -> Answer | None:
+        if not self._outage:
+            return None
+        if self._outage_until is not None and now >= self._outage_until:
+            self.recover()
+            return None
+        answer = self._outage[self._outage_turn % len(self._outage)]
+        self._outage_turn += 1
+        return answer
 
     def url(self, key: str | None = None) -> str:
         assert self._server is not None, "start() first"
@@ -86,14 +117,15 @@ class WeChatRobot:
     async def _send(self, request: web.Request) -> web.Response:
         key = request.query.get("key", "")
         raw = await request.read()
+        now = self.clock()
+        self.arrivals.append(now)
         if key not in self.keys:
             return self._errcode(key, 93000, "invalid webhook url, hint: [sheepdog-test]")
-        if self._script:
-            answer = self._script.popleft()
+        answer = self._script.popleft() if self._script else self._outage_answer(now)
+        if answer is not None:
             if answer.errcode is not None:
                 return self._errcode(key, answer.errcode, "scripted")
             return web.Response(status=answer.http_status, text=answer.body or "")
-        now = self.clock()
         window = self._sent[key]
         while window and window[0] <= now - 60.0:
             window.popleft()
