@@ -71,6 +71,9 @@ class TargetWorker:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._held: list[int] = []
+        """Rows this worker has claimed and is delivering (or waiting to retry)."""
+        self._unrecorded: list[int] = []
+        """Rows delivered whose ``sent`` mark the outbox could not take yet (disk full)."""
 
     @property
     def name(self) -> str:
@@ -101,6 +104,15 @@ class TargetWorker:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._unrecorded:
+            try:
+                await self._record_unrecorded()
+            except DatabaseUnavailable:
+                log.warning(
+                    "delivered notifications could not be marked sent; they will be sent "
+                    "again after a restart",
+                    extra={"target": self.name, "ids": self._unrecorded},
+                )
         if self._held:
             held, self._held = self._held, []
             try:
@@ -133,6 +145,8 @@ class TargetWorker:
                 await self._pause(_TROUBLE_PAUSE, wakeable=False)
 
     async def _step(self) -> None:
+        if self._unrecorded:  # delivered while the outbox could not be written: say so first
+            await self._record_unrecorded()
         if self._held:  # an earlier step broke off: its rows go back to the queue first
             await self._outbox.release(self._held, self._now())
             self._held = []
@@ -203,7 +217,15 @@ class TargetWorker:
             delay = self._retry_delay(verdict, attempts)
             delay = min(delay, max(0.0, deadline - now))
             self._metrics.notifications.labels(self.name, "retried").inc()
-            await self._outbox.mark_retry(ids, now, now + delay, error)
+            try:
+                await self._outbox.mark_retry(ids, now, now + delay, error)
+            except DatabaseUnavailable as exc:
+                # Only bookkeeping is lost: the rows stay in flight with this worker, which
+                # goes on from the message that failed rather than starting them over.
+                log.warning(
+                    "could not record a failed attempt in the outbox; retrying all the same",
+                    extra={"target": self.name, "ids": ids, "reason": str(exc)},
+                )
             log.warning(
                 "delivery failed, will retry",
                 extra={
@@ -215,10 +237,8 @@ class TargetWorker:
                     "error": verdict.detail,
                 },
             )
-            await self._on_change()
+            await self._changed()
             await self._pause(delay, wakeable=False)
-        await self._outbox.mark_sent(ids, self._now())
-        self._held = []
         log.info(
             "delivered",
             extra={
@@ -228,7 +248,22 @@ class TargetWorker:
                 "destination": self.notifier.destination(),
             },
         )
-        await self._on_change()
+        # From here on the rows must never go back to the queue: that would send them twice.
+        self._held, self._unrecorded = [], ids
+        await self._record_unrecorded()
+
+    async def _record_unrecorded(self) -> None:
+        """Mark delivered rows sent; if the outbox cannot be written, they stay to be marked
+        at the next step (nothing else is sent before), never queued again."""
+        ids = self._unrecorded
+        await self._outbox.mark_sent(ids, self._now())
+        self._unrecorded = []
+        await self._changed()
+
+    async def _changed(self) -> None:
+        # The gauges can wait for the next change if the outbox cannot be read right now.
+        with contextlib.suppress(DatabaseUnavailable):
+            await self._on_change()
 
     async def _send(self, message: Message) -> Verdict:
         started = self._clock.monotonic()
@@ -261,7 +296,7 @@ class TargetWorker:
                 "alerts": ",".join(sorted({n for r in batch for n in r.alert_names})),
             },
         )
-        await self._on_change()
+        await self._changed()
 
     async def _wait_for_rate(self) -> None:
         while (wait := self.limiter.wait_time(self._clock.monotonic())) > 0:
