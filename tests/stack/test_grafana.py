@@ -124,7 +124,8 @@ def test_llm_dashboard_shows_traffic_latency_cost_and_budget() -> None:
 
 
 def test_bridge_dashboard_shows_flow_and_outbox() -> None:
-    """The bridge dashboard shows received, sent, retried, failed, outbox backlog and age."""
+    """The bridge dashboard shows received, sent, retried, failed (and why), outbox backlog and
+    age, dead letters and digests."""
     exprs = _expressions(DASHBOARDS["sheepdog-bridge.json"])
     for needle in (
         "sheepdog_alerts_received_total",
@@ -134,5 +135,8 @@ def test_bridge_dashboard_shows_flow_and_outbox() -> None:
         "sheepdog_outbox_pending",
         "sheepdog_outbox_oldest_seconds",
         "sheepdog_notification_duration_seconds_bucket",
+        "sheepdog_notification_failures_total",
+        "sheepdog_outbox_dead",
+        "sheepdog_notifications_merged_total",
     ):
         assert needle in exprs, needle
