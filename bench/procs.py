@@ -101,6 +101,7 @@ class ProcessGroup:
         *,
         health_url: str | None = None,
         cwd: Path | None = None,
+        env: dict[str, str] | None = None,
         timeout: float = 30.0,
     ) -> Server:
         """Run ``argv`` and wait until ``health_url`` answers 2xx (or ``port`` accepts)."""
@@ -112,7 +113,7 @@ class ProcessGroup:
                 stderr=subprocess.STDOUT,
                 cwd=cwd or REPO_ROOT,
                 preexec_fn=raise_open_files_limit,
-                env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+                env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})},
             )
         server = Server(name, port, process, log_path)
         self.servers.append(server)

@@ -78,8 +78,12 @@ def start_sheepdog(
     name: str,
     upstream_url: str,
     robot_url: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> Server:
-    """Write a config into the group's work directory and run ``sheepdog serve`` on it."""
+    """Write a config into the group's work directory and run ``sheepdog serve`` on it.
+
+    ``env`` is added to the process's environment (``PYTHONPATH`` to run another source tree).
+    """
     port = free_port()
     workdir = group.workdir / name
     workdir.mkdir(exist_ok=True)
@@ -97,6 +101,7 @@ def start_sheepdog(
         port,
         health_url=f"http://127.0.0.1:{port}/-/healthy",
         cwd=workdir,
+        env=env,
     )
 
 
