@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -76,7 +77,7 @@ def every_kind_of_traffic(stack: LiveStack) -> None:
         f'llm_requests_total{{{model}, code=~"5.."}}',
         f"model:llm_upstream_interrupted:rate5m{{{model}}}",
     ):
-        wait_for(lambda expr=expr: stack.prometheus.vector(expr), 20, f"Prometheus has {expr}")
+        wait_for(partial(stack.prometheus.vector, expr), 20, f"Prometheus has {expr}")
 
 
 # ------------------------------------------------------------------------------------------------
