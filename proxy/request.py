@@ -159,7 +159,7 @@ def _read_members(body: bytes) -> tuple[dict[str, Any], Members] | None:
         return None
     try:
         values = {name: json.loads(body[start:end]) for name, (start, end) in members.spans.items()}
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return values, members
 
@@ -192,7 +192,11 @@ def read_call(route: str, body: bytes, prices: PriceBook, *, metered: bool) -> C
         return Call(model, stream, False, body)
     if options is not None and not isinstance(options, dict):
         return Call(model, stream, False, body)  # malformed: the upstream will say so
-    return Call(model, stream, True, _with_include_usage(body, members, options))
+    try:
+        with_usage = _with_include_usage(body, members, options)
+    except RecursionError:
+        return Call(model, stream, False, body)  # nested too deeply to write back: as it came
+    return Call(model, stream, True, with_usage)
 
 
 def _with_include_usage(body: bytes, members: Members, options: dict[str, Any] | None) -> bytes:
@@ -202,5 +206,7 @@ def _with_include_usage(body: bytes, members: Members, options: dict[str, Any] |
     if span is None:
         member = b'"stream_options":{"include_usage":true},'
         return b"".join((view[: members.inside], member, view[members.inside :]))
-    merged = json.dumps({**(options or {}), "include_usage": True}, ensure_ascii=False)
-    return b"".join((view[: span[0]], merged.encode("utf-8"), view[span[1] :]))
+    # ASCII with escapes: a string the client sent as an unpaired surrogate escape (valid JSON,
+    # not encodable as UTF-8) goes back out as the same escape.
+    merged = json.dumps({**(options or {}), "include_usage": True}, ensure_ascii=True)
+    return b"".join((view[: span[0]], merged.encode("ascii"), view[span[1] :]))

@@ -146,3 +146,34 @@ def test_a_large_image_body_is_read_without_parsing_it() -> None:
     call = read_call("chat", body, PRICES, metered=True)
     assert (call.model, call.stream, call.drop_usage_only) == ("gpt-4.1", True, True)
     assert len(call.body) == len(body) + len(b'"stream_options":{"include_usage":true},')
+
+
+@SIZES
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b'{"model": ' + b"[" * 5000 + b"]" * 5000 + b"}", id="deep-model"),
+        pytest.param(
+            b'{"model": "gpt-4.1", "stream": true, "stream_options": {"x": '
+            + b"[" * 5000 + b"]" * 5000 + b"}}",
+            id="deep-options",
+        ),
+    ],
+)
+def test_deeply_nested_members_are_relayed_as_they_came(body: bytes, size: str) -> None:
+    """Members nested too deeply to parse are not read: the body goes upstream unchanged."""
+    body = sized(body, size)
+    call = read_call("chat", body, PRICES, metered=True)
+    assert call.body == body
+    assert call.drop_usage_only is False
+
+
+@SIZES
+def test_unpaired_surrogate_escapes_in_stream_options_survive(size: str) -> None:
+    """stream_options holding an unpaired surrogate escape is merged, the escape kept as sent."""
+    body = sized(b'{"model": "gpt-4.1", "stream": true, "stream_options": {"x": "\\ud800"}}', size)
+    call = read_call("chat", body, PRICES, metered=True)
+    assert call.drop_usage_only is True
+    sent = json.loads(call.body)
+    assert sent["stream_options"] == {"x": "\ud800", "include_usage": True}
+    assert b'"\\ud800"' in call.body
