@@ -120,7 +120,7 @@ def _classify_wechat(status: int, text: str) -> Verdict:
         return Verdict(Outcome.FAILED, "client_error", _detail(status, text))
     try:
         answer = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         answer = None
     errcode = answer.get("errcode") if isinstance(answer, dict) else None
     if not isinstance(errcode, int) or isinstance(errcode, bool):

@@ -18,7 +18,7 @@ from typing import Any, Final, TextIO
 
 from bridge.notifiers import Message, make_notifier
 from bridge.outbox import Outbox, Row, list_rows, retry_dead
-from bridge.payload import validate_payload
+from bridge.payload import parse_json, validate_payload
 from bridge.render import humanize_seconds
 from bridge.sample import SAMPLE_PAYLOAD
 from bridge.service import check_bridge_config
@@ -74,11 +74,8 @@ def render_command(
 def _read_payload(source: str | None, stdin: TextIO) -> Any:
     if source is None:
         return json.loads(json.dumps(SAMPLE_PAYLOAD))
-    text = stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    text = stdin.read() if source == "-" else Path(source).read_bytes()
+    return parse_json(text)
 
 
 def _describe(message: Message) -> str:

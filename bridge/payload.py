@@ -10,10 +10,12 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Final
 
 __all__ = [
+    "MAX_DEPTH",
     "ZERO_TIME",
     "PayloadError",
     "alert_names",
     "dedup_key",
+    "parse_json",
     "parse_time",
     "validate_payload",
 ]
@@ -21,7 +23,11 @@ __all__ = [
 ZERO_TIME: Final = "0001-01-01T00:00:00Z"
 """What Alertmanager puts in ``endsAt`` while an alert is still firing."""
 
+MAX_DEPTH: Final = 32
+"""How deeply objects and lists may nest in a payload; Alertmanager's own go 3 levels deep."""
+
 _STATUSES: Final = ("firing", "resolved")
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
 _RFC3339: Final = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(Z|z|[+-]\d{2}:\d{2})$"
 )
@@ -38,13 +44,34 @@ class PayloadError(ValueError):
         self.message = message
 
 
+def parse_json(body: bytes | str) -> Any:
+    """The JSON document in ``body``, or :class:`PayloadError` saying why there is none."""
+    try:
+        text = body.decode("utf-8") if isinstance(body, bytes) else body
+    except UnicodeDecodeError:
+        raise PayloadError("body", "not UTF-8") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PayloadError(
+            "body", f"not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        ) from None
+    except RecursionError:
+        raise PayloadError("body", f"nested more than {MAX_DEPTH} levels deep") from None
+    except ValueError as exc:  # e.g. a number with more digits than Python converts
+        raise PayloadError("body", f"not JSON that can be read: {_short(str(exc))}") from None
+
+
 def validate_payload(document: Any) -> Payload:
     """Check ``document`` (parsed JSON) and return it with optional fields filled in.
 
     Required: ``version`` "4", ``status``, ``alerts`` (each with ``status``, ``labels`` and
     ``startsAt``). Fields Alertmanager always sends but other senders may leave out get
-    Alertmanager's defaults. Extra fields are kept as they came.
+    Alertmanager's defaults. Extra fields are kept as they came, but for unpaired UTF-16
+    surrogates (``"\\ud800"`` is valid JSON, yet no text): they become U+FFFD, as Alertmanager's
+    own JSON decoder makes them. Nesting deeper than :data:`MAX_DEPTH` is refused.
     """
+    document = _clean(document, "", 0)
     if not isinstance(document, dict):
         raise PayloadError("body", "must be a JSON object (an Alertmanager webhook payload)")
     payload: Payload = dict(document)
@@ -73,6 +100,34 @@ def validate_payload(document: Any) -> Payload:
         raise PayloadError("alerts", "must hold at least one alert")
     payload["alerts"] = [_alert(alert, f"alerts[{index}]") for index, alert in enumerate(alerts)]
     return payload
+
+
+def _clean(value: Any, where: str, depth: int) -> Any:
+    """``value`` with unpaired surrogates replaced; PayloadError where it nests too deeply."""
+    if isinstance(value, str):
+        return _text(value)
+    if not isinstance(value, dict | list):
+        return value
+    if depth >= MAX_DEPTH:
+        raise PayloadError(where or "body", f"nested more than {MAX_DEPTH} levels deep")
+    if isinstance(value, list):
+        return [_clean(item, f"{where}[{index}]", depth + 1) for index, item in enumerate(value)]
+    return {
+        _text(key): _clean(item, f"{where}.{_name(key)}" if where else _name(key), depth + 1)
+        for key, item in value.items()
+    }
+
+
+def _text(text: str) -> str:
+    if text.isascii():
+        return text
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def _name(key: str) -> str:
+    """A key as part of a field path, cut short: keys are the sender's, of any length."""
+    key = _text(key)
+    return key if len(key) <= 40 else key[:39] + "…"
 
 
 def _alert(alert: Any, where: str) -> dict[str, Any]:

@@ -9,12 +9,11 @@ Alertmanager payload).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 
 from aiohttp import web
 
-from bridge.payload import PayloadError, validate_payload
+from bridge.payload import PayloadError, parse_json, validate_payload
 from bridge.service import BRIDGE
 from sheepdog.auth import is_authorized, unauthorized
 from sheepdog.db import DatabaseUnavailable
@@ -43,13 +42,7 @@ async def receive_alerts(request: web.Request) -> web.Response:
         if len(body) > limit:
             return _error(413, f"body over the {limit}-byte limit (bridge.max_body_bytes)")
     try:
-        document = json.loads(body.decode("utf-8"))
-    except UnicodeDecodeError:
-        return _error(400, "body: not UTF-8")
-    except json.JSONDecodeError as exc:
-        return _error(400, f"body: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})")
-    try:
-        payload = validate_payload(document)
+        payload = validate_payload(parse_json(bytes(body)))
     except PayloadError as exc:
         log.warning(
             "rejected a payload that is not an Alertmanager v4 webhook",

@@ -63,6 +63,8 @@ SLACK_CASES = [
     (500, "", RETRY, "server_error"),
     (503, "", RETRY, "server_error"),
 ]
+# Something in between answering JSON nested past Python's recursion limit: not an answer.
+WECHAT_CASES.append((200, "[" * 100_000 + "]" * 100_000, RETRY, "bad_response"))
 
 
 @pytest.mark.parametrize(("status", "body", "outcome", "reason"), WECHAT_CASES)

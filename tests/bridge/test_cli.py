@@ -128,6 +128,30 @@ def test_render_refuses_a_bad_payload_naming_the_field(
     assert "alerts[1].labels: must be an object of strings" in err
 
 
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "body: nested more than 32 levels deep"),
+        (b"\xff\xfe not text", "body: not UTF-8"),
+        (b'{"version": 1' + b"0" * 5000 + b"}", "body: not JSON that can be read"),
+    ],
+)
+def test_render_refuses_unreadable_payload_files(
+    config_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    content: bytes,
+    error: str,
+) -> None:
+    """A payload file nested too deeply, not UTF-8 or with a huge number: exit 1, no traceback."""
+    path = tmp_path / "odd.json"
+    path.write_bytes(content)
+    code, _, err = run(capsys, "render", "ops-wechat", "--payload", str(path),
+                       "--config", str(config_file))
+    assert code == 1
+    assert error in err
+
+
 def test_config_error_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A broken config is exit status 2 with the key path, for render and outbox alike."""
     path = tmp_path / "bad.yaml"

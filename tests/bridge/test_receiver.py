@@ -119,6 +119,11 @@ async def test_unknown_target_is_404(start_bridge: StartBridge, tmp_path: Path) 
         ]}).encode(), "alerts[3].labels: must be an object of strings"),
         (json.dumps({**make_payload(), "version": "3"}).encode(),
          'version: unsupported version \'3\', expected "4"'),
+        (b"[" * 100_000 + b"]" * 100_000, "body: nested more than 32 levels deep"),
+        (b'{"version": "4", "x": ' + b"[" * 40 + b"]" * 40 + b"}",
+         "x[0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0]"
+         "[0][0][0]: nested more than 32 levels deep"),
+        (b'{"version": 1' + b"0" * 5000 + b"}", "body: not JSON that can be read"),
     ],
 )
 async def test_not_a_payload_is_400_naming_the_field(
@@ -192,3 +197,24 @@ async def test_client_hanging_up_does_not_lose_the_row(
     bridge.outbox.add = original  # type: ignore[method-assign]
     again = await client.post("/alerts/ops", json=make_payload(), headers=AUTH)
     assert (await again.json())["status"] == "duplicate"
+
+
+async def test_unpaired_surrogate_escapes_are_stored_and_delivered(
+    start_bridge: StartBridge, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """"\\ud800" is valid JSON but not text: stored and shown as U+FFFD, never a 500."""
+    client = await start_bridge(parse_config(targets_config(tmp_path, LOG_TARGETS), env={}))
+    payload = make_payload(1, name="Surrogate")
+    payload["alerts"][0]["labels"]["odd\udfff"] = "value \ud800 here"
+    payload["extra"] = {"note": "\udbff"}
+    response = await client.post("/alerts/ops", data=json.dumps(payload).encode(), headers=AUTH)
+    assert response.status == 200, await response.text()
+    stored = json.loads(_rows(tmp_path)[0][4])
+    assert stored["alerts"][0]["labels"]["odd\ufffd"] == "value \ufffd here"
+    assert stored["extra"] == {"note": "\ufffd"}
+    for _ in range(200):
+        if "Surrogate" in capsys.readouterr().out:
+            break
+        await asyncio.sleep(0.02)
+    else:
+        pytest.fail("the log target never printed the alert")
