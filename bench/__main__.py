@@ -171,7 +171,12 @@ def main(argv: list[str] | None = None) -> int:
             if "memory" in phases:
                 run.memory()
     _account_other_load(results, cpu_start, time.monotonic() - started)
-    report = render(results, machine_info())
+    analysis = BENCH_ROOT / "analysis.md"
+    report = render(
+        results,
+        machine_info(),
+        analysis.read_text() if analysis.exists() and not args.quick else "",
+    )
     print(report)
     if args.out != "-":
         Path(args.out).write_text(report)

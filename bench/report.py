@@ -284,8 +284,8 @@ def _stream_table(stats: dict[str, StreamStats]) -> list[str]:
     )
 
 
-def render(results: Results, machine: dict[str, str]) -> str:
-    """The whole report as markdown."""
+def render(results: Results, machine: dict[str, str], analysis: str = "") -> str:
+    """The whole report as markdown; ``analysis`` (markdown) goes at the end."""
     out = [
         "# sheepdog benchmark results",
         "",
@@ -479,4 +479,6 @@ def render(results: Results, machine: dict[str, str]) -> str:
     if results.notes:
         out += ["", "## Notes from this run", ""]
         out += [f"- {note}" for note in results.notes]
+    if analysis:
+        out += ["", analysis.strip()]
     return "\n".join(out) + "\n"
