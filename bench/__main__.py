@@ -60,6 +60,7 @@ class Settings:
 
     warmup: float
     duration: float
+    rounds: int
     concurrencies: tuple[int, ...]
     stream_chunks: int
     stream_chunk_delay_ms: float
@@ -83,7 +84,8 @@ class Settings:
 
 FULL = Settings(
     warmup=1,
-    duration=5,
+    duration=2,
+    rounds=3,
     concurrencies=(1, 20, 100),
     stream_chunks=20,
     stream_chunk_delay_ms=2,
@@ -107,6 +109,7 @@ FULL = Settings(
 QUICK = Settings(
     warmup=0,
     duration=1,
+    rounds=1,
     concurrencies=(1, 20),
     stream_chunks=5,
     stream_chunk_delay_ms=1,
@@ -144,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         mode="quick" if args.quick else "full",
         command=command.strip(),
         generator="wrk, one thread" if use_wrk else "built-in aiohttp generator (wrk not found)",
-        durations=f"each load measurement runs {settings.duration:g} s after "
+        durations=f"each relay figure is the median of {settings.rounds} rounds of "
+        f"{settings.duration:g} s, the paths taking turns round by round, after "
         f"{settings.warmup:g} s of warm-up",
     )
     if args.profile and py_spy_binary() is None:
@@ -319,32 +323,50 @@ class _Run:
             print(f"profile: {recording.finish()}", file=sys.stderr)
 
     def relay(self) -> None:
+        """Each concurrency: every path in turn, ``rounds`` times over; the median round counts.
+
+        Interleaving the paths round by round means that a burst of other work on the machine
+        lowers all of them alike rather than one path's whole measurement.
+        """
         s = self.settings
         for concurrency in s.concurrencies:
-            for name, server in self.paths.items():
-                request = Request(
-                    f"{server.url}/v1/chat/completions", chat_body(model_name(0)), client_headers(0)
-                )
+            rounds: dict[str, list[tuple[LoadResult, float | None]]] = {p: [] for p in self.paths}
+            for server in self.paths.values():
                 if s.warmup:
-                    run_load(request, concurrency, s.warmup, use_wrk=self.use_wrk)
-                relay_pid = None if name == DIRECT else server.pid
-                cpu_before = tree_cpu_seconds(relay_pid) if relay_pid else 0.0
-                recording = (
-                    self._profile(f"relay-c{concurrency}", s.duration)
-                    if name == SHEEPDOG and concurrency == max(s.concurrencies)
-                    else None
-                )
-                load = run_load(request, concurrency, s.duration, use_wrk=self.use_wrk)
-                self._finish_profile(recording)
-                cpu_us = None
-                if relay_pid and load.ok:
-                    cpu_us = (tree_cpu_seconds(relay_pid) - cpu_before) / load.ok * 1e6
-                self.results.relay.append(RelayRow(name, concurrency, load, cpu_us))
+                    run_load(self._chat(server), concurrency, s.warmup, use_wrk=self.use_wrk)
+            for index in range(s.rounds):
+                for name, server in self.paths.items():
+                    relay_pid = None if name == DIRECT else server.pid
+                    cpu_before = tree_cpu_seconds(relay_pid) if relay_pid else 0.0
+                    profiled = (
+                        name == SHEEPDOG and concurrency == max(s.concurrencies) and index == 0
+                    )
+                    recording = (
+                        self._profile(f"relay-c{concurrency}", s.duration) if profiled else None
+                    )
+                    load = run_load(
+                        self._chat(server), concurrency, s.duration, use_wrk=self.use_wrk
+                    )
+                    self._finish_profile(recording)
+                    cpu_us = None
+                    if relay_pid and load.ok:
+                        cpu_us = (tree_cpu_seconds(relay_pid) - cpu_before) / load.ok * 1e6
+                    rounds[name].append((load, cpu_us))
+            for name, measured in rounds.items():
+                row = RelayRow.from_rounds(name, concurrency, measured)
+                self.results.relay.append(row)
                 print(
-                    f"relay {name:22} c={concurrency:<3} {load.rate:8,.0f} req/s  "
-                    f"p50 {load.p50 * 1000:6.2f} ms  p99 {load.p99 * 1000:6.2f} ms",
+                    f"relay {name:22} c={concurrency:<3} {row.load.rate:8,.0f} req/s "
+                    f"(rounds {', '.join(f'{load.rate:,.0f}' for load, _ in measured)})  "
+                    f"p50 {row.load.p50 * 1000:6.2f} ms  p99 {row.load.p99 * 1000:6.2f} ms",
                     file=sys.stderr,
                 )
+
+    @staticmethod
+    def _chat(server: Server) -> Request:
+        return Request(
+            f"{server.url}/v1/chat/completions", chat_body(model_name(0)), client_headers(0)
+        )
 
     def stream(self) -> None:
         s = self.settings

@@ -34,8 +34,18 @@ RSS_NEAR_IDLE = 1.25  # "back near the idle figure": within 25% of it
 class RelayRow:
     path: str
     concurrency: int
-    load: LoadResult
+    load: LoadResult  # the median round
     relay_cpu_us: float | None  # CPU the relay process itself used per successful request
+    round_rates: list[float] = field(default_factory=list)
+
+    @classmethod
+    def from_rounds(
+        cls, path: str, concurrency: int, rounds: list[tuple[LoadResult, float | None]]
+    ) -> RelayRow:
+        """The round with the median rate stands for all; every round's rate is kept."""
+        ordered = sorted(rounds, key=lambda measured: measured[0].rate)
+        load, cpu_us = ordered[(len(ordered) - 1) // 2]
+        return cls(path, concurrency, load, cpu_us, [measured.rate for measured, _ in rounds])
 
 
 @dataclass
@@ -316,11 +326,16 @@ def render(results: Results, machine: dict[str, str], analysis: str = "") -> str
             load = row.load
             ratio = floor.get(row.concurrency)
             errors = ", ".join(f"{k} {v}" for k, v in load.errors.items()) or "0"
+            spread = (
+                f" ({min(row.round_rates):,.0f}–{max(row.round_rates):,.0f})"
+                if len(row.round_rates) > 1
+                else ""
+            )
             rows.append(
                 [
                     row.path,
                     str(row.concurrency),
-                    f"{load.rate:,.0f}",
+                    f"{load.rate:,.0f}{spread}",
                     _ms(load.p50),
                     _ms(load.p99),
                     errors,
@@ -334,7 +349,8 @@ def render(results: Results, machine: dict[str, str], analysis: str = "") -> str
             "",
             "`POST /v1/chat/completions` (a small request, a 300-byte answer with usage), "
             "sheepdog with a client key, pricing and a budget, as users run it. "
-            "Latencies in ms. *relay CPU* is the CPU time the relay process itself used per "
+            "req/s is the median round (the range of the rounds in brackets), latencies in ms are "
+            "that round's. *relay CPU* is the CPU time the relay process itself used per "
             "request (user + system), whatever the load generator and upstream cost.",
             "",
             *_table(
