@@ -126,7 +126,7 @@ class FakeUpstream:
         self.received.append(received)
         try:
             payload = json.loads(body) if body else {}
-        except ValueError:
+        except (ValueError, RecursionError):
             payload = {}
         return received, payload if isinstance(payload, dict) else {}
 
