@@ -1,0 +1,147 @@
+"""The fault suite's shared pieces: the figures it reports, log capture, and small helpers.
+
+Every test adds what it did to :data:`FIGURES` (faults injected and survived, inputs fuzzed,
+notifications accepted, lost and delivered twice); the totals are printed at the end of the run
+and, when ``$SHEEPDOG_FAULT_FIGURES`` names a file, written there as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from prometheus_client import CollectorRegistry
+
+from sheepdog.app import create_app
+from sheepdog.clock import Clock
+from sheepdog.config import Config
+
+
+@dataclass
+class Figures:
+    faults: Counter[str] = field(default_factory=Counter)
+    """Fault kinds injected (and survived: a failing test records nothing after its failure)."""
+    fuzzed: Counter[str] = field(default_factory=Counter)
+    """Inputs generated per fuzz target."""
+    accepted: int = 0
+    """Notifications accepted (200) by sheepdog in fault tests that follow them to delivery."""
+    lost: int = 0
+    """Of those, notifications never delivered."""
+    duplicates: Counter[str] = field(default_factory=Counter)
+    """Alerts delivered more than once, per test, with how many extra times."""
+
+    def fault(self, kind: str, count: int = 1) -> None:
+        self.faults[kind] += count
+
+    def notifications(self, accepted: int, lost: int) -> None:
+        self.accepted += accepted
+        self.lost += lost
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "faults_injected_and_survived": dict(sorted(self.faults.items())),
+            "faults_total": sum(self.faults.values()),
+            "inputs_fuzzed": dict(sorted(self.fuzzed.items())),
+            "inputs_fuzzed_total": sum(self.fuzzed.values()),
+            "notifications_accepted": self.accepted,
+            "notifications_lost": self.lost,
+            "duplicate_deliveries": dict(sorted(self.duplicates.items())),
+        }
+
+
+FIGURES = Figures()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the figures after the run (only when some fault test ran)."""
+    figures = FIGURES.as_dict()
+    if not (FIGURES.faults or FIGURES.fuzzed or FIGURES.accepted):
+        return
+    terminalreporter.section("fault and abuse figures")
+    for key, value in figures.items():
+        terminalreporter.line(f"{key}: {value}")
+    target = os.environ.get("SHEEPDOG_FAULT_FIGURES")
+    if target:
+        Path(target).write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+
+
+class LogRecorder(logging.Handler):
+    """Keeps every record from every logger and thread, formatted, for checks after the fact."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def lines(self) -> list[str]:
+        """Each record as sheepdog's text formatter prints it, traceback included."""
+        from sheepdog.logs import TextFormatter
+
+        formatter = TextFormatter()
+        return [formatter.format(record) for record in self.records]
+
+    def tracebacks(self) -> list[str]:
+        """Records at ERROR or above, or carrying an exception: none may come from bad input."""
+        return [
+            line
+            for record, line in zip(self.records, self.lines(), strict=True)
+            if record.exc_info is not None or record.levelno >= logging.CRITICAL
+        ]
+
+    def messages(self, logger: str = "") -> list[str]:
+        return [r.getMessage() for r in self.records if r.name.startswith(logger)]
+
+
+@pytest.fixture
+def logs() -> Iterator[LogRecorder]:
+    """Every log record of the test, at every level, from every logger."""
+    recorder = LogRecorder()
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(recorder)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield recorder
+    finally:
+        root.removeHandler(recorder)
+        root.setLevel(old_level)
+
+
+StartApp = Callable[..., Awaitable[TestClient]]
+
+
+@pytest.fixture
+def start_bridge(aiohttp_client: Any, registry: CollectorRegistry) -> StartApp:
+    """Start the whole app for ``config`` in this process (on ``registry``); the test client."""
+
+    async def start(config: Config, *, clock: Clock | None = None) -> TestClient:
+        client: TestClient = await aiohttp_client(
+            create_app(config, registry=registry, clock=clock)
+        )
+        return client
+
+    return start
+
+
+def series_count(registry: CollectorRegistry) -> int:
+    """How many time series the registry exposes (every sample of every metric)."""
+    return sum(len(metric.samples) for metric in registry.collect())
+
+
+_BOLD_NAME = re.compile(r"\*\*([A-Za-z][A-Za-z0-9_]*)\*\*")
+
+
+def named_alerts(content: str) -> list[str]:
+    """Alert names a WeChat markdown message shows (``**Name**``), once per message."""
+    return sorted(set(_BOLD_NAME.findall(content)))
