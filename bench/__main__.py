@@ -51,6 +51,9 @@ from bench.stats import LoadResult
 
 T = TypeVar("T")
 
+PROFILE_SECONDS = 8.0
+"""How long each profile of sheepdog under load (``--profile``) samples."""
+
 PHASES = ("relay", "stream", "scrape", "bridge", "memory")
 
 
@@ -352,6 +355,13 @@ class _Run:
                     if relay_pid and load.ok:
                         cpu_us = (tree_cpu_seconds(relay_pid) - cpu_before) / load.ok * 1e6
                     rounds[name].append((load, cpu_us))
+            if SHEEPDOG in self.paths and concurrency == max(s.concurrencies):
+                # Profiled apart from the measured rounds: sampling costs the process some time.
+                recording = self._profile(f"relay-c{concurrency}", PROFILE_SECONDS)
+                if recording is not None:
+                    request = self._chat(self.paths[SHEEPDOG])
+                    run_load(request, concurrency, PROFILE_SECONDS, use_wrk=self.use_wrk)
+                    self._finish_profile(recording)
             for name, measured in rounds.items():
                 row = RelayRow.from_rounds(name, concurrency, measured)
                 self.results.relay.append(row)
@@ -390,9 +400,6 @@ class _Run:
         )
         self.results.stream_concurrency = s.stream_concurrency
         for name, (url, headers) in paths.items():
-            recording = (
-                self._profile("stream-concurrent", s.stream_duration) if name == SHEEPDOG else None
-            )
             self.results.stream_concurrent[name] = asyncio.run(
                 streaming.concurrent(
                     url,
@@ -403,7 +410,21 @@ class _Run:
                     s.stream_concurrent_chunk_delay_ms,
                 )
             )
-            self._finish_profile(recording)
+        if SHEEPDOG in paths:
+            recording = self._profile("stream-concurrent", PROFILE_SECONDS)
+            if recording is not None:
+                url, headers = paths[SHEEPDOG]
+                asyncio.run(
+                    streaming.concurrent(
+                        url,
+                        headers,
+                        model,
+                        s.stream_concurrency,
+                        PROFILE_SECONDS,
+                        s.stream_concurrent_chunk_delay_ms,
+                    )
+                )
+                self._finish_profile(recording)
         for name, stats in self.results.stream_sequential.items():
             summary = stats.summary()
             print(
@@ -427,6 +448,10 @@ class _Run:
             self._note,
             "scrape",
         )
+        recording = self._profile("scrape", PROFILE_SECONDS)
+        if recording is not None and self.sheepdog is not None:
+            asyncio.run(scrape.time_scrapes(self.sheepdog.url, s.scrapes, PROFILE_SECONDS))
+            self._finish_profile(recording)
 
     def bridge(self) -> None:
         if not self.bridge_ok or self.sheepdog is None or self.robot is None:
@@ -443,7 +468,6 @@ class _Run:
             "bridge delivery",
         )
         before = bridge.alerts_received(base, ACCEPT_TARGET)
-        recording = self._profile("bridge-accept", s.accept_duration)
         accept: LoadResult | str = _attempt(
             lambda: bridge.measure_accept(
                 base, s.accept_connections, s.accept_duration, use_wrk=self.use_wrk
@@ -451,12 +475,15 @@ class _Run:
             self._note,
             "bridge accept",
         )
-        self._finish_profile(recording)
         self.results.bridge_accept = accept
         self.results.bridge_accept_connections = s.accept_connections
         after = bridge.alerts_received(base, ACCEPT_TARGET)
         if before is not None and after is not None:
             self.results.bridge_accepted_stored = after - before
+        recording = self._profile("bridge-accept", PROFILE_SECONDS)
+        if recording is not None:
+            bridge.measure_accept(base, s.accept_connections, PROFILE_SECONDS, use_wrk=self.use_wrk)
+            self._finish_profile(recording)
 
     def memory(self) -> None:
         s = self.settings

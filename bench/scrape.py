@@ -55,14 +55,26 @@ async def populate(base_url: str, models: int, clients: int, concurrency: int = 
     return failed
 
 
-async def time_scrapes(base_url: str, count: int) -> tuple[list[float], str]:
-    """GET /metrics ``count`` times, one after another; the durations and the last body."""
+async def time_scrapes(
+    base_url: str, count: int, within: float | None = None
+) -> tuple[list[float], str]:
+    """GET /metrics ``count`` times one after another (or as often as fits in ``within``
+    seconds); the durations and the last body. Asks for gzip, as Prometheus does."""
     durations: list[float] = []
     text = ""
+    deadline = time.perf_counter() + within if within is not None else None
+
+    def more() -> bool:
+        if deadline is not None:
+            return time.perf_counter() < deadline
+        return len(durations) < count
+
     async with aiohttp.ClientSession() as session:
-        for _ in range(count):
+        while more():
             started = time.perf_counter()
-            async with session.get(f"{base_url}/metrics") as response:
+            async with session.get(
+                f"{base_url}/metrics", headers={"Accept-Encoding": "gzip"}
+            ) as response:
                 text = await response.text()
             durations.append(time.perf_counter() - started)
     return durations, text
