@@ -32,6 +32,8 @@ class Reply:
 @dataclass
 class SlackWebhook:
     clock: Callable[[], float] = time.monotonic
+    hook_path: str = HOOK_PATH
+    """The webhook's path, token included: requests to any other path get 404 ``no_service``."""
     messages: list[dict[str, Any]] = field(default_factory=list)
     replies: list[tuple[int, str, float]] = field(default_factory=list)
     """Every answer other than ``ok``: status, body and when."""
@@ -47,7 +49,7 @@ class SlackWebhook:
     @property
     def url(self) -> str:
         assert self._server is not None, "start() first"
-        return str(self._server.make_url(HOOK_PATH))
+        return str(self._server.make_url(self.hook_path))
 
     async def start(self) -> SlackWebhook:
         app = web.Application()
@@ -64,7 +66,7 @@ class SlackWebhook:
         raw = await request.read()
         now = self.clock()
         self.requests.append(now)
-        if request.path != HOOK_PATH:
+        if request.path != self.hook_path:
             return self._reply(Reply(404, "no_service"), now)
         if self._script:
             return self._reply(self._script.popleft(), now)
