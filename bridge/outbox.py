@@ -8,6 +8,7 @@ a week. A crash leaves rows ``in_flight``; :meth:`Outbox.recover` puts them back
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from collections.abc import Iterable, Sequence
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from bridge.payload import Payload, alert_names, dedup_key
-from sheepdog.db import Database
+from sheepdog.db import Database, DatabaseUnavailable
 
 __all__ = [
     "STATUSES",
@@ -97,19 +98,91 @@ class TargetStats:
     dead: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class _Add:
+    """A notification waiting to be stored, and whoever waits for it to be."""
+
+    target: str
+    payload: Payload
+    now: float
+    window: float
+    stored: asyncio.Future[tuple[int, bool]]
+
+    # The waiter may have been cancelled (its client gone, or shutdown): then nobody listens.
+    def succeed(self, result: tuple[int, bool]) -> None:
+        if not self.stored.done():
+            self.stored.set_result(result)
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.stored.done():
+            self.stored.set_exception(exc)
+
+
 class Outbox:
     """Async access to the outbox table through the shared :class:`Database`."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
         db.add_schema(_schema)
+        self._adds: list[_Add] = []
+        self._writer: asyncio.Task[None] | None = None
 
     async def add(
         self, target: str, payload: Payload, now: float, window: float = DEDUP_WINDOW_SECONDS
     ) -> tuple[int, bool]:
         """Store ``payload`` for ``target``; returns ``(id, True)``, or the earlier row's
-        ``(id, False)`` when this is a retry of a notification stored within ``window``."""
-        return await self.db.run(lambda conn: add_row(conn, target, payload, now, window))
+        ``(id, False)`` when this is a retry of a notification stored within ``window``.
+
+        Returns once the row is committed. Notifications that arrive while a commit is under way
+        are stored together in the next one (group commit): one disk sync serves many of them,
+        where one each capped an alert storm at the disk's syncs per second.
+        """
+        stored: asyncio.Future[tuple[int, bool]] = asyncio.get_running_loop().create_future()
+        self._adds.append(_Add(target, payload, now, window, stored))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._store_adds(), name="sheepdog-outbox-add")
+        return await stored
+
+    async def _store_adds(self) -> None:
+        batch: list[_Add] = []
+        try:
+            while self._adds:
+                batch, self._adds = self._adds, []
+                await self._store_batch(batch)
+        except BaseException as exc:  # cancelled at shutdown: nobody may wait for ever
+            stopped = DatabaseUnavailable(f"outbox writer stopped: {exc!r}")
+            for add in [*batch, *self._adds]:
+                add.fail(stopped)
+            self._adds = []
+            raise
+
+    async def _store_batch(self, batch: list[_Add]) -> None:
+        def work(conn: sqlite3.Connection) -> list[tuple[int, bool]]:
+            return [add_row(conn, a.target, a.payload, a.now, a.window) for a in batch]
+
+        try:
+            results = await self.db.run(work)
+        except DatabaseUnavailable as exc:
+            for add in batch:
+                add.fail(exc)
+            return
+        except Exception:
+            # One notification that cannot be written must not fail the others with it.
+            for add in batch:
+                await self._store_one(add)
+            return
+        for add, result in zip(batch, results, strict=True):
+            add.succeed(result)
+
+    async def _store_one(self, add: _Add) -> None:
+        try:
+            result = await self.db.run(
+                lambda conn: add_row(conn, add.target, add.payload, add.now, add.window)
+            )
+        except Exception as exc:
+            add.fail(exc)
+        else:
+            add.succeed(result)
 
     async def waiting(self, target: str, limit: int) -> list[Row]:
         """The first ``limit`` pending rows of ``target``, oldest first, with payloads."""

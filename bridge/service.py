@@ -60,6 +60,8 @@ class Bridge:
         self._sleep: Sleep = getattr(runtime.clock, "sleep", None) or asyncio.sleep
         self._stats: dict[str, TargetStats] = {}
         self._housekeeping: asyncio.Task[None] | None = None
+        self._refreshing: asyncio.Task[None] | None = None
+        self._refresh_again = False
         self._started = False
         self.metrics.add_targets(runtime.config.bridge.targets, self.age_of)
 
@@ -108,10 +110,11 @@ class Bridge:
         self._started = True
 
     async def stop(self) -> None:
-        if self._housekeeping is not None:
-            self._housekeeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._housekeeping
+        for task in (self._housekeeping, self._refreshing):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await asyncio.gather(*(worker.stop() for worker in self.workers.values()))
         self.workers.clear()
         if self.session is not None:
@@ -149,9 +152,26 @@ class Bridge:
             worker = self.workers.get(target)
             if worker is not None:
                 worker.wake()
+            self._refresh_soon()
+        return row_id, is_new
+
+    def _refresh_soon(self) -> None:
+        """Refresh the gauges after answering rather than before: the counts scan every row
+        still queued, which in an alert storm is thousands. One refresh serves every accept that
+        arrives while it runs."""
+        if self._refreshing is not None and not self._refreshing.done():
+            self._refresh_again = True
+            return
+        self._refreshing = asyncio.create_task(
+            self._refresh_until_current(), name="sheepdog-bridge-refresh"
+        )
+
+    async def _refresh_until_current(self) -> None:
+        self._refresh_again = True
+        while self._refresh_again:
+            self._refresh_again = False
             with contextlib.suppress(DatabaseUnavailable):
                 await self.refresh()
-        return row_id, is_new
 
     # Metrics ---------------------------------------------------------------------------------
 
