@@ -337,20 +337,13 @@ class _Run:
             for server in self.paths.values():
                 if s.warmup:
                     run_load(self._chat(server), concurrency, s.warmup, use_wrk=self.use_wrk)
-            for index in range(s.rounds):
+            for _ in range(s.rounds):
                 for name, server in self.paths.items():
                     relay_pid = None if name == DIRECT else server.pid
                     cpu_before = tree_cpu_seconds(relay_pid) if relay_pid else 0.0
-                    profiled = (
-                        name == SHEEPDOG and concurrency == max(s.concurrencies) and index == 0
-                    )
-                    recording = (
-                        self._profile(f"relay-c{concurrency}", s.duration) if profiled else None
-                    )
                     load = run_load(
                         self._chat(server), concurrency, s.duration, use_wrk=self.use_wrk
                     )
-                    self._finish_profile(recording)
                     cpu_us = None
                     if relay_pid and load.ok:
                         cpu_us = (tree_cpu_seconds(relay_pid) - cpu_before) / load.ok * 1e6
