@@ -13,6 +13,7 @@ for a robot that fails some of the time. Every request's arrival time is kept in
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import defaultdict, deque
@@ -28,11 +29,13 @@ __all__ = ["Answer", "Delivered", "WeChatRobot"]
 
 @dataclass
 class Answer:
-    """A scripted answer: an errcode (HTTP 200), or an HTTP status with a raw body."""
+    """A scripted answer: an errcode (HTTP 200), or an HTTP status with a raw body, given after
+    ``delay`` seconds of real time (a robot that hangs past the caller's timeout)."""
 
     errcode: int | None = None
     http_status: int = 200
     body: str | None = None
+    delay: float = 0.0
 
 
 @dataclass
@@ -123,6 +126,8 @@ class WeChatRobot:
             return self._errcode(key, 93000, "invalid webhook url, hint: [sheepdog-test]")
         answer = self._script.popleft() if self._script else self._outage_answer(now)
         if answer is not None:
+            if answer.delay:
+                await asyncio.sleep(answer.delay)
             if answer.errcode is not None:
                 return self._errcode(key, answer.errcode, "scripted")
             return web.Response(status=answer.http_status, text=answer.body or "")
