@@ -138,5 +138,4 @@ async def test_ten_thousand_models_and_bogus_keys_leave_the_series_count_bounded
     FIGURES.fuzzed["distinct model names sent to the relay"] += MODELS
     FIGURES.fuzzed["bogus client keys"] += BOGUS_KEYS
     FIGURES.fuzzed["bogus bridge targets and /v1 paths"] += BOGUS_TARGETS + BOGUS_PATHS
-    FIGURES.fault("label cardinality attack: series count unchanged",
-                  MODELS + BOGUS_KEYS + BOGUS_TARGETS + BOGUS_PATHS)
+    FIGURES.fault("label cardinality attack (series count unchanged)")

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from sheepdog.config import load_config, parse_config
 from sheepdog.errors import ConfigError
+from tests.faults.conftest import FIGURES
 
 KNOWN_KEYS = [
     "listen",
@@ -113,6 +114,7 @@ def _section_skeleton(tree: Any) -> dict[str, Any]:
 @given(tree=trees)
 def test_any_yaml_tree_gives_a_config_or_a_config_error(tree: Any) -> None:
     """Wrong types, nulls, nesting and unknown keys raise ConfigError, never another exception."""
+    FIGURES.fuzzed["config trees (each under 4 sections)"] += 1
     for candidate in (tree, _section_skeleton(tree), {"auth": tree}, {"proxy": {"upstream": tree}}):
         error = _error_of(lambda raw=candidate: parse_config(raw, env={"X": SENTINEL}))
         if error is not None:
@@ -128,6 +130,7 @@ def test_any_file_content_gives_a_config_or_a_config_error(
     tmp_path: Path, data: bytes | str
 ) -> None:
     """Invalid UTF-8, broken YAML and arbitrary text in the file are reported as config errors."""
+    FIGURES.fuzzed["config files (bytes and text)"] += 1
     path = tmp_path / "sheepdog.yaml"
     if isinstance(data, str):
         path.write_text(data, encoding="utf-8")

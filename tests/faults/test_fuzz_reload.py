@@ -115,9 +115,12 @@ def mutated_configs(draw: st.DrawFn, base: dict[str, Any]) -> dict[str, Any]:
     for _ in range(draw(st.integers(min_value=1, max_value=3))):
         paths = [p for p in _paths(document) if p[0] in ("proxy", "bridge", "log_level")]
         kind = draw(st.sampled_from(["replace", "delete", "add", "retype", "new-target"]))
-        if kind == "new-target":
+        bridge = document.get("bridge")
+        targets = bridge.get("targets", {}) if isinstance(bridge, dict) else None
+        if kind == "new-target" and isinstance(bridge, dict) and isinstance(targets, dict):
+            bridge["targets"] = targets
             name = draw(st.sampled_from(["extra", "ops", "spare", "x" * 65, "bad name"]))
-            document["bridge"].setdefault("targets", {})[name] = {
+            targets[name] = {
                 "type": draw(st.sampled_from(["wechat", "slack", "email", "log", "sms"])),
                 **draw(st.fixed_dictionaries({}, optional={
                     "url": st.sampled_from(["http://127.0.0.1:9/hook", "not a url", ""]),

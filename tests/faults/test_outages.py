@@ -46,14 +46,16 @@ async def clock() -> AsyncIterator[FakeClock]:
     await fake.close()
 
 
-def write_config(tmp_path: Path, targets: dict[str, Any]) -> tuple[Path, Config]:
+def write_config(
+    tmp_path: Path, targets: dict[str, Any], **retry: float
+) -> tuple[Path, Config]:
     """The config file (for the `sheepdog outbox` command too) and what it loads to."""
     document = {
         "state_dir": str(tmp_path / "state"),
         "auth": {"bearer_tokens": [ALERT_TOKEN]},
         "bridge": {
             "targets": {**targets, "stdout": {"type": "log"}},
-            "retry": {"initial_seconds": INITIAL, "max_seconds": MAXIMUM},
+            "retry": {"initial_seconds": INITIAL, "max_seconds": MAXIMUM, **retry},
         },
     }
     path = tmp_path / "sheepdog.yaml"
@@ -230,3 +232,32 @@ async def test_smtp_down_then_up_then_refusing_the_login(
     FIGURES.fault("SMTP server down (connection refused)", down["attempts"])
     FIGURES.fault("SMTP server refusing the login (535), dead-lettered")
     FIGURES.notifications(accepted=2, lost=0)
+
+
+async def test_wechat_hanging_past_the_timeout_is_retried_until_it_answers(
+    start_bridge: StartApp, clock: FakeClock, tmp_path: Path, registry: CollectorRegistry
+) -> None:
+    """A robot that accepts the connection and never answers in time: timeouts, retried, sent."""
+    robot = await WeChatRobot(keys=["hang-key"], clock=clock.monotonic).start()
+    try:
+        _, config = write_config(
+            tmp_path, {"ops": {"type": "wechat", "url": robot.url()}}, timeout_seconds=0.2
+        )
+        client = await start_bridge(config, clock=clock)
+        robot.fail(Answer(delay=0.6, http_status=504, body="gateway timeout"))
+        await post(client, "ops", "Hanging")
+        await wait_real(
+            lambda: sample(registry, "sheepdog_notification_failures_total", target="ops",
+                           reason="timeout") >= 3,
+            what="three timed-out attempts",
+        )
+        robot.recover()
+        await wait_real(lambda: rows(tmp_path, "ops")[0]["status"] == "sent", what="sent")
+    finally:
+        await robot.close()
+    assert [m.content.count("**Hanging**") for m in robot.messages] == [1]
+    assert rows(tmp_path, "ops")[0]["attempts"] >= 4
+    FIGURES.fault("WeChat robot hanging past the request timeout",
+                  int(sample(registry, "sheepdog_notification_failures_total", target="ops",
+                             reason="timeout")))
+    FIGURES.notifications(accepted=1, lost=0)
