@@ -68,7 +68,12 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         return
     terminalreporter.section("fault and abuse figures")
     for key, value in figures.items():
-        terminalreporter.line(f"{key}: {value}")
+        if isinstance(value, dict):
+            terminalreporter.line(f"{key}:")
+            for name, count in value.items():
+                terminalreporter.line(f"  {count:>6}  {name}")
+        else:
+            terminalreporter.line(f"{key}: {value}")
     target = os.environ.get("SHEEPDOG_FAULT_FIGURES")
     if target:
         Path(target).write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")

@@ -312,6 +312,9 @@ RAW = st.one_of(
         )
     ),
     st.integers(0, 700).map(lambda cut: json.dumps(make_payload(2)).encode()[:cut]),
+    # Past any parser's recursion limit, and a number longer than Python converts.
+    st.sampled_from([40, 5_000, 200_000]).map(lambda depth: b"[" * depth + b"]" * depth),
+    st.integers(4_301, 10_000).map(lambda digits: b'{"version": 1' + b"0" * digits + b"}"),
 )
 
 
