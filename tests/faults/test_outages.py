@@ -12,6 +12,7 @@ the wire, by at most an idle worker's poll interval (there is always one: the ``
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import closing
@@ -261,3 +262,65 @@ async def test_wechat_hanging_past_the_timeout_is_retried_until_it_answers(
                   int(sample(registry, "sheepdog_notification_failures_total", target="ops",
                              reason="timeout")))
     FIGURES.notifications(accepted=1, lost=0)
+
+
+async def test_every_channel_failing_at_once_loses_nothing(
+    start_bridge: StartApp, clock: FakeClock, tmp_path: Path, registry: CollectorRegistry
+) -> None:
+    """WeChat, Slack and SMTP failing together for ten simulated minutes: all arrive, once."""
+    robot = await WeChatRobot(keys=["storm-key"], clock=clock.monotonic).start()
+    slack = await SlackWebhook(clock=clock.monotonic).start()
+    smtp = SmtpServer(tmp_path)
+    smtp.start()
+    smtp.stop()
+    try:
+        _, config = write_config(tmp_path, {
+            "wechat": {"type": "wechat", "url": robot.url()},
+            "slack": {"type": "slack", "url": slack.url},
+            "mail": {"type": "email",
+                     "smtp": {"host": "127.0.0.1", "port": smtp.port, "security": "none"},
+                     "from": "sheepdog@example.com", "to": ["oncall@example.com"]},
+        })
+        client = await start_bridge(config, clock=clock)
+        started = clock.monotonic()
+        robot.fail(Answer(errcode=45009), Answer(http_status=500, body="busy"), Answer(errcode=-1),
+                   until=started + OUTAGE_SECONDS)
+        slack.script(*[Reply(429, "rate_limited", retry_after="60")] * 5,
+                     *[Reply(503, "service_unavailable")] * 3)
+        names = {target: [f"Storm{target.title()}{n}" for n in range(8)]
+                 for target in ("wechat", "slack", "mail")}
+        for step in range(8):
+            await wait_real(lambda s=step: clock.monotonic() - started >= s * 60.0,
+                            what=f"t+{step * 60}")
+            for target, batch in names.items():
+                await post(client, target, batch[step])
+            if step == 5:
+                await asyncio.to_thread(smtp.start)  # the mail server comes back after 5 min
+        await wait_real(
+            lambda: all(row["status"] == "sent"
+                        for target in names for row in rows(tmp_path, target))
+            and sum(len(rows(tmp_path, target)) for target in names) == 24,
+            what="everything sent",
+        )
+    finally:
+        await robot.close()
+        await slack.close()
+        await asyncio.to_thread(smtp.stop)
+
+    delivered = {
+        "wechat": [message.content for message in robot.messages],
+        "slack": [json.dumps(message, ensure_ascii=False) for message in slack.messages],
+        "mail": [str(mail.message["Subject"]) + mail.part("text/plain") for mail in smtp.received],
+    }
+    counts = {name: sum(1 for text in delivered[target] if name in text)
+              for target, batch in names.items() for name in batch}
+    lost = [name for name, count in counts.items() if count == 0]
+    assert lost == []
+    assert set(counts.values()) == {1}, counts  # in one message each: none sent twice
+    for target in names:
+        assert sample(registry, "sheepdog_notifications_total", target=target,
+                      result="failed") == 0
+        assert sample(registry, "sheepdog_notifications_total", target=target,
+                      result="retried") > 0
+    FIGURES.fault("WeChat, Slack and SMTP failing at the same time for 10 simulated minutes")
+    FIGURES.notifications(accepted=len(counts), lost=len(lost))
