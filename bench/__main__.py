@@ -149,10 +149,18 @@ def main(argv: list[str] | None = None) -> int:
     results = Results(
         mode="quick" if args.quick else "full",
         command=command.strip(),
-        generator="wrk, one thread" if use_wrk else "built-in aiohttp generator (wrk not found)",
-        durations=f"each relay figure is the median of {settings.rounds} rounds of "
-        f"{settings.duration:g} s, the paths taking turns round by round, after "
-        f"{settings.warmup:g} s of warm-up",
+        generator="wrk, one thread"
+        if use_wrk
+        else "built-in aiohttp generator (wrk "
+        + ("not used" if args.no_wrk else "not found")
+        + ")",
+        durations=(
+            f"each relay figure is the median of {settings.rounds} rounds of "
+            f"{settings.duration:g} s, the paths taking turns round by round, after "
+            f"{settings.warmup:g} s of warm-up"
+            if settings.rounds > 1
+            else f"each relay figure is one round of {settings.duration:g} s"
+        ),
     )
     if args.profile and py_spy_binary() is None:
         results.notes.append("--profile given but py-spy is not installed: no profiles taken.")
