@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 from sheepdog.app import create_app
 from sheepdog.clock import Clock
 from sheepdog.config import Config
+from sheepdog.logs import TextFormatter
 
 
 @dataclass
@@ -91,8 +92,6 @@ class LogRecorder(logging.Handler):
 
     def lines(self) -> list[str]:
         """Each record as sheepdog's text formatter prints it, traceback included."""
-        from sheepdog.logs import TextFormatter
-
         formatter = TextFormatter()
         return [formatter.format(record) for record in self.records]
 
@@ -137,6 +136,34 @@ def start_bridge(aiohttp_client: Any, registry: CollectorRegistry) -> StartApp:
         return client
 
     return start
+
+
+SENTINEL_MARK = "SENTINEL"
+"""Every secret the fault tests configure for the bridge and proxy peers is named with this."""
+
+
+@pytest.fixture(autouse=True)
+def no_sentinel_logged() -> Iterator[None]:
+    """Fail a fault test whose run logged a sentinel secret anywhere (test peers' access logs
+    aside: they print the webhook URLs they were called on, as the real services would)."""
+    recorder = LogRecorder()
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(recorder)
+    root.setLevel(min(old_level or logging.INFO, logging.INFO))
+    try:
+        yield
+    finally:
+        root.removeHandler(recorder)
+        root.setLevel(old_level)
+    formatter = TextFormatter()
+    leaked = [
+        line
+        for record in recorder.records
+        if record.name != "aiohttp.access"
+        and SENTINEL_MARK in (line := formatter.format(record))
+    ]
+    assert leaked == [], "a secret was logged"
 
 
 def series_count(registry: CollectorRegistry) -> int:
