@@ -6,7 +6,7 @@ import os
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, disable_created_metrics
 
 import bridge
 import proxy
@@ -33,6 +33,9 @@ def create_app(
     ``registry`` defaults to a fresh one (so tests never share metrics); ``config_loader`` is what
     a reload calls, by default reading ``config.source`` again.
     """
+    # No `*_created` samples: Prometheus stores each as a series of its own, and they were half of
+    # every scrape's samples. (A process-wide switch of prometheus_client; idempotent.)
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     app = web.Application(client_max_size=_CLIENT_MAX_SIZE)
     runtime = Runtime(
         config=config,

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import logging
 import platform
 import time
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge
-from prometheus_client.aiohttp import make_aiohttp_handler
+from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from sheepdog import __version__
 from sheepdog.auth import is_authorized, unauthorized
@@ -48,10 +50,40 @@ OPS_METRICS = web.AppKey("sheepdog.ops_metrics", OpsMetrics)
 def setup_ops(app: web.Application) -> None:
     runtime = app[RUNTIME]
     app[OPS_METRICS] = OpsMetrics(runtime.registry)
-    app.router.add_get("/metrics", make_aiohttp_handler(runtime.registry))
+    app.router.add_get("/metrics", _metrics)
     app.router.add_get("/-/healthy", _healthy)
     app.router.add_get("/-/ready", _ready)
     app.router.add_post("/-/reload", _reload_endpoint)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    """The exposition, rendered in a worker thread.
+
+    prometheus_client's aiohttp handler renders on the event loop and compresses at gzip level 9:
+    with 50 models × 20 clients of series that held every relayed request and stream chunk for
+    about 300 ms per scrape. Here the loop keeps serving while a thread renders, and gzip level 1
+    costs a few milliseconds instead of tens.
+    """
+    registry = request.app[RUNTIME].registry
+    accept = request.headers.get("Accept", "")
+    compress = gzip_accepted(request.headers.get("Accept-Encoding", ""))
+    names = request.query.getall("name[]", [])
+    body, content_type = await asyncio.to_thread(
+        _render_exposition, registry, accept, names, compress
+    )
+    response = web.Response(body=body, headers={"Content-Type": content_type})
+    if compress:
+        response.headers["Content-Encoding"] = "gzip"
+    return response
+
+
+def _render_exposition(
+    registry: CollectorRegistry, accept: str, names: list[str], compress: bool
+) -> tuple[bytes, str]:
+    encoder, content_type = choose_encoder(accept)
+    source = registry.restricted_registry(names) if names else registry
+    body = encoder(source)
+    return (gzip.compress(body, compresslevel=1) if compress else body), content_type
 
 
 async def _healthy(request: web.Request) -> web.Response:
