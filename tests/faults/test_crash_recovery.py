@@ -125,6 +125,7 @@ async def test_kill_9_with_100_pending_then_restart_delivers_every_alert(
     assert set(duplicates) <= {name for status, name in at_kill.values() if status != "sent"}
     assert all(extra == 1 for extra in duplicates.values())
     assert "Traceback" not in second.output
+    assert ALERT_TOKEN not in first.output + second.output
     FIGURES.fault(f"kill -9 of sheepdog serve, WeChat {outage}")
     FIGURES.fault("WeChat robot failing (500, errcode -1, 45009) before a crash")
     FIGURES.notifications(accepted=NOTIFICATIONS, lost=len(lost))

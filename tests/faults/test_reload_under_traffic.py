@@ -194,6 +194,7 @@ async def test_reloads_during_traffic_fail_no_request_and_lose_no_notification(
     assert "sheepdog_config_last_reload_successful 1.0" in metrics
     assert counts["requests"] >= 100
     assert "Traceback" not in process.output
+    assert ALERT_TOKEN not in process.output
     FIGURES.fault("config reload under traffic (SIGHUP and POST /-/reload)", RELOADS)
     FIGURES.fault("broken config reloaded under traffic, refused")
     FIGURES.notifications(accepted=len(names), lost=ALERTS - len(names))
