@@ -247,8 +247,9 @@ def mutated_payloads(draw: st.DrawFn) -> tuple[bytes, list[str]]:
         if kind == "delete":
             if isinstance(container, dict):
                 del container[key]
-            else:
+            else:  # the later items move up: the whole list counts as changed
                 container.pop(key)
+                path = path.rpartition("[")[0] or "body"
         elif kind == "replace":
             container[key] = draw(WRONG)
         elif isinstance(container[key], dict):
