@@ -18,10 +18,19 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 
 from proxy.pricing import Usage
+from sheepdog.exposition import (
+    CounterChild,
+    FastCollector,
+    FastCounter,
+    FastGauge,
+    FastHistogram,
+    GaugeChild,
+    HistogramChild,
+)
 
 __all__ = ["DURATION_BUCKETS", "TTFT_BUCKETS", "Accounts", "ProxyMetrics"]
 
@@ -94,70 +103,83 @@ class _AccountsCollector:
 
 
 class ProxyMetrics:
-    """Every proxy metric; label children are cached, since label sets are bounded."""
+    """Every proxy metric; label children are cached, since label sets are bounded.
+
+    The series live in a ``FastCollector`` (sheepdog/exposition.py): at 50 models × 20 clients
+    they are thousands of samples, which it renders without prometheus_client's per-sample
+    objects. Names, labels and buckets are as SPEC.md lists them.
+    """
 
     def __init__(self, registry: CollectorRegistry, accounts: Callable[[], Accounts]) -> None:
-        self.requests = Counter(
+        self.requests = FastCounter(
             "llm_requests_total",
             "Requests to /v1/*, by the HTTP status sent to the client (499: it went away first).",
             ["model", "route", "code", "client"],
-            registry=registry,
         )
-        self.duration = Histogram(
+        self.duration = FastHistogram(
             "llm_request_duration_seconds",
             "Time from receiving a relayed request to the end of its response.",
             ["model", "route"],
             buckets=DURATION_BUCKETS,
-            registry=registry,
         )
-        self.time_to_first_token = Histogram(
+        self.time_to_first_token = FastHistogram(
             "llm_time_to_first_token_seconds",
             "Time from receiving a streamed request to the arrival of its first content event.",
             ["model"],
             buckets=TTFT_BUCKETS,
-            registry=registry,
         )
-        self.tokens = Counter(
+        self.tokens = FastCounter(
             "llm_tokens_total",
             "Tokens the upstream reported using, never estimated.",
             ["model", "type", "client"],
-            registry=registry,
         )
-        self.cost = Counter(
+        self.cost = FastCounter(
             "llm_cost_usd_total",
             "Cost of the reported tokens in USD at list price (input and output prices).",
             ["model", "client"],
-            registry=registry,
         )
-        self.active = Gauge(
+        self.active = FastGauge(
             "llm_active_requests",
             "Requests being relayed right now.",
             ["model"],
-            registry=registry,
         )
-        self.auth_failures = Counter(
+        self.auth_failures = FastCounter(
             "llm_auth_failures_total",
             "Requests refused for their key, or whose key the upstream rejected (401/403).",
             ["reason"],
-            registry=registry,
         )
-        self.usage_missing = Counter(
+        self.usage_missing = FastCounter(
             "llm_usage_missing_total",
             "Requests the upstream may bill whose token usage could not be read (not estimated).",
             ["model", "route"],
-            registry=registry,
         )
-        self.upstream_interrupted = Counter(
+        self.upstream_interrupted = FastCounter(
             "llm_upstream_interrupted_total",
             "Responses the upstream broke off after their status was sent (reason timeout|error).",
             ["model", "route", "reason"],
-            registry=registry,
+        )
+        registry.register(
+            FastCollector(
+                [
+                    self.requests,
+                    self.duration,
+                    self.time_to_first_token,
+                    self.tokens,
+                    self.cost,
+                    self.active,
+                    self.auth_failures,
+                    self.usage_missing,
+                    self.upstream_interrupted,
+                ]
+            )
         )
         registry.register(_AccountsCollector(accounts))
-        self._request_children: dict[tuple[str, str, str, str], Counter] = {}
-        self._token_children: dict[tuple[str, str], tuple[Counter, Counter, Counter]] = {}
-        self._active_children: dict[str, Gauge] = {}
-        self._duration_children: dict[tuple[str, str], Histogram] = {}
+        self._request_children: dict[tuple[str, str, str, str], CounterChild] = {}
+        self._token_children: dict[
+            tuple[str, str], tuple[CounterChild, CounterChild, CounterChild]
+        ] = {}
+        self._active_children: dict[str, GaugeChild] = {}
+        self._duration_children: dict[tuple[str, str], HistogramChild] = {}
         for reason in AUTH_FAILURE_REASONS:
             self.auth_failures.labels(reason)
 
@@ -186,7 +208,7 @@ class ProxyMetrics:
             child = self._duration_children[key] = self.duration.labels(*key)
         child.observe(seconds)
 
-    def active_gauge(self, model: str) -> Gauge:
+    def active_gauge(self, model: str) -> GaugeChild:
         child = self._active_children.get(model)
         if child is None:
             child = self._active_children[model] = self.active.labels(model)
@@ -198,7 +220,9 @@ class ProxyMetrics:
         output_counter.inc(usage.output_tokens)
         cost_counter.inc(usd)
 
-    def _usage_counters(self, model: str, client: str) -> tuple[Counter, Counter, Counter]:
+    def _usage_counters(
+        self, model: str, client: str
+    ) -> tuple[CounterChild, CounterChild, CounterChild]:
         key = (model, client)
         children = self._token_children.get(key)
         if children is None:

@@ -16,6 +16,7 @@ from sheepdog import __version__
 from sheepdog.auth import is_authorized, unauthorized
 from sheepdog.config import Config
 from sheepdog.errors import ConfigError
+from sheepdog.exposition import render
 from sheepdog.runtime import RUNTIME, Runtime
 
 log = logging.getLogger("sheepdog.ops")
@@ -62,7 +63,8 @@ async def _metrics(request: web.Request) -> web.Response:
     prometheus_client's aiohttp handler renders on the event loop and compresses at gzip level 9:
     with 50 models × 20 clients of series that held every relayed request and stream chunk for
     about 300 ms per scrape. Here the loop keeps serving while a thread renders, and gzip level 1
-    costs a few milliseconds instead of tens.
+    costs a few milliseconds instead of tens. The proxy's label series format themselves
+    (sheepdog/exposition.py): collect() alone cost ~9 µs a sample, ~7,400 samples at that size.
     """
     registry = request.app[RUNTIME].registry
     accept = request.headers.get("Accept", "")
@@ -81,8 +83,9 @@ def _render_exposition(
     registry: CollectorRegistry, accept: str, names: list[str], compress: bool
 ) -> tuple[bytes, str]:
     encoder, content_type = choose_encoder(accept)
-    source = registry.restricted_registry(names) if names else registry
-    body = encoder(source)
+    # render() gives the same bytes as encoder(registry), but large label families of ours
+    # format only their numbers.
+    body = encoder(registry.restricted_registry(names)) if names else render(registry, encoder)
     return (gzip.compress(body, compresslevel=1) if compress else body), content_type
 
 
