@@ -67,4 +67,3 @@ def _database_readiness(db: Database) -> ReadinessCheck:
         return f"database unavailable: {db.last_error or 'not open'}"
 
     return check
-

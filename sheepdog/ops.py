@@ -95,8 +95,11 @@ async def _healthy(request: web.Request) -> web.Response:
 
 async def _ready(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    problems = {name: reason for name, check in runtime.readiness_checks.items()
-                if (reason := check()) is not None}
+    problems = {
+        name: reason
+        for name, check in runtime.readiness_checks.items()
+        if (reason := check()) is not None
+    }
     if problems:
         lines = "".join(f"{name}: {reason}\n" for name, reason in sorted(problems.items()))
         return web.Response(status=503, text=f"sheepdog is not ready.\n{lines}")

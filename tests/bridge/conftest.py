@@ -52,15 +52,17 @@ def make_payload(
     for index in range(alerts):
         labels = {"alertname": name, "severity": "warning", "instance": f"host-{index}:9100"}
         labels.update(extra_labels or {})
-        items.append({
-            "status": status,
-            "labels": labels,
-            "annotations": {"summary": f"{summary} #{index}"},
-            "startsAt": start,
-            "endsAt": "0001-01-01T00:00:00Z" if status == "firing" else "2026-11-26T21:30:00Z",
-            "generatorURL": "http://prometheus:9090/graph?g0.expr=up",
-            "fingerprint": f"{fingerprint_prefix}{name}{index:04d}",
-        })
+        items.append(
+            {
+                "status": status,
+                "labels": labels,
+                "annotations": {"summary": f"{summary} #{index}"},
+                "startsAt": start,
+                "endsAt": "0001-01-01T00:00:00Z" if status == "firing" else "2026-11-26T21:30:00Z",
+                "generatorURL": "http://prometheus:9090/graph?g0.expr=up",
+                "fingerprint": f"{fingerprint_prefix}{name}{index:04d}",
+            }
+        )
     return {
         "receiver": "bridge",
         "status": status,
@@ -122,9 +124,7 @@ StartBridge = Callable[..., Awaitable[TestClient]]
 
 
 @pytest.fixture
-def start_bridge(
-    aiohttp_client: Any, registry: CollectorRegistry
-) -> StartBridge:
+def start_bridge(aiohttp_client: Any, registry: CollectorRegistry) -> StartBridge:
     """Start the whole app (bridge included) for ``config``; returns the test client."""
 
     async def start(

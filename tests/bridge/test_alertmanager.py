@@ -36,8 +36,9 @@ pytestmark = [
 
 @pytest.fixture
 def smtp(tmp_path: Path) -> Iterator[SmtpServer]:
-    server = SmtpServer(tmp_path, username="alertmanager", password=SMTP_PASSWORD,
-                        tls="starttls").start()
+    server = SmtpServer(
+        tmp_path, username="alertmanager", password=SMTP_PASSWORD, tls="starttls"
+    ).start()
     yield server
     server.stop()
 
@@ -57,19 +58,21 @@ def alertmanager_config(bridge_url: str, targets: list[str]) -> dict[str, Any]:
             "group_interval": "1s",
             "repeat_interval": "1h",
         },
-        "receivers": [{
-            "name": "sheepdog",
-            "webhook_configs": [
-                {
-                    "url": f"{bridge_url}/alerts/{target}",
-                    "send_resolved": True,
-                    "http_config": {
-                        "authorization": {"type": "Bearer", "credentials": ALERT_TOKEN}
-                    },
-                }
-                for target in targets
-            ],
-        }],
+        "receivers": [
+            {
+                "name": "sheepdog",
+                "webhook_configs": [
+                    {
+                        "url": f"{bridge_url}/alerts/{target}",
+                        "send_resolved": True,
+                        "http_config": {
+                            "authorization": {"type": "Bearer", "credentials": ALERT_TOKEN}
+                        },
+                    }
+                    for target in targets
+                ],
+            }
+        ],
     }
 
 
@@ -83,19 +86,21 @@ def start_alertmanager(tmp_path: Path) -> Iterator[Any]:
         config_path = tmp_path / "alertmanager.yml"
         config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
         log = (tmp_path / "alertmanager.log").open("wb")
-        processes.append(subprocess.Popen(
-            [
-                ALERTMANAGER,
-                f"--config.file={config_path}",
-                f"--storage.path={tmp_path / 'am-data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                f"--web.external-url=http://127.0.0.1:{port}",
-                "--cluster.listen-address=",
-                "--log.level=warn",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        ))
+        processes.append(
+            subprocess.Popen(
+                [
+                    ALERTMANAGER,
+                    f"--config.file={config_path}",
+                    f"--storage.path={tmp_path / 'am-data'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                    f"--web.external-url=http://127.0.0.1:{port}",
+                    "--cluster.listen-address=",
+                    "--log.level=warn",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
         log.close()
         return f"http://127.0.0.1:{port}"
 
@@ -126,9 +131,14 @@ async def test_alertmanager_to_wechat_slack_and_email(
             "ops-slack": {"type": "slack", "url": slack.url},
             "ops-email": {
                 "type": "email",
-                "smtp": {"host": "127.0.0.1", "port": smtp.port, "security": "starttls",
-                         "username": "alertmanager", "password": SMTP_PASSWORD,
-                         "ca_file": str(smtp.ca_file)},
+                "smtp": {
+                    "host": "127.0.0.1",
+                    "port": smtp.port,
+                    "security": "starttls",
+                    "username": "alertmanager",
+                    "password": SMTP_PASSWORD,
+                    "ca_file": str(smtp.ca_file),
+                },
                 "from": "sheepdog@example.com",
                 "to": ["oncall@example.com"],
             },
@@ -154,8 +164,11 @@ async def test_alertmanager_to_wechat_slack_and_email(
 
         now = datetime.now(UTC)
         alert = {
-            "labels": {"alertname": "SheepdogEndToEnd", "severity": "critical",
-                       "service": "llm-relay"},
+            "labels": {
+                "alertname": "SheepdogEndToEnd",
+                "severity": "critical",
+                "service": "llm-relay",
+            },
             "annotations": {"summary": "端到端 <b>test</b> 🔥"},
             "startsAt": (now - timedelta(seconds=10)).isoformat(),
             "generatorURL": "http://prometheus:9090/graph?g0.expr=up",
@@ -164,8 +177,9 @@ async def test_alertmanager_to_wechat_slack_and_email(
             assert response.status == 200, await response.text()
 
         def arrived(word: str) -> bool:
-            wechat = any(word in m.content and "SheepdogEndToEnd" in m.content
-                         for m in robot.messages)
+            wechat = any(
+                word in m.content and "SheepdogEndToEnd" in m.content for m in robot.messages
+            )
             slack_ok = any(word in m["text"] for m in slack.messages)
             mail = any(word in str(m.message["Subject"]) for m in smtp.received)
             return wechat and slack_ok and mail
@@ -181,9 +195,12 @@ async def test_alertmanager_to_wechat_slack_and_email(
         await wait_for(lambda: arrived("RESOLVED"), timeout=30, what="resolved notifications")
         assert robot.errcodes() == []
         assert slack.replies == []
-        assert registry.get_sample_value(
-            "sheepdog_alerts_received_total", {"target": "ops-wechat", "status": "resolved"}
-        ) == 1
+        assert (
+            registry.get_sample_value(
+                "sheepdog_alerts_received_total", {"target": "ops-wechat", "status": "resolved"}
+            )
+            == 1
+        )
     finally:
         await robot.close()
         await slack.close()

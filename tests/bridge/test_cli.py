@@ -71,8 +71,9 @@ def test_render_shows_every_part(
     payload = make_payload(150, summary="上游中转服务不可用" * 5)
     path = tmp_path / "big.json"
     path.write_text(json.dumps(payload), encoding="utf-8")
-    code, out, _ = run(capsys, "render", "ops-wechat", "--payload", str(path),
-                       "--config", str(config_file))
+    code, out, _ = run(
+        capsys, "render", "ops-wechat", "--payload", str(path), "--config", str(config_file)
+    )
     assert code == 0
     count = int(out.split(": ")[1].split(" message")[0])
     assert count > 2
@@ -85,8 +86,9 @@ def test_render_reads_stdin_and_shows_email_headers_and_parts(
 ) -> None:
     """`--payload -` reads stdin; an email is shown as headers, text part and HTML part."""
     monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(fixture_payload("resolved-one.json"))))
-    code, out, _ = run(capsys, "render", "ops-email", "--payload", "-",
-                       "--config", str(config_file))
+    code, out, _ = run(
+        capsys, "render", "ops-email", "--payload", "-", "--config", str(config_file)
+    )
     assert code == 0
     assert "Subject: [RESOLVED] LLMRelayHighErrorRate" in out
     assert "From: alerts@example.com" in out
@@ -122,8 +124,9 @@ def test_render_refuses_a_bad_payload_naming_the_field(
     payload["alerts"][1]["labels"] = {"x": 1}
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(payload), encoding="utf-8")
-    code, _, err = run(capsys, "render", "ops-wechat", "--payload", str(path),
-                       "--config", str(config_file))
+    code, _, err = run(
+        capsys, "render", "ops-wechat", "--payload", str(path), "--config", str(config_file)
+    )
     assert code == 1
     assert "alerts[1].labels: must be an object of strings" in err
 
@@ -146,8 +149,9 @@ def test_render_refuses_unreadable_payload_files(
     """A payload file nested too deeply, not UTF-8 or with a huge number: exit 1, no traceback."""
     path = tmp_path / "odd.json"
     path.write_bytes(content)
-    code, _, err = run(capsys, "render", "ops-wechat", "--payload", str(path),
-                       "--config", str(config_file))
+    code, _, err = run(
+        capsys, "render", "ops-wechat", "--payload", str(path), "--config", str(config_file)
+    )
     assert code == 1
     assert error in err
 
@@ -174,15 +178,25 @@ def test_outbox_lists_and_requeues(
         _schema(conn)
         for name in ("Alpha", "Beta", "Gamma"):
             add_row(conn, "ops-wechat", validate_payload(make_payload(2, name=name)), 1.0, 60)
-        conn.execute("UPDATE outbox_notifications SET status = 'dead', attempts = 3, "
-                     "last_error = 'invalid_key: errcode 93000: invalid webhook url' "
-                     "WHERE id IN (2, 3)")
+        conn.execute(
+            "UPDATE outbox_notifications SET status = 'dead', attempts = 3, "
+            "last_error = 'invalid_key: errcode 93000: invalid webhook url' "
+            "WHERE id IN (2, 3)"
+        )
 
     code, out, _ = run(capsys, "outbox", "list", "--config", str(config_file))
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].split() == ["ID", "TARGET", "STATUS", "ATTEMPTS", "AGE", "ALERTS", "LAST",
-                                "ERROR"]
+    assert lines[0].split() == [
+        "ID",
+        "TARGET",
+        "STATUS",
+        "ATTEMPTS",
+        "AGE",
+        "ALERTS",
+        "LAST",
+        "ERROR",
+    ]
     assert lines[1].split()[:4] == ["1", "ops-wechat", "pending", "0"]
     assert "Alpha (2 alerts)" in lines[1]
     assert "invalid_key: errcode 93000" in lines[2]

@@ -20,8 +20,9 @@ pytestmark = pytest.mark.slow
 
 def _statuses(state: Path) -> list[str]:
     with closing(sqlite3.connect(state / "sheepdog.db")) as conn:
-        return [row[0] for row in conn.execute(
-            "SELECT status FROM outbox_notifications ORDER BY id")]
+        return [
+            row[0] for row in conn.execute("SELECT status FROM outbox_notifications ORDER BY id")
+        ]
 
 
 async def test_kill_9_while_retrying_then_restart_delivers(tmp_path: Path) -> None:
@@ -61,12 +62,17 @@ async def test_kill_9_while_retrying_then_restart_delivers(tmp_path: Path) -> No
         restarted = SheepdogProcess(write_config(robot.url()), port, tmp_path)
         await asyncio.to_thread(restarted.start)
         try:
-            await wait_for(lambda: _statuses(state) == ["sent"] * 3, timeout=30,
-                           what="all three sent after the restart")
+            await wait_for(
+                lambda: _statuses(state) == ["sent"] * 3,
+                timeout=30,
+                what="all three sent after the restart",
+            )
         finally:
             await asyncio.to_thread(restarted.stop)
-        seen = [next(n for n in ("One", "Two", "Three") if f"**{n}**" in m.content)
-                for m in robot.messages]
+        seen = [
+            next(n for n in ("One", "Two", "Three") if f"**{n}**" in m.content)
+            for m in robot.messages
+        ]
         assert seen == ["One", "Two", "Three"]
     finally:
         await robot.close()

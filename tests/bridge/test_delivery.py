@@ -44,9 +44,13 @@ def write_config(tmp_path: Path, document: dict[str, Any]) -> tuple[Path, Config
 def outbox_rows(tmp_path: Path) -> list[dict[str, Any]]:
     with closing(sqlite3.connect(tmp_path / "state" / "sheepdog.db")) as conn, conn:
         conn.row_factory = sqlite3.Row
-        return [dict(row) for row in conn.execute(
-            "SELECT id, target, status, attempts, last_error FROM outbox_notifications ORDER BY id"
-        )]
+        return [
+            dict(row)
+            for row in conn.execute(
+                "SELECT id, target, status, attempts, last_error"
+                " FROM outbox_notifications ORDER BY id"
+            )
+        ]
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -57,12 +61,18 @@ async def test_wechat_gets_markdown_and_mobile_mention(
     start_bridge: StartBridge, robot: WeChatRobot, tmp_path: Path, registry: CollectorRegistry
 ) -> None:
     """A firing notification reaches the robot as markdown, then a text mentioning mobiles."""
-    targets = {"ops": {"type": "wechat", "url": robot.url(),
-                       "mentions": {"userids": ["zhangsan"], "mobiles": ["13800000000"]}}}
+    targets = {
+        "ops": {
+            "type": "wechat",
+            "url": robot.url(),
+            "mentions": {"userids": ["zhangsan"], "mobiles": ["13800000000"]},
+        }
+    }
     _, config = write_config(tmp_path, targets_config(tmp_path, targets))
     client = await start_bridge(config)
-    response = await client.post("/alerts/ops", json=fixture_payload("firing-one.json"),
-                                 headers=AUTH)
+    response = await client.post(
+        "/alerts/ops", json=fixture_payload("firing-one.json"), headers=AUTH
+    )
     assert response.status == 200
     await wait_for(lambda: len(robot.messages) == 2, what="two messages")
     markdown, text = robot.messages
@@ -72,11 +82,14 @@ async def test_wechat_gets_markdown_and_mobile_mention(
     assert text.body["text"]["mentioned_mobile_list"] == ["13800000000"]
     await wait_for(lambda: outbox_rows(tmp_path)[0]["status"] == "sent", what="row sent")
     assert sample(registry, "sheepdog_notifications_total", target="ops", result="sent") == 2
-    await wait_for(lambda: sample(registry, "sheepdog_outbox_pending", target="ops") == 0,
-                   what="pending gauge back to 0")
-    assert registry.get_sample_value(
-        "sheepdog_notification_duration_seconds_count", {"target": "ops"}
-    ) == 2
+    await wait_for(
+        lambda: sample(registry, "sheepdog_outbox_pending", target="ops") == 0,
+        what="pending gauge back to 0",
+    )
+    assert (
+        registry.get_sample_value("sheepdog_notification_duration_seconds_count", {"target": "ops"})
+        == 2
+    )
 
 
 async def test_rows_left_by_a_crash_go_out_after_restart_in_order(
@@ -98,11 +111,13 @@ async def test_rows_left_by_a_crash_go_out_after_restart_in_order(
 
     await start_bridge(config, fresh_registry=True)
     await wait_for(lambda: len(robot.messages) == 3, what="three messages")
-    order = [next(n for n in ("First", "Second", "Third") if n in m.content)
-             for m in robot.messages]
+    order = [
+        next(n for n in ("First", "Second", "Third") if n in m.content) for m in robot.messages
+    ]
     assert order == ["First", "Second", "Third"]
-    await wait_for(lambda: all(r["status"] == "sent" for r in outbox_rows(tmp_path)),
-                   what="all sent")
+    await wait_for(
+        lambda: all(r["status"] == "sent" for r in outbox_rows(tmp_path)), what="all sent"
+    )
 
 
 async def test_burst_of_60_stays_within_the_robot_limit(
@@ -115,11 +130,16 @@ async def test_burst_of_60_stays_within_the_robot_limit(
         _, config = write_config(tmp_path, targets_config(tmp_path, targets))
         client = await start_bridge(config, clock=fake_clock)
         names = [f"Burst{n:02d}" for n in range(60)]
-        answers = await asyncio.gather(*(
-            client.post("/alerts/ops", json=make_payload(2, name=name, summary="上游 🔥 出错"),
-                        headers=AUTH)
-            for name in names
-        ))
+        answers = await asyncio.gather(
+            *(
+                client.post(
+                    "/alerts/ops",
+                    json=make_payload(2, name=name, summary="上游 🔥 出错"),
+                    headers=AUTH,
+                )
+                for name in names
+            )
+        )
         assert [a.status for a in answers] == [200] * 60
 
         def everything_named() -> bool:
@@ -157,8 +177,15 @@ async def test_slack_retry_after_is_honoured(
         first, second = slack.requests
         assert second - first >= 30
         assert sample(registry, "sheepdog_notifications_total", target="ops", result="retried") == 1
-        assert sample(registry, "sheepdog_notification_failures_total", target="ops",
-                      reason="rate_limited") == 1
+        assert (
+            sample(
+                registry,
+                "sheepdog_notification_failures_total",
+                target="ops",
+                reason="rate_limited",
+            )
+            == 1
+        )
     finally:
         await slack.close()
 
@@ -169,8 +196,12 @@ async def test_transient_failures_are_retried_until_sent(
     """errcode -1, HTTP 500, a non-JSON 200 and 45009 are retried with backoff, then sent."""
     robot = await WeChatRobot(keys=[ROBOT_KEY], clock=fake_clock.monotonic).start()
     try:
-        robot.script(Answer(errcode=-1), Answer(http_status=500, body="oops"),
-                     Answer(body="<html>proxy</html>"), Answer(errcode=45009))
+        robot.script(
+            Answer(errcode=-1),
+            Answer(http_status=500, body="oops"),
+            Answer(body="<html>proxy</html>"),
+            Answer(errcode=45009),
+        )
         targets = {"ops": {"type": "wechat", "url": robot.url()}}
         _, config = write_config(tmp_path, targets_config(tmp_path, targets))
         client = await start_bridge(config, clock=fake_clock)
@@ -180,8 +211,12 @@ async def test_transient_failures_are_retried_until_sent(
         assert outbox_rows(tmp_path)[0]["attempts"] == 5
         assert sample(registry, "sheepdog_notifications_total", target="ops", result="retried") == 4
         for reason in ("system_busy", "server_error", "bad_response", "rate_limited"):
-            assert sample(registry, "sheepdog_notification_failures_total", target="ops",
-                          reason=reason) == 1
+            assert (
+                sample(
+                    registry, "sheepdog_notification_failures_total", target="ops", reason=reason
+                )
+                == 1
+            )
         # Backoff: 1 s, 2 s, 4 s, 8 s steps, jittered in their upper half.
         assert fake_clock.elapsed >= 0.5 + 1 + 2 + 4
     finally:
@@ -206,8 +241,9 @@ async def test_dead_letter_is_listed_and_sent_again(
         await wait_for(lambda: outbox_rows(tmp_path)[0]["status"] == "dead", what="dead letter")
         assert robot.messages == []
         assert sample(registry, "sheepdog_notifications_total", target="ops", result="failed") == 1
-        await wait_for(lambda: sample(registry, "sheepdog_outbox_dead", target="ops") == 1,
-                       what="dead gauge")
+        await wait_for(
+            lambda: sample(registry, "sheepdog_outbox_dead", target="ops") == 1, what="dead gauge"
+        )
 
         capsys.readouterr()
         assert await asyncio.to_thread(main, ["outbox", "dead", "--config", str(path)]) == 0
@@ -237,29 +273,37 @@ async def test_gives_up_after_a_day(
     _, config = write_config(tmp_path, targets_config(tmp_path, targets, retry=retry))
     client = await start_bridge(config, clock=fake_clock)
     await client.post("/alerts/ops", json=fixture_payload("firing-one.json"), headers=AUTH)
-    await wait_for(lambda: outbox_rows(tmp_path)[0]["status"] == "dead", timeout=60,
-                   what="give-up")
+    await wait_for(lambda: outbox_rows(tmp_path)[0]["status"] == "dead", timeout=60, what="give-up")
     row = outbox_rows(tmp_path)[0]
     assert row["last_error"].startswith("gave up after")
     assert "connection_error" in row["last_error"]
     assert 86400 - 0.01 <= fake_clock.elapsed < 86400 + 3600
     assert sample(registry, "sheepdog_notifications_total", target="ops", result="failed") == 1
-    assert sample(registry, "sheepdog_notifications_total", target="ops",
-                  result="retried") == row["attempts"] - 1
+    assert (
+        sample(registry, "sheepdog_notifications_total", target="ops", result="retried")
+        == row["attempts"] - 1
+    )
 
 
 async def test_email_arrives_over_starttls_with_login(
     start_bridge: StartBridge, smtp_server: SmtpServer, tmp_path: Path
 ) -> None:
     """Email goes over STARTTLS with a login; subject, text and escaped HTML arrive."""
-    targets = {"mail": {
-        "type": "email",
-        "smtp": {"host": "127.0.0.1", "port": smtp_server.port, "security": "starttls",
-                 "username": "alertmanager", "password": SMTP_PASSWORD,
-                 "ca_file": str(smtp_server.ca_file)},
-        "from": "sheepdog@example.com",
-        "to": ["oncall@example.com", "sre@example.com"],
-    }}
+    targets = {
+        "mail": {
+            "type": "email",
+            "smtp": {
+                "host": "127.0.0.1",
+                "port": smtp_server.port,
+                "security": "starttls",
+                "username": "alertmanager",
+                "password": SMTP_PASSWORD,
+                "ca_file": str(smtp_server.ca_file),
+            },
+            "from": "sheepdog@example.com",
+            "to": ["oncall@example.com", "sre@example.com"],
+        }
+    }
     _, config = write_config(tmp_path, targets_config(tmp_path, targets))
     client = await start_bridge(config)
     payload = fixture_payload("firing-one.json")
@@ -285,12 +329,20 @@ async def test_smtp_failures(
     server.start()
     try:
         server.script("451 4.3.0 Try again later")
-        targets = {"mail": {
-            "type": "email",
-            "smtp": {"host": "127.0.0.1", "port": server.port, "security": "none",
-                     "username": "alertmanager", "password": SMTP_PASSWORD},
-            "from": "sheepdog@example.com", "to": ["oncall@example.com"],
-        }}
+        targets = {
+            "mail": {
+                "type": "email",
+                "smtp": {
+                    "host": "127.0.0.1",
+                    "port": server.port,
+                    "security": "none",
+                    "username": "alertmanager",
+                    "password": SMTP_PASSWORD,
+                },
+                "from": "sheepdog@example.com",
+                "to": ["oncall@example.com"],
+            }
+        }
         _, config = write_config(tmp_path, targets_config(tmp_path, targets))
         client = await start_bridge(config, clock=fake_clock)
         await client.post("/alerts/mail", json=make_payload(), headers=AUTH)
@@ -315,13 +367,23 @@ async def test_secrets_never_leak(
     answer, the outbox or `render` output, whatever fails."""
     caplog.set_level(logging.DEBUG)
     targets = {
-        "refused": {"type": "wechat",
-                    "url": f"http://127.0.0.1:9/cgi-bin/webhook/send?key={ROBOT_KEY}"},
+        "refused": {
+            "type": "wechat",
+            "url": f"http://127.0.0.1:9/cgi-bin/webhook/send?key={ROBOT_KEY}",
+        },
         "slack": {"type": "slack", "url": f"http://127.0.0.1:9{HOOK_PATH}"},
-        "mail": {"type": "email",
-                 "smtp": {"host": "127.0.0.1", "port": 9, "security": "none",
-                          "username": "u", "password": SMTP_PASSWORD},
-                 "from": "a@example.com", "to": ["b@example.com"]},
+        "mail": {
+            "type": "email",
+            "smtp": {
+                "host": "127.0.0.1",
+                "port": 9,
+                "security": "none",
+                "username": "u",
+                "password": SMTP_PASSWORD,
+            },
+            "from": "a@example.com",
+            "to": ["b@example.com"],
+        },
     }
     retry = {"give_up_after_seconds": 30}
     path, config = write_config(tmp_path, targets_config(tmp_path, targets, retry=retry))
@@ -332,8 +394,11 @@ async def test_secrets_never_leak(
         answers.append(await response.text())
     answers.append(await (await client.post("/alerts/nope", json={}, headers=AUTH)).text())
     answers.append(await (await client.post("/alerts/refused", data=b"{", headers=AUTH)).text())
-    await wait_for(lambda: all(r["status"] == "dead" for r in outbox_rows(tmp_path)),
-                   timeout=60, what="all dead")
+    await wait_for(
+        lambda: all(r["status"] == "dead" for r in outbox_rows(tmp_path)),
+        timeout=60,
+        what="all dead",
+    )
     capsys.readouterr()
     for target in targets:
         assert await asyncio.to_thread(main, ["render", target, "--config", str(path)]) == 0
@@ -375,8 +440,9 @@ async def test_series_exist_from_start_and_for_targets_added_on_reload(
     for name, labels in zero_series:
         assert registry.get_sample_value(name, {"target": "a", **labels}) == 0, name
 
-    document = targets_config(tmp_path, {"a": {"type": "log"},
-                                         "b": {"type": "wechat", "url": robot.url()}})
+    document = targets_config(
+        tmp_path, {"a": {"type": "log"}, "b": {"type": "wechat", "url": robot.url()}}
+    )
     path.write_text(yaml.safe_dump(document), encoding="utf-8")
     client.app[RUNTIME].load_config = lambda: load_config(path, env={})
     response = await client.post("/-/reload", headers=AUTH)
@@ -420,16 +486,19 @@ async def test_permanent_failures_are_dead_at_once(
         if reply is not None:
             slack.script(reply)
         url = robot.url("a-wrong-key") if channel == "wechat" else slack.url
-        _, config = write_config(tmp_path, targets_config(
-            tmp_path, {"ops": {"type": channel, "url": url}}))
+        _, config = write_config(
+            tmp_path, targets_config(tmp_path, {"ops": {"type": channel, "url": url}})
+        )
         client = await start_bridge(config, clock=fake_clock)
         await client.post("/alerts/ops", json=make_payload(), headers=AUTH)
         await wait_for(lambda: outbox_rows(tmp_path)[0]["status"] == "dead", what="dead letter")
         row = outbox_rows(tmp_path)[0]
         assert row["attempts"] == 1
         assert row["last_error"].startswith(f"{reason}: ")
-        assert sample(registry, "sheepdog_notification_failures_total", target="ops",
-                      reason=reason) == 1
+        assert (
+            sample(registry, "sheepdog_notification_failures_total", target="ops", reason=reason)
+            == 1
+        )
         assert sample(registry, "sheepdog_notifications_total", target="ops", result="retried") == 0
     finally:
         await robot.close()
@@ -443,9 +512,14 @@ async def test_oldest_waiting_age_is_exported(
     robot = await WeChatRobot(keys=[ROBOT_KEY], clock=fake_clock.monotonic).start()
     try:
         robot.script(*[Answer(http_status=503, body="busy")] * 3)
-        _, config = write_config(tmp_path, targets_config(
-            tmp_path, {"ops": {"type": "wechat", "url": robot.url()}},
-            retry={"initial_seconds": 100, "max_seconds": 100}))
+        _, config = write_config(
+            tmp_path,
+            targets_config(
+                tmp_path,
+                {"ops": {"type": "wechat", "url": robot.url()}},
+                retry={"initial_seconds": 100, "max_seconds": 100},
+            ),
+        )
         client = await start_bridge(config, clock=fake_clock)
         await client.post("/alerts/ops", json=make_payload(), headers=AUTH)
         ages: list[float] = []
@@ -457,8 +531,10 @@ async def test_oldest_waiting_age_is_exported(
         await wait_for(record_age, what="delivery after three failures")
         assert max(ages) >= 100
         assert sample(registry, "sheepdog_outbox_pending", target="ops") in (0, 1)
-        await wait_for(lambda: sample(registry, "sheepdog_outbox_oldest_seconds",
-                                      target="ops") == 0, what="age back to 0")
+        await wait_for(
+            lambda: sample(registry, "sheepdog_outbox_oldest_seconds", target="ops") == 0,
+            what="age back to 0",
+        )
     finally:
         await robot.close()
 
@@ -467,8 +543,9 @@ async def test_an_unexpected_error_does_not_strand_rows(
     start_bridge: StartBridge, fake_clock: FakeClock, tmp_path: Path, robot: WeChatRobot
 ) -> None:
     """If a worker step blows up, its rows go back to the queue and are delivered later."""
-    _, config = write_config(tmp_path, targets_config(
-        tmp_path, {"ops": {"type": "wechat", "url": robot.url()}}))
+    _, config = write_config(
+        tmp_path, targets_config(tmp_path, {"ops": {"type": "wechat", "url": robot.url()}})
+    )
     client = await start_bridge(config, clock=fake_clock)
     worker = client.app[BRIDGE].workers["ops"]
     real_compose = worker.notifier.compose

@@ -21,8 +21,10 @@ async def test_recover_requeues_in_flight_rows_in_order(tmp_path: Path) -> None:
     """Rows a crash left in flight are pending again, and come back oldest first."""
     db, outbox = await _outbox(tmp_path)
     try:
-        ids = [(await outbox.add("t", validate_payload(make_payload(name=n)), 10.0))[0]
-               for n in ("A", "B", "C")]
+        ids = [
+            (await outbox.add("t", validate_payload(make_payload(name=n)), 10.0))[0]
+            for n in ("A", "B", "C")
+        ]
         await outbox.claim(ids[:2], 11.0)
         assert [r.id for r in await outbox.waiting("t", 10)] == [ids[2]]
         assert await outbox.recover(12.0) == 2

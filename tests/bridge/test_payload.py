@@ -35,21 +35,35 @@ def _broken(change: Any) -> dict[str, Any]:
         (lambda p: p.update(alerts={}), "alerts", "must be a list"),
         (lambda p: p.update(alerts=[]), "alerts", "at least one"),
         (lambda p: p["alerts"].__setitem__(2, "x"), "alerts[2]", "must be an object"),
-        (lambda p: p["alerts"][3].update(labels={"a": 1}), "alerts[3].labels",
-         "must be an object of strings"),
-        (lambda p: p["alerts"][3].update(labels=["a"]), "alerts[3].labels",
-         "must be an object of strings"),
+        (
+            lambda p: p["alerts"][3].update(labels={"a": 1}),
+            "alerts[3].labels",
+            "must be an object of strings",
+        ),
+        (
+            lambda p: p["alerts"][3].update(labels=["a"]),
+            "alerts[3].labels",
+            "must be an object of strings",
+        ),
         (lambda p: p["alerts"][1].pop("labels"), "alerts[1].labels", "required"),
-        (lambda p: p["alerts"][0].update(annotations={"x": None}), "alerts[0].annotations",
-         "must be an object of strings"),
+        (
+            lambda p: p["alerts"][0].update(annotations={"x": None}),
+            "alerts[0].annotations",
+            "must be an object of strings",
+        ),
         (lambda p: p["alerts"][0].update(status="pending"), "alerts[0].status", "must be"),
         (lambda p: p["alerts"][0].pop("startsAt"), "alerts[0].startsAt", "required"),
-        (lambda p: p["alerts"][0].update(startsAt="yesterday"), "alerts[0].startsAt",
-         "RFC 3339"),
-        (lambda p: p["alerts"][0].update(endsAt="2026-13-40T00:00:00Z"), "alerts[0].endsAt",
-         "not a valid date"),
-        (lambda p: p["alerts"][0].update(generatorURL=5), "alerts[0].generatorURL",
-         "must be a string"),
+        (lambda p: p["alerts"][0].update(startsAt="yesterday"), "alerts[0].startsAt", "RFC 3339"),
+        (
+            lambda p: p["alerts"][0].update(endsAt="2026-13-40T00:00:00Z"),
+            "alerts[0].endsAt",
+            "not a valid date",
+        ),
+        (
+            lambda p: p["alerts"][0].update(generatorURL=5),
+            "alerts[0].generatorURL",
+            "must be a string",
+        ),
         (lambda p: p.update(commonLabels="x"), "commonLabels", "must be an object of strings"),
         (lambda p: p.update(groupKey=None), "groupKey", "must be a string"),
         (lambda p: p.update(truncatedAlerts=-1), "truncatedAlerts", "at least 0"),
@@ -76,8 +90,14 @@ def test_defaults_and_extra_fields() -> None:
     payload = {
         "version": 4,
         "status": "firing",
-        "alerts": [{"status": "firing", "labels": {"alertname": "A"}, "startsAt":
-                    "2026-11-26T21:57:39.123456789+08:00", "x-extra": True}],
+        "alerts": [
+            {
+                "status": "firing",
+                "labels": {"alertname": "A"},
+                "startsAt": "2026-11-26T21:57:39.123456789+08:00",
+                "x-extra": True,
+            }
+        ],
         "orgId": 1,
     }
     result = validate_payload(payload)

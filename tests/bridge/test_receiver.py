@@ -64,9 +64,9 @@ async def test_alertmanager_retry_is_not_stored_twice(
     assert await second.json() == {"status": "duplicate", "id": first["id"]}
     other_target = await (await client.post("/alerts/other", json=payload, headers=AUTH)).json()
     assert other_target["status"] == "accepted"
-    resolved = await (await client.post(
-        "/alerts/ops", json=fixture_payload("resolved-one.json"), headers=AUTH
-    )).json()
+    resolved = await (
+        await client.post("/alerts/ops", json=fixture_payload("resolved-one.json"), headers=AUTH)
+    ).json()
     assert resolved["status"] == "accepted"
     assert len(_rows(tmp_path)) == 3
     received = {"target": "ops", "status": "firing"}
@@ -114,15 +114,28 @@ async def test_unknown_target_is_404(start_bridge: StartBridge, tmp_path: Path) 
         (b"{not json", "body: not JSON (Expecting property name enclosed in double quotes"),
         (b"\xff\xfe", "body: not UTF-8"),
         (b"[]", "body: must be a JSON object"),
-        (json.dumps({**make_payload(4), "alerts": [
-            *make_payload(3)["alerts"], {**make_payload()["alerts"][0], "labels": {"a": 1}}
-        ]}).encode(), "alerts[3].labels: must be an object of strings"),
-        (json.dumps({**make_payload(), "version": "3"}).encode(),
-         'version: unsupported version \'3\', expected "4"'),
+        (
+            json.dumps(
+                {
+                    **make_payload(4),
+                    "alerts": [
+                        *make_payload(3)["alerts"],
+                        {**make_payload()["alerts"][0], "labels": {"a": 1}},
+                    ],
+                }
+            ).encode(),
+            "alerts[3].labels: must be an object of strings",
+        ),
+        (
+            json.dumps({**make_payload(), "version": "3"}).encode(),
+            "version: unsupported version '3', expected \"4\"",
+        ),
         (b"[" * 100_000 + b"]" * 100_000, "body: nested more than 32 levels deep"),
-        (b'{"version": "4", "x": ' + b"[" * 40 + b"]" * 40 + b"}",
-         "x[0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0]"
-         "[0][0][0]: nested more than 32 levels deep"),
+        (
+            b'{"version": "4", "x": ' + b"[" * 40 + b"]" * 40 + b"}",
+            "x[0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0]"
+            "[0][0][0]: nested more than 32 levels deep",
+        ),
         (b'{"version": 1' + b"0" * 5000 + b"}", "body: not JSON that can be read"),
     ],
 )
@@ -156,9 +169,7 @@ async def test_oversized_body_is_413(start_bridge: StartBridge, tmp_path: Path) 
     assert small.status == 200
 
 
-async def test_storage_failure_is_503_never_4xx(
-    start_bridge: StartBridge, tmp_path: Path
-) -> None:
+async def test_storage_failure_is_503_never_4xx(start_bridge: StartBridge, tmp_path: Path) -> None:
     """If the outbox cannot be written, 503: Alertmanager retries 5xx and drops 4xx."""
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where state_dir should be")
@@ -202,7 +213,7 @@ async def test_client_hanging_up_does_not_lose_the_row(
 async def test_unpaired_surrogate_escapes_are_stored_and_delivered(
     start_bridge: StartBridge, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """"\\ud800" is valid JSON but not text: stored and shown as U+FFFD, never a 500."""
+    """ "\\ud800" is valid JSON but not text: stored and shown as U+FFFD, never a 500."""
     client = await start_bridge(parse_config(targets_config(tmp_path, LOG_TARGETS), env={}))
     payload = make_payload(1, name="Surrogate")
     payload["alerts"][0]["labels"]["odd\udfff"] = "value \ud800 here"

@@ -247,8 +247,9 @@ def test_digest_names_every_alert_grouped_by_status(config: Config) -> None:
         validate_payload(make_payload(2, name=f"Alert{n}", fingerprint_prefix=f"g{n}"))
         for n in range(5)
     ]
-    payloads.append(validate_payload(make_payload(1, name="Alert0", status="resolved",
-                                                  fingerprint_prefix="g0")))
+    payloads.append(
+        validate_payload(make_payload(1, name="Alert0", status="resolved", fingerprint_prefix="g0"))
+    )
     merged, digest = merge(payloads)
     assert digest is not None and digest.notifications == 6
     content = "\n".join(wechat_contents(compose(config, "ops-wechat", merged, digest=digest)))
@@ -264,8 +265,7 @@ def test_silence_url_matches_alertmanager_ui() -> None:
     """The new-silence link pre-fills every label as an equality matcher, URL-encoded."""
     url = silence_url({"alertname": "X", "instance": 'a"b', "__name__": "up"}, "http://am:9093/")
     assert url == (
-        "http://am:9093/#/silences/new?filter="
-        "%7Balertname%3D%22X%22%2Cinstance%3D%22a%5C%22b%22%7D"
+        "http://am:9093/#/silences/new?filter=%7Balertname%3D%22X%22%2Cinstance%3D%22a%5C%22b%22%7D"
     )
     assert unquote(url.split("filter=")[1]) == '{alertname="X",instance="a\\"b"}'
     assert silence_url({"a": "b"}, "") == ""
@@ -273,8 +273,16 @@ def test_silence_url_matches_alertmanager_ui() -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(0, "0s"), (45, "45s"), (60, "1m"), (125, "2m 5s"), (7500, "2h 5m"), (7200, "2h"),
-     (90061, "1d 1h"), (-5, "0s")],
+    [
+        (0, "0s"),
+        (45, "45s"),
+        (60, "1m"),
+        (125, "2m 5s"),
+        (7500, "2h 5m"),
+        (7200, "2h"),
+        (90061, "1d 1h"),
+        (-5, "0s"),
+    ],
 )
 def test_duration(seconds: float, text: str) -> None:
     """Durations read as people say them: the two largest units."""
@@ -298,14 +306,19 @@ def test_overrides_per_target_then_templates_dir_then_builtin(
     templates = tmp_path / "templates"
     templates.mkdir()
     (templates / "log.txt.j2").write_text("global {{ status }}")
-    (templates / "team-a.log.txt.j2").write_text(
-        "team-a {% include 'builtin/log.txt.j2' %}"
+    (templates / "team-a.log.txt.j2").write_text("team-a {% include 'builtin/log.txt.j2' %}")
+    config = make_config(
+        {
+            "bridge": {
+                "templates_dir": str(templates),
+                "targets": {
+                    "a": {"type": "log", "template": "team-a."},
+                    "b": {"type": "log"},
+                    "c": {"type": "wechat", "url": "https://example.com/x?key=k"},
+                },
+            }
+        }
     )
-    config = make_config({"bridge": {"templates_dir": str(templates), "targets": {
-        "a": {"type": "log", "template": "team-a."},
-        "b": {"type": "log"},
-        "c": {"type": "wechat", "url": "https://example.com/x?key=k"},
-    }}})
     payload = fixture_payload("firing-one.json")
     assert compose(config, "a", payload)[0].body["text"].startswith("team-a [FIRING]")
     assert compose(config, "b", payload)[0].body["text"] == "global firing"
@@ -315,15 +328,26 @@ def test_overrides_per_target_then_templates_dir_then_builtin(
 @pytest.mark.parametrize(
     ("files", "targets", "error"),
     [
-        ({"log.txt.j2": "{% if %}"}, {"a": {"type": "log"}},
-         "bridge.targets.a.template: template does not compile: {dir}/log.txt.j2: line 1: "),
-        ({}, {"a": {"type": "log", "template": "nope."}},
-         "bridge.targets.a.template: no template nope.log.txt.j2"),
-        ({"log.txt.j2": "{{ alerts[0].labels.alertname.nope() }}"}, {"a": {"type": "log"}},
-         "bridge.targets.a.template: template fails on the sample payload: {dir}/log.txt.j2"),
-        ({"s.slack.json.j2": '{"text": {{ status }}}'},
-         {"a": {"type": "slack", "url": "https://hooks.slack.com/x", "template": "s."}},
-         "bridge.targets.a.template: template fails on the sample payload: {dir}/s.slack"),
+        (
+            {"log.txt.j2": "{% if %}"},
+            {"a": {"type": "log"}},
+            "bridge.targets.a.template: template does not compile: {dir}/log.txt.j2: line 1: ",
+        ),
+        (
+            {},
+            {"a": {"type": "log", "template": "nope."}},
+            "bridge.targets.a.template: no template nope.log.txt.j2",
+        ),
+        (
+            {"log.txt.j2": "{{ alerts[0].labels.alertname.nope() }}"},
+            {"a": {"type": "log"}},
+            "bridge.targets.a.template: template fails on the sample payload: {dir}/log.txt.j2",
+        ),
+        (
+            {"s.slack.json.j2": '{"text": {{ status }}}'},
+            {"a": {"type": "slack", "url": "https://hooks.slack.com/x", "template": "s."}},
+            "bridge.targets.a.template: template fails on the sample payload: {dir}/s.slack",
+        ),
     ],
 )
 def test_bad_templates_are_config_errors(
@@ -354,7 +378,8 @@ def test_a_template_failing_at_run_time_falls_back_to_the_builtin(
     templates = tmp_path / "templates"
     templates.mkdir()
     (templates / "log.txt.j2").write_text("{{ alerts[0].labels.alertname.nope() }}")
-    config = make_config({"bridge": {"templates_dir": str(templates),
-                                     "targets": {"a": {"type": "log"}}}})
+    config = make_config(
+        {"bridge": {"templates_dir": str(templates), "targets": {"a": {"type": "log"}}}}
+    )
     text = compose(config, "a", fixture_payload("firing-one.json"))[0].body["text"]
     assert text.startswith("[FIRING] a:")

@@ -77,8 +77,10 @@ def test_split_pieces_fit_and_lose_nothing(text: str, limit: int) -> None:
 @pytest.mark.parametrize(
     ("url", "shown"),
     [
-        ("https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=abc-123",
-         "https://qyapi.weixin.qq.com/<redacted>"),
+        (
+            "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=abc-123",
+            "https://qyapi.weixin.qq.com/<redacted>",
+        ),
         ("https://hooks.slack.com/services/T0/B0/XYZ", "https://hooks.slack.com/<redacted>"),
         ("http://127.0.0.1:8080/hook?k=v", "http://127.0.0.1:8080/<redacted>"),
     ],

@@ -160,8 +160,7 @@ def no_sentinel_logged() -> Iterator[None]:
     leaked = [
         line
         for record in recorder.records
-        if record.name != "aiohttp.access"
-        and SENTINEL_MARK in (line := formatter.format(record))
+        if record.name != "aiohttp.access" and SENTINEL_MARK in (line := formatter.format(record))
     ]
     assert leaked == [], "a secret was logged"
 

@@ -118,29 +118,41 @@ async def test_every_endpoint_needing_credentials_refuses_without_them(
             await refused("POST", f"/alerts/{target}", wrong, json=payload)
         await refused("POST", "/-/reload", wrong)
     for wrong in WRONG_FOR_PROXY.values():
-        for method, path in (("POST", "/v1/chat/completions"), ("POST", "/v1/completions"),
-                             ("POST", "/v1/embeddings"), ("POST", "/v1/responses"),
-                             ("GET", "/v1/models"), ("GET", "/v1/files/x"),
-                             ("DELETE", "/v1/anything")):
+        for method, path in (
+            ("POST", "/v1/chat/completions"),
+            ("POST", "/v1/completions"),
+            ("POST", "/v1/embeddings"),
+            ("POST", "/v1/responses"),
+            ("GET", "/v1/models"),
+            ("GET", "/v1/files/x"),
+            ("DELETE", "/v1/anything"),
+        ):
             await refused(method, path, wrong, json={"model": "gpt-4.1"})
 
     # The answer says nothing about which part was wrong.
     assert len(alert_bodies) == 1
     # Nothing was stored, relayed or reloaded.
-    assert registry.get_sample_value(
-        "sheepdog_alerts_received_total", {"target": "ops", "status": "firing"}) == 0
+    assert (
+        registry.get_sample_value(
+            "sheepdog_alerts_received_total", {"target": "ops", "status": "firing"}
+        )
+        == 0
+    )
     assert upstream.received == []
     reloaded_at = registry.get_sample_value("sheepdog_config_last_reload_success_timestamp_seconds")
     # The right credentials work, each of them.
     rights = [f"Bearer {token}" for token in TOKENS] + [basic("alertmanager", PASSWORD)]
     for authorization in rights:
-        response = await client.post("/alerts/ops", json=payload,
-                                      headers={"Authorization": authorization})
+        response = await client.post(
+            "/alerts/ops", json=payload, headers={"Authorization": authorization}
+        )
         assert response.status == 200
     response = await client.post("/-/reload", headers={"Authorization": f"Bearer {TOKENS[2]}"})
     assert response.status == 200
-    assert registry.get_sample_value(
-        "sheepdog_config_last_reload_success_timestamp_seconds") >= reloaded_at
+    assert (
+        registry.get_sample_value("sheepdog_config_last_reload_success_timestamp_seconds")
+        >= reloaded_at
+    )
     response = await client.get("/v1/models", headers={"Authorization": f"Bearer {CLIENT_KEY}"})
     assert response.status == 200
     # Open by design (Prometheus scrapes, orchestrators probe): no secret behind them.
@@ -214,11 +226,13 @@ def test_no_code_compares_a_revealed_secret_with_equality() -> None:
                     offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert offenders == []
     source = Path(sheepdog.secret.__file__).read_text(encoding="utf-8")
-    secret_class = next(n for n in ast.walk(ast.parse(source))
-                        if isinstance(n, ast.ClassDef) and n.name == "Secret")
+    secret_class = next(
+        n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ClassDef) and n.name == "Secret"
+    )
     for method in ("matches", "__eq__"):
-        function = next(n for n in secret_class.body
-                        if isinstance(n, ast.FunctionDef) and n.name == method)
+        function = next(
+            n for n in secret_class.body if isinstance(n, ast.FunctionDef) and n.name == method
+        )
         calls = {ast.unparse(n.func) for n in ast.walk(function) if isinstance(n, ast.Call)}
         assert "hmac.compare_digest" in calls, method
 

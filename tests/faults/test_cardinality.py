@@ -79,7 +79,9 @@ async def test_ten_thousand_models_and_bogus_keys_leave_the_series_count_bounded
 
     async def send(method: str, path: str, key: str, body: Any = None) -> None:
         async with session.request(
-            method, server.make_url(path), json=body,
+            method,
+            server.make_url(path),
+            json=body,
             headers={"Authorization": f"Bearer {key}"},
         ) as response:
             await response.read()
@@ -91,10 +93,17 @@ async def test_ten_thousand_models_and_bogus_keys_leave_the_series_count_bounded
         for n in range(start, stop):
             model = f"model-{n}-{'x' * (n % 50)}"
             if n % (MODELS // RELAYED) == 0:
-                jobs.append(("POST", "/v1/chat/completions", RELAYED_KEY,
-                             {"model": model, "messages": [], "stream": n % 2 == 0}))
-            jobs.append(("POST", "/v1/chat/completions", REFUSED_KEY,
-                         {"model": model, "messages": []}))
+                jobs.append(
+                    (
+                        "POST",
+                        "/v1/chat/completions",
+                        RELAYED_KEY,
+                        {"model": model, "messages": [], "stream": n % 2 == 0},
+                    )
+                )
+            jobs.append(
+                ("POST", "/v1/chat/completions", REFUSED_KEY, {"model": model, "messages": []})
+            )
             jobs.append(("POST", "/v1/embeddings", f"sk-bogus-{n}", {"model": model}))
             if n % (MODELS // BOGUS_TARGETS) == 1:
                 jobs.append(("POST", f"/alerts/bogus-{n}", ALERT_TOKEN, {}))

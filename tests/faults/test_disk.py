@@ -70,8 +70,9 @@ def _config(state_dir: Path, robot: WeChatRobot) -> Any:
         {
             "state_dir": str(state_dir),
             "auth": {"bearer_tokens": [ALERT_TOKEN]},
-            "bridge": {"targets": {"ops": {"type": "wechat", "url": robot.url(),
-                                           "rate_per_minute": 0}}},
+            "bridge": {
+                "targets": {"ops": {"type": "wechat", "url": robot.url(), "rate_per_minute": 0}}
+            },
         },
         env={},
     )
@@ -156,8 +157,11 @@ async def test_disk_full_answers_503_and_recovers_when_space_returns(
     stored = [r for r in logs.records if r.getMessage().startswith("could not store")]
     assert stored and all("disk is full" in str(getattr(r, "reason", "")) for r in stored)
     await wait_for(
-        lambda: any("disk is full" in str(getattr(r, "reason", "")) for r in logs.records
-                    if r.name == "sheepdog.bridge.worker"),
+        lambda: any(
+            "disk is full" in str(getattr(r, "reason", ""))
+            for r in logs.records
+            if r.name == "sheepdog.bridge.worker"
+        ),
         what="the worker saying why it cannot go on",
     )
     assert all(r.exc_info is None for r in logs.records)
@@ -168,13 +172,16 @@ async def test_disk_full_answers_503_and_recovers_when_space_returns(
     accepted += refused
     assert await _post(client, "AfterFull") == 200
     accepted.append("AfterFull")
-    await wait_for(lambda: all(_delivered(robot, name) for name in accepted),
-                   what="every accepted notification delivered")
+    await wait_for(
+        lambda: all(_delivered(robot, name) for name in accepted),
+        what="every accepted notification delivered",
+    )
     await _wait_ready(client)
     await wait_for(lambda: _pending(client) == 0, what="nothing left waiting")
     lost = [name for name in accepted if not _delivered(robot, name)]
-    duplicates = {name: _delivered(robot, name) - 1 for name in accepted
-                  if _delivered(robot, name) > 1}
+    duplicates = {
+        name: _delivered(robot, name) - 1 for name in accepted if _delivered(robot, name) > 1
+    }
     assert lost == []
     # The worker knew it had sent "InFlight": it records that once it can, and never resends.
     assert duplicates == {}
@@ -216,8 +223,11 @@ async def test_read_only_state_dir_answers_503_and_recovers_when_writable(
     ready = await client.get("/-/ready")
     assert ready.status == 503
     assert "Read-only file system" in await ready.text()
-    reasons = [str(getattr(r, "reason", "")) for r in logs.records
-               if r.getMessage().startswith("could not store")]
+    reasons = [
+        str(getattr(r, "reason", ""))
+        for r in logs.records
+        if r.getMessage().startswith("could not store")
+    ]
     assert reasons and "Read-only file system" in reasons[0]
 
     subprocess.run(["mount", "-o", "remount,rw", str(disk)], check=True)

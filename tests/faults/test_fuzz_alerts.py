@@ -38,9 +38,7 @@ from tests.peers.wechat import WeChatRobot
 
 # The service runs on another thread meanwhile, and the email notifier's Message-ID comes from
 # the global random module: hypothesis sees that as a strategy using it.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Do not use the `random` module inside strategies"
-)
+pytestmark = pytest.mark.filterwarnings("ignore:Do not use the `random` module inside strategies")
 
 TARGETS = ("ops-wechat", "ops-slack", "ops-email")
 HEADERS = {"Authorization": f"Bearer {ALERT_TOKEN}", "Content-Type": "application/json"}
@@ -51,17 +49,48 @@ FUZZ = settings(
 )
 
 TRICKY = [
-    "", " ", "\ud800", "a\udfffb", "\x00", "\x1b[31m", "\u202eevil", "<b>&amp;</b>", "</font>",
-    "{{ 7*7 }}", "{% raw %}", "*bold*", "`code`", "**", "> quote", "🔥" * 20, "x" * 5000,
-    "0001-01-01T00:00:00Z", "2026-13-45T99:99:99Z", "firing", "resolved", "4", "\r\n\r\n",
-    "\\", '"', "%s%n", "@all", "<@U123>", "<!channel>", "13800000000, @all", "中文告警" * 50,
-    "\u2028", "\ufeff",
+    "",
+    " ",
+    "\ud800",
+    "a\udfffb",
+    "\x00",
+    "\x1b[31m",
+    "\u202eevil",
+    "<b>&amp;</b>",
+    "</font>",
+    "{{ 7*7 }}",
+    "{% raw %}",
+    "*bold*",
+    "`code`",
+    "**",
+    "> quote",
+    "🔥" * 20,
+    "x" * 5000,
+    "0001-01-01T00:00:00Z",
+    "2026-13-45T99:99:99Z",
+    "firing",
+    "resolved",
+    "4",
+    "\r\n\r\n",
+    "\\",
+    '"',
+    "%s%n",
+    "@all",
+    "<@U123>",
+    "<!channel>",
+    "13800000000, @all",
+    "中文告警" * 50,
+    "\u2028",
+    "\ufeff",
 ]
 NAMES = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_0123456789", min_size=1, max_size=20)
 TEXT = st.one_of(st.text(max_size=40), st.sampled_from(TRICKY))
 LEAVES = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**70), 2**70),
-    st.floats(allow_nan=True, allow_infinity=True), TEXT,
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    TEXT,
 )
 JSON = st.recursive(
     LEAVES,
@@ -113,13 +142,19 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
             "auth": {"bearer_tokens": [ALERT_TOKEN]},
             "bridge": {
                 "targets": {
-                    "ops-wechat": {"type": "wechat", "url": robot.url(), "rate_per_minute": 0,
-                                   "mentions": {"userids": ["oncall"], "mobiles": ["13800000000"]}},
+                    "ops-wechat": {
+                        "type": "wechat",
+                        "url": robot.url(),
+                        "rate_per_minute": 0,
+                        "mentions": {"userids": ["oncall"], "mobiles": ["13800000000"]},
+                    },
                     "ops-slack": {"type": "slack", "url": slack.url, "rate_per_minute": 0},
                     "ops-email": {
-                        "type": "email", "rate_per_minute": 0,
+                        "type": "email",
+                        "rate_per_minute": 0,
                         "smtp": {"host": "127.0.0.1", "port": smtp.port, "security": "none"},
-                        "from": "sheepdog@example.com", "to": ["oncall@example.com"],
+                        "from": "sheepdog@example.com",
+                        "to": ["oncall@example.com"],
                     },
                 },
                 "retry": {"initial_seconds": 0.05, "max_seconds": 0.2},
@@ -148,14 +183,13 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 def post(service: Service, target: str, body: bytes) -> tuple[int, dict[str, Any]]:
     """POST a body; fails on a 5xx or on any traceback logged while it was handled."""
     before = len(service.logs.records)
-    status, raw, _ = service.served.request("POST", f"/alerts/{target}", data=body,
-                                           headers=HEADERS)
+    status, raw, _ = service.served.request("POST", f"/alerts/{target}", data=body, headers=HEADERS)
     answer = json.loads(raw)
     assert status in (200, 400), (status, answer)
     new = service.logs.records[before:]
-    assert not [r for r in new if r.exc_info is not None or r.levelno >= logging.ERROR], (
-        [r.getMessage() for r in new]
-    )
+    assert not [r for r in new if r.exc_info is not None or r.levelno >= logging.ERROR], [
+        r.getMessage() for r in new
+    ]
     if status == 200:
         service.accepted[answer["id"]] = target
     return status, answer
@@ -184,9 +218,7 @@ _STEP = re.compile(r"\.?([^.\[\]]+)|\[(\d+)\]")
 
 def _locate(document: Any, path: str) -> tuple[Any, str | int]:
     """The container holding ``path`` and the key or index in it."""
-    steps: list[str | int] = [
-        name if name else int(index) for name, index in _STEP.findall(path)
-    ]
+    steps: list[str | int] = [name if name else int(index) for name, index in _STEP.findall(path)]
     node = document
     for step in steps[:-1]:
         node = node[step]
@@ -213,14 +245,14 @@ def mutated_payloads(draw: st.DrawFn) -> tuple[bytes, list[str]]:
         status=draw(st.sampled_from(["firing", "resolved"])),
         name=draw(st.sampled_from(["Fuzzed", "Fuzz_B", "Fuzz中文"])),
         summary=draw(TEXT),
-        group=f"{{}}:{{fuzz=\"{serial}\"}}",
+        group=f'{{}}:{{fuzz="{serial}"}}',
         fingerprint_prefix=f"fuzz{serial}-",
     )
     changed: list[str] = []
     for _ in range(draw(st.integers(min_value=0, max_value=3))):
-        kind = draw(st.sampled_from(
-            ["delete", "replace", "add", "labels", "strings", "strings", "root"]
-        ))
+        kind = draw(
+            st.sampled_from(["delete", "replace", "add", "labels", "strings", "strings", "root"])
+        )
         if "body" in changed:
             break  # the whole document was replaced: nothing of the payload is left to change
         paths = [p for p in _paths(document) if _reachable(document, p)]
@@ -228,9 +260,13 @@ def mutated_payloads(draw: st.DrawFn) -> tuple[bytes, list[str]]:
             document = draw(WRONG)
             changed.append("body")
             continue
-        if kind == "labels" and isinstance(document, dict) and isinstance(
-            document.get("alerts"), list
-        ) and document["alerts"] and isinstance(document["alerts"][0], dict):
+        if (
+            kind == "labels"
+            and isinstance(document, dict)
+            and isinstance(document.get("alerts"), list)
+            and document["alerts"]
+            and isinstance(document["alerts"][0], dict)
+        ):
             labels = draw(st.dictionaries(NAMES, TEXT, min_size=50, max_size=400))
             document["alerts"][0]["labels"] = {"alertname": "ManyLabels", **labels}
             continue  # a valid change
@@ -296,9 +332,7 @@ def test_mutated_payloads_get_200_or_a_400_naming_the_field(
         assert where and message, error
         assert changed, f"an unchanged payload was refused: {error}"
         # A replaced root may be refused anywhere; else the field is one that was changed.
-        assert "body" in changed or any(_related(where, path) for path in changed), (
-            error, changed
-        )
+        assert "body" in changed or any(_related(where, path) for path in changed), (error, changed)
 
 
 RAW = st.one_of(
@@ -308,7 +342,7 @@ RAW = st.one_of(
         lambda value: json.dumps(value).encode()
     ),
     st.tuples(st.integers(0, 600), st.binary(min_size=1, max_size=8)).map(
-        lambda cut: (lambda raw: raw[: cut[0]] + b"\xff" + cut[1] + raw[cut[0]:])(
+        lambda cut: (lambda raw: raw[: cut[0]] + b"\xff" + cut[1] + raw[cut[0] :])(
             json.dumps(make_payload(2)).encode()
         )
     ),
@@ -321,9 +355,7 @@ RAW = st.one_of(
 
 @FUZZ
 @given(body=RAW, target=st.sampled_from(TARGETS))
-def test_raw_bodies_that_are_no_payload_get_400(
-    service: Service, body: bytes, target: str
-) -> None:
+def test_raw_bodies_that_are_no_payload_get_400(service: Service, body: bytes, target: str) -> None:
     """Bytes, text, invalid UTF-8, cut-off JSON and JSON that is no object: 400 naming why."""
     FIGURES.fuzzed["POST /alerts: raw bodies (bytes, invalid UTF-8, cut JSON)"] += 1
     status, answer = post(service, target, body)
@@ -356,8 +388,11 @@ def test_after_the_fuzzing_the_service_is_healthy_and_delivered_everything(
     unsent = {row: value for row, value in statuses().items() if value[0] != "sent"}
     assert unsent == {}
     assert not [r for r in service.logs.records if r.exc_info is not None]
-    assert all(len(m.content.encode()) <= 4096 for m in service.robot.messages
-               if m.body["msgtype"] == "markdown")
+    assert all(
+        len(m.content.encode()) <= 4096
+        for m in service.robot.messages
+        if m.body["msgtype"] == "markdown"
+    )
     assert service.robot.errcodes() == []
     assert [r for r in service.slack.replies if r[0] != 200] == []
     counts = {target: list(service.accepted.values()).count(target) for target in TARGETS}

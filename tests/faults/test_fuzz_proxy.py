@@ -40,8 +40,11 @@ FUZZ = settings(
 TRICKY = ["", "\ud800", "x\udfffy", "\x00", "../../admin", "gpt-4.1\n", "GPT-4.1", "🔥", "a" * 3000]
 TEXT = st.one_of(st.text(max_size=20), st.sampled_from(TRICKY))
 LEAVES = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**70), 2**70),
-    st.floats(allow_nan=True, allow_infinity=True), TEXT,
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    TEXT,
 )
 JSON = st.recursive(
     LEAVES,
@@ -74,9 +77,9 @@ def bodies(draw: st.DrawFn) -> bytes:
     if draw(st.booleans()):
         document["stream"] = draw(st.one_of(st.just(True), JSON))
     if draw(st.booleans()):
-        document["stream_options"] = draw(st.one_of(
-            st.fixed_dictionaries({}, optional={"include_usage": JSON, "x": TEXT}), JSON
-        ))
+        document["stream_options"] = draw(
+            st.one_of(st.fixed_dictionaries({}, optional={"include_usage": JSON, "x": TEXT}), JSON)
+        )
     document.update(draw(st.dictionaries(TEXT, JSON, max_size=3)))
     document.setdefault("messages", [{"role": "user", "content": draw(TEXT)}])
     text = json.dumps(document, ensure_ascii=True)
@@ -85,8 +88,10 @@ def bodies(draw: st.DrawFn) -> bytes:
         text = text[:-1] + f', "{member}": {draw(DEEP)}}}'
     if draw(st.integers(0, 3)) == 0:  # past 64 KiB the proxy scans for members instead
         padding = '"padding": "' + "p" * 70_000 + '"'
-        text = "{" + padding + ", " + text[1:] if draw(st.booleans()) else (
-            text[:-1] + ", " + padding + "}"
+        text = (
+            "{" + padding + ", " + text[1:]
+            if draw(st.booleans())
+            else (text[:-1] + ", " + padding + "}")
         )
     return Body(text.encode("ascii"))
 
@@ -102,8 +107,18 @@ PATHS = st.one_of(
     st.lists(SEGMENT, min_size=1, max_size=4).map(lambda parts: "/v1/" + "/".join(parts)),
 ).flatmap(lambda path: st.sampled_from([path, path + "?stream=true", path + "?a=%ff&b"]))
 AUTHORIZATION = st.one_of(
-    st.sampled_from([f"Bearer {KEY}", f"bearer {KEY}", f"Bearer  {KEY} ", "Bearer wrong",
-                     "Bearer", "Basic dXNlcjpwYXNz", "", f"Token {KEY}"]),
+    st.sampled_from(
+        [
+            f"Bearer {KEY}",
+            f"bearer {KEY}",
+            f"Bearer  {KEY} ",
+            "Bearer wrong",
+            "Bearer",
+            "Basic dXNlcjpwYXNz",
+            "",
+            f"Token {KEY}",
+        ]
+    ),
     st.text(
         alphabet=st.characters(min_codepoint=32, max_codepoint=255, exclude_categories=["Cc"]),
         max_size=30,
@@ -145,8 +160,11 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         {
             "state_dir": str(workdir / "state"),
             "proxy": {
-                "upstream": {"base_url": upstream.base_url, "api_key": "sk-fuzz-upstream",
-                             "timeout_seconds": 10},
+                "upstream": {
+                    "base_url": upstream.base_url,
+                    "api_key": "sk-fuzz-upstream",
+                    "timeout_seconds": 10,
+                },
                 "clients": [{"name": "fuzzer", "key": KEY}],
             },
             "bridge": {"targets": {}},
@@ -183,14 +201,17 @@ def test_any_request_gets_an_answer_that_is_not_a_500(
     FIGURES.fuzzed["/v1/*: requests (method, path, headers, body)"] += 1
     before = len(service.logs.records)
     status, answer, _ = service.served.request(
-        method, path, data=bytes(body) or None, headers=headers,
+        method,
+        path,
+        data=bytes(body) or None,
+        headers=headers,
         skip_auto_headers=("Content-Type", "Accept-Encoding", "User-Agent"),
     )
     new = service.logs.records[before:]
     assert status < 500, (status, answer[:300])
-    assert not [r for r in new if r.exc_info is not None or r.levelno >= logging.ERROR], (
-        [r.getMessage() for r in new]
-    )
+    assert not [r for r in new if r.exc_info is not None or r.levelno >= logging.ERROR], [
+        r.getMessage() for r in new
+    ]
     assert b"sk-fuzz-upstream" not in answer
     if status == 401:
         assert json.loads(answer)["error"]["code"] in ("missing_api_key", "invalid_api_key")
@@ -211,7 +232,9 @@ def test_after_the_fuzzing_nothing_is_active_and_labels_stay_bounded(service: Se
     assert service.upstream.active == 0
     requests = sum(
         sample.value
-        for metric in service.registry.collect() if metric.name == "llm_requests"
-        for sample in metric.samples if sample.name == "llm_requests_total"
+        for metric in service.registry.collect()
+        if metric.name == "llm_requests"
+        for sample in metric.samples
+        if sample.name == "llm_requests_total"
     )
     assert requests > 0

@@ -122,11 +122,16 @@ def mutated_configs(draw: st.DrawFn, base: dict[str, Any]) -> dict[str, Any]:
             name = draw(st.sampled_from(["extra", "ops", "spare", "x" * 65, "bad name"]))
             targets[name] = {
                 "type": draw(st.sampled_from(["wechat", "slack", "email", "log", "sms"])),
-                **draw(st.fixed_dictionaries({}, optional={
-                    "url": st.sampled_from(["http://127.0.0.1:9/hook", "not a url", ""]),
-                    "rate_per_minute": st.sampled_from([0, 0.5, -1, "fast"]),
-                    "template": st.sampled_from(["team-a.", "../etc/"]),
-                })),
+                **draw(
+                    st.fixed_dictionaries(
+                        {},
+                        optional={
+                            "url": st.sampled_from(["http://127.0.0.1:9/hook", "not a url", ""]),
+                            "rate_per_minute": st.sampled_from([0, 0.5, -1, "fast"]),
+                            "template": st.sampled_from(["team-a.", "../etc/"]),
+                        },
+                    )
+                ),
             }
             continue
         if not paths:
@@ -189,7 +194,9 @@ def test_after_the_reloads_the_service_is_ready_and_delivers(service: Service) -
         assert time.monotonic() < deadline, service.served.request("GET", "/-/ready")
         time.sleep(0.05)
     status, _, _ = service.served.request(
-        "POST", "/alerts/ops", headers={**HEADERS, "Content-Type": "application/json"},
+        "POST",
+        "/alerts/ops",
+        headers={**HEADERS, "Content-Type": "application/json"},
         data=json.dumps(make_payload(1, name="AfterReloads")).encode(),
     )
     assert status == 200

@@ -47,9 +47,7 @@ async def clock() -> AsyncIterator[FakeClock]:
     await fake.close()
 
 
-def write_config(
-    tmp_path: Path, targets: dict[str, Any], **retry: float
-) -> tuple[Path, Config]:
+def write_config(tmp_path: Path, targets: dict[str, Any], **retry: float) -> tuple[Path, Config]:
     """The config file (for the `sheepdog outbox` command too) and what it loads to."""
     document = {
         "state_dir": str(tmp_path / "state"),
@@ -100,7 +98,8 @@ async def test_wechat_failing_for_ten_minutes_loses_nothing_and_backs_off(
         client = await start_bridge(config, clock=clock)
         started = clock.monotonic()
         robot.fail(
-            Answer(errcode=45009), Answer(http_status=500, body="Internal Server Error"),
+            Answer(errcode=45009),
+            Answer(http_status=500, body="Internal Server Error"),
             until=started + OUTAGE_SECONDS,
         )
         names = [f"Outage{index:02d}" for index in range(30)]
@@ -111,8 +110,10 @@ async def test_wechat_failing_for_ten_minutes_loses_nothing_and_backs_off(
             for name in batch:
                 await post(client, "ops", name)
         await wait_real(
-            lambda: all(row["status"] == "sent" for row in rows(tmp_path, "ops"))
-            and len(rows(tmp_path, "ops")) == len(names),
+            lambda: (
+                all(row["status"] == "sent" for row in rows(tmp_path, "ops"))
+                and len(rows(tmp_path, "ops")) == len(names)
+            ),
             what="everything sent after the outage",
         )
     finally:
@@ -132,10 +133,18 @@ async def test_wechat_failing_for_ten_minutes_loses_nothing_and_backs_off(
     first_after = min(at - started for at in robot.arrivals if at >= started + OUTAGE_SECONDS)
     assert first_after <= OUTAGE_SECONDS + MAXIMUM + SLACK
     assert set(robot.errcodes()) == {45009}
-    assert sample(registry, "sheepdog_notification_failures_total", target="ops",
-                  reason="rate_limited") >= 4
-    assert sample(registry, "sheepdog_notification_failures_total", target="ops",
-                  reason="server_error") >= 4
+    assert (
+        sample(
+            registry, "sheepdog_notification_failures_total", target="ops", reason="rate_limited"
+        )
+        >= 4
+    )
+    assert (
+        sample(
+            registry, "sheepdog_notification_failures_total", target="ops", reason="server_error"
+        )
+        >= 4
+    )
     assert sample(registry, "sheepdog_notifications_total", target="ops", result="failed") == 0
     FIGURES.fault("WeChat 45009 and HTTP 500 for 10 simulated minutes")
     FIGURES.fault("WeChat outage attempts answered with a failure", len(during))
@@ -167,8 +176,12 @@ async def test_slack_429_retry_after_is_honoured(
     assert low <= gaps[1] <= high + SLACK
     assert 120 <= gaps[2] <= 120 + SLACK
     assert 45 <= gaps[3] <= 45 + SLACK
-    assert sample(registry, "sheepdog_notification_failures_total", target="chat",
-                  reason="rate_limited") == 2
+    assert (
+        sample(
+            registry, "sheepdog_notification_failures_total", target="chat", reason="rate_limited"
+        )
+        == 2
+    )
     assert "Throttled" in str(slack.messages[0])
     FIGURES.fault("Slack 429 with Retry-After", 2)
     FIGURES.fault("Slack 5xx", 2)
@@ -187,14 +200,21 @@ async def test_smtp_down_then_up_then_refusing_the_login(
     server.start()
     server.stop()  # the mail server is down from the start
     try:
-        targets = {"mail": {
-            "type": "email",
-            "smtp": {"host": "127.0.0.1", "port": server.port, "security": "starttls",
-                     "username": "alertmanager", "password": SMTP_PASSWORD,
-                     "ca_file": str(server.ca_file)},
-            "from": "sheepdog@example.com",
-            "to": ["oncall@example.com"],
-        }}
+        targets = {
+            "mail": {
+                "type": "email",
+                "smtp": {
+                    "host": "127.0.0.1",
+                    "port": server.port,
+                    "security": "starttls",
+                    "username": "alertmanager",
+                    "password": SMTP_PASSWORD,
+                    "ca_file": str(server.ca_file),
+                },
+                "from": "sheepdog@example.com",
+                "to": ["oncall@example.com"],
+            }
+        }
         path, config = write_config(tmp_path, targets)
         client = await start_bridge(config, clock=clock)
         await post(client, "mail", "MailWhileDown")
@@ -248,8 +268,12 @@ async def test_wechat_hanging_past_the_timeout_is_retried_until_it_answers(
         robot.fail(Answer(delay=0.6, http_status=504, body="gateway timeout"))
         await post(client, "ops", "Hanging")
         await wait_real(
-            lambda: sample(registry, "sheepdog_notification_failures_total", target="ops",
-                           reason="timeout") >= 3,
+            lambda: (
+                sample(
+                    registry, "sheepdog_notification_failures_total", target="ops", reason="timeout"
+                )
+                >= 3
+            ),
             what="three timed-out attempts",
         )
         robot.recover()
@@ -258,9 +282,12 @@ async def test_wechat_hanging_past_the_timeout_is_retried_until_it_answers(
         await robot.close()
     assert [m.content.count("**Hanging**") for m in robot.messages] == [1]
     assert rows(tmp_path, "ops")[0]["attempts"] >= 4
-    FIGURES.fault("WeChat robot hanging past the request timeout",
-                  int(sample(registry, "sheepdog_notification_failures_total", target="ops",
-                             reason="timeout")))
+    FIGURES.fault(
+        "WeChat robot hanging past the request timeout",
+        int(
+            sample(registry, "sheepdog_notification_failures_total", target="ops", reason="timeout")
+        ),
+    )
     FIGURES.notifications(accepted=1, lost=0)
 
 
@@ -274,32 +301,48 @@ async def test_every_channel_failing_at_once_loses_nothing(
     smtp.start()
     smtp.stop()
     try:
-        _, config = write_config(tmp_path, {
-            "wechat": {"type": "wechat", "url": robot.url()},
-            "slack": {"type": "slack", "url": slack.url},
-            "mail": {"type": "email",
-                     "smtp": {"host": "127.0.0.1", "port": smtp.port, "security": "none"},
-                     "from": "sheepdog@example.com", "to": ["oncall@example.com"]},
-        })
+        _, config = write_config(
+            tmp_path,
+            {
+                "wechat": {"type": "wechat", "url": robot.url()},
+                "slack": {"type": "slack", "url": slack.url},
+                "mail": {
+                    "type": "email",
+                    "smtp": {"host": "127.0.0.1", "port": smtp.port, "security": "none"},
+                    "from": "sheepdog@example.com",
+                    "to": ["oncall@example.com"],
+                },
+            },
+        )
         client = await start_bridge(config, clock=clock)
         started = clock.monotonic()
-        robot.fail(Answer(errcode=45009), Answer(http_status=500, body="busy"), Answer(errcode=-1),
-                   until=started + OUTAGE_SECONDS)
-        slack.script(*[Reply(429, "rate_limited", retry_after="60")] * 5,
-                     *[Reply(503, "service_unavailable")] * 3)
-        names = {target: [f"Storm{target.title()}{n}" for n in range(8)]
-                 for target in ("wechat", "slack", "mail")}
+        robot.fail(
+            Answer(errcode=45009),
+            Answer(http_status=500, body="busy"),
+            Answer(errcode=-1),
+            until=started + OUTAGE_SECONDS,
+        )
+        slack.script(
+            *[Reply(429, "rate_limited", retry_after="60")] * 5,
+            *[Reply(503, "service_unavailable")] * 3,
+        )
+        names = {
+            target: [f"Storm{target.title()}{n}" for n in range(8)]
+            for target in ("wechat", "slack", "mail")
+        }
         for step in range(8):
-            await wait_real(lambda s=step: clock.monotonic() - started >= s * 60.0,
-                            what=f"t+{step * 60}")
+            await wait_real(
+                lambda s=step: clock.monotonic() - started >= s * 60.0, what=f"t+{step * 60}"
+            )
             for target, batch in names.items():
                 await post(client, target, batch[step])
             if step == 5:
                 await asyncio.to_thread(smtp.start)  # the mail server comes back after 5 min
         await wait_real(
-            lambda: all(row["status"] == "sent"
-                        for target in names for row in rows(tmp_path, target))
-            and sum(len(rows(tmp_path, target)) for target in names) == 24,
+            lambda: (
+                all(row["status"] == "sent" for target in names for row in rows(tmp_path, target))
+                and sum(len(rows(tmp_path, target)) for target in names) == 24
+            ),
             what="everything sent",
         )
     finally:
@@ -312,15 +355,16 @@ async def test_every_channel_failing_at_once_loses_nothing(
         "slack": [json.dumps(message, ensure_ascii=False) for message in slack.messages],
         "mail": [str(mail.message["Subject"]) + mail.part("text/plain") for mail in smtp.received],
     }
-    counts = {name: sum(1 for text in delivered[target] if name in text)
-              for target, batch in names.items() for name in batch}
+    counts = {
+        name: sum(1 for text in delivered[target] if name in text)
+        for target, batch in names.items()
+        for name in batch
+    }
     lost = [name for name, count in counts.items() if count == 0]
     assert lost == []
     assert set(counts.values()) == {1}, counts  # in one message each: none sent twice
     for target in names:
-        assert sample(registry, "sheepdog_notifications_total", target=target,
-                      result="failed") == 0
-        assert sample(registry, "sheepdog_notifications_total", target=target,
-                      result="retried") > 0
+        assert sample(registry, "sheepdog_notifications_total", target=target, result="failed") == 0
+        assert sample(registry, "sheepdog_notifications_total", target=target, result="retried") > 0
     FIGURES.fault("WeChat, Slack and SMTP failing at the same time for 10 simulated minutes")
     FIGURES.notifications(accepted=len(counts), lost=len(lost))

@@ -84,9 +84,7 @@ async def upstream() -> AsyncIterator[FakeUpstream]:
 
 
 @pytest.fixture
-async def start_relay(
-    upstream: FakeUpstream, tmp_path: Path
-) -> AsyncIterator[Callable[..., Any]]:
+async def start_relay(upstream: FakeUpstream, tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     servers: list[TestServer] = []
 
     async def start(*, timeout: float = 5.0, cancellation: bool = True) -> Relay:
@@ -94,8 +92,12 @@ async def start_relay(
             {
                 "state_dir": str(tmp_path / "state"),
                 "proxy": {
-                    "upstream": {"base_url": upstream.base_url, "api_key": UPSTREAM_KEY,
-                                 "timeout_seconds": timeout, "connect_timeout_seconds": 2},
+                    "upstream": {
+                        "base_url": upstream.base_url,
+                        "api_key": UPSTREAM_KEY,
+                        "timeout_seconds": timeout,
+                        "connect_timeout_seconds": 2,
+                    },
                     "clients": [{"name": "team", "key": CLIENT_KEY}],
                 },
                 # No bridge target: no delivery worker polling, so every task is the relay's.
@@ -116,8 +118,10 @@ async def start_relay(
 
 
 def chat(stream: bool = False, model: str = "gpt-4.1") -> dict[str, Any]:
-    return {"json": {"model": model, "stream": stream, "messages": []},
-            "headers": {"Authorization": f"Bearer {CLIENT_KEY}"}}
+    return {
+        "json": {"model": model, "stream": stream, "messages": []},
+        "headers": {"Authorization": f"Bearer {CLIENT_KEY}"},
+    }
 
 
 async def eventually(
@@ -158,9 +162,10 @@ async def test_hanging_upstream_is_504_after_the_timeout(
     """An upstream that does not answer in time: 504 upstream_timeout, counted, nothing left."""
     upstream.script("gpt-4.1", **script)
     relay = await start_relay(timeout=0.3)
-    async with aiohttp.ClientSession() as session, session.post(
-        relay.url(), **chat(stream)
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(relay.url(), **chat(stream)) as response,
+    ):
         assert response.status == 504
         body = await response.json()
     assert body["error"]["code"] == "upstream_timeout"
@@ -179,9 +184,10 @@ async def test_upstream_closing_mid_stream_ends_the_client_stream_and_counts_it(
     upstream.script("gpt-4.1", content=["a"] * 10, break_after_events=3)
     relay = await start_relay()
     received = b""
-    async with aiohttp.ClientSession() as session, session.post(
-        relay.url(), **chat(stream=True)
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(relay.url(), **chat(stream=True)) as response,
+    ):
         assert response.status == 200
         with pytest.raises(aiohttp.ClientPayloadError):  # noqa: PT012 - breaks mid-read
             async for chunk in response.content.iter_any():
@@ -189,16 +195,16 @@ async def test_upstream_closing_mid_stream_ends_the_client_stream_and_counts_it(
     assert received.count(b"data: ") == 3
     assert b"[DONE]" not in received
     assert relay.requests(200) == 1
-    assert relay.value("llm_upstream_interrupted_total", model="gpt-4.1", route="chat",
-                       reason="error") == 1
+    assert (
+        relay.value("llm_upstream_interrupted_total", model="gpt-4.1", route="chat", reason="error")
+        == 1
+    )
     assert relay.active == 0
     assert relay.upstream_acquired == 0
     assert any(m == "upstream broke off the response" for m in logs.messages("sheepdog.proxy"))
     # The next request is served normally.
     upstream.script("gpt-4.1")
-    async with aiohttp.ClientSession() as session, session.post(
-        relay.url(), **chat()
-    ) as response:
+    async with aiohttp.ClientSession() as session, session.post(relay.url(), **chat()) as response:
         assert response.status == 200
     FIGURES.fault("upstream closing mid-stream")
 
@@ -233,8 +239,11 @@ async def test_hundred_clients_leaving_mid_stream_leak_nothing(
     assert upstream.disconnects == clients
     assert relay.upstream_acquired == 0
     await eventually(lambda: upstream.open_connections == 0, "no upstream connection open")
-    await eventually(lambda: not other_tasks(baseline), "no task left behind",
-                     describe=lambda: other_tasks(baseline))
+    await eventually(
+        lambda: not other_tasks(baseline),
+        "no task left behind",
+        describe=lambda: other_tasks(baseline),
+    )
     mode = "cancelled" if cancellation else "not cancelled"
     FIGURES.fault(f"client disconnecting mid-stream (handlers {mode} on disconnect)", clients)
 
@@ -251,14 +260,18 @@ async def test_clients_giving_up_on_a_silent_upstream_are_499(
     async def give_up() -> None:
         async with aiohttp.ClientSession() as session:
             with pytest.raises(TimeoutError):
-                await session.post(relay.url(), **chat(stream=True),
-                                   timeout=aiohttp.ClientTimeout(total=0.3))
+                await session.post(
+                    relay.url(), **chat(stream=True), timeout=aiohttp.ClientTimeout(total=0.3)
+                )
 
     await asyncio.gather(*(give_up() for _ in range(clients)))
     await eventually(lambda: relay.requests(499) == clients, "20 requests counted as 499")
     await eventually(lambda: upstream.active == 0, "every upstream call closed")
     assert relay.active == 0
     assert relay.upstream_acquired == 0
-    await eventually(lambda: not other_tasks(baseline), "no task left behind",
-                     describe=lambda: other_tasks(baseline))
+    await eventually(
+        lambda: not other_tasks(baseline),
+        "no task left behind",
+        describe=lambda: other_tasks(baseline),
+    )
     FIGURES.fault("client giving up before the upstream answered", clients)

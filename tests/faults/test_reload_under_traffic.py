@@ -35,8 +35,14 @@ ALERTS = 60
 BROKEN_AT = 9
 
 
-def _document(port: int, state: Path, upstream: FakeUpstream, robot: WeChatRobot,
-              slack: SlackWebhook, generation: int) -> dict[str, Any]:
+def _document(
+    port: int,
+    state: Path,
+    upstream: FakeUpstream,
+    robot: WeChatRobot,
+    slack: SlackWebhook,
+    generation: int,
+) -> dict[str, Any]:
     """The config of reload number ``generation``: each one changes something."""
     clients = [{"name": name, "key": key} for name, key in KEYS.items()]
     if generation % 2:
@@ -47,15 +53,21 @@ def _document(port: int, state: Path, upstream: FakeUpstream, robot: WeChatRobot
         "log_level": "debug" if generation % 3 == 0 else "info",
         "auth": {"bearer_tokens": [ALERT_TOKEN]},
         "proxy": {
-            "upstream": {"base_url": upstream.base_url, "api_key": "sk-reload-upstream",
-                         "timeout_seconds": 30 + generation},
+            "upstream": {
+                "base_url": upstream.base_url,
+                "api_key": "sk-reload-upstream",
+                "timeout_seconds": 30 + generation,
+            },
             "clients": clients,
             "pricing": {"gpt-4.1": {"input": 2.0 + generation / 100, "output": 8.0}},
         },
         "bridge": {
             "targets": {
-                "ops-wechat": {"type": "wechat", "url": robot.url(),
-                               "rate_per_minute": 600 - generation},
+                "ops-wechat": {
+                    "type": "wechat",
+                    "url": robot.url(),
+                    "rate_per_minute": 600 - generation,
+                },
                 "ops-slack": {"type": "slack", "url": slack.url, "rate_per_minute": 600},
                 **({f"extra-{generation}": {"type": "log"}} if generation % 2 else {}),
             },
@@ -115,7 +127,8 @@ async def test_reloads_during_traffic_fail_no_request_and_lose_no_notification(
             try:
                 async with session.post(
                     f"{process.base_url}/alerts/{target}",
-                    json=make_payload(1, name=name), headers=ALERT_HEADERS,
+                    json=make_payload(1, name=name),
+                    headers=ALERT_HEADERS,
                 ) as response:
                     if response.status != 200:
                         failures.append(f"alert {response.status}: {await response.text()}")
@@ -138,8 +151,9 @@ async def test_reloads_during_traffic_fail_no_request_and_lose_no_notification(
                 before = reloads_logged() + process.output.count("config reload refused")
                 process.signal(signal.SIGHUP)
                 await wait_for(
-                    lambda b=before: reloads_logged()
-                    + process.output.count("config reload refused") > b,
+                    lambda b=before: (
+                        reloads_logged() + process.output.count("config reload refused") > b
+                    ),
                     what="the SIGHUP reload",
                 )
                 refused += broken
@@ -178,8 +192,9 @@ async def test_reloads_during_traffic_fail_no_request_and_lose_no_notification(
                 texts += [json.dumps(m, ensure_ascii=False) for m in slack.messages]
                 return {name for name in names if any(name in text for text in texts)}
 
-            await wait_for(lambda: delivered() == set(names), timeout=30,
-                           what="every alert delivered")
+            await wait_for(
+                lambda: delivered() == set(names), timeout=30, what="every alert delivered"
+            )
             _, metrics = await asyncio.to_thread(process.get, "/metrics")
     finally:
         await asyncio.to_thread(process.stop)

@@ -83,7 +83,11 @@ def cli(seen: Seen, config: Path, *args: str) -> int:
     """Run a `sheepdog` command as a user does; keep its output."""
     result = subprocess.run(
         [sys.executable, "-m", "sheepdog.cli", *args, "--config", str(config)],
-        capture_output=True, text=True, timeout=60, check=False, cwd=config.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=config.parent,
     )
     seen.add(f"sheepdog {' '.join(args)} (stdout)", result.stdout)
     seen.add(f"sheepdog {' '.join(args)} (stderr)", result.stderr)
@@ -98,8 +102,9 @@ async def test_no_secret_reaches_a_log_metric_answer_output_or_the_database(
     upstream = await FakeUpstream().start()
     robot = await WeChatRobot(keys=[WECHAT_KEY], per_minute=10_000).start()
     slack = await SlackWebhook(hook_path=f"/services/T0SHEEP/B0DOG/{SLACK_TOKEN}").start()
-    smtp = SmtpServer(tmp_path, username="alertmanager", password="not-what-sheepdog-has",
-                      tls="starttls").start()
+    smtp = SmtpServer(
+        tmp_path, username="alertmanager", password="not-what-sheepdog-has", tls="starttls"
+    ).start()
     port = free_port()
     config = tmp_path / "sheepdog.yaml"
     (tmp_path / "bearer.txt").write_text(BEARER_FROM_FILE + "\n", encoding="utf-8")
@@ -117,8 +122,11 @@ async def test_no_secret_reaches_a_log_metric_answer_output_or_the_database(
                 "basic": {"username": "alertmanager", "password": BASIC_PASSWORD},
             },
             "proxy": {
-                "upstream": {"base_url": upstream.base_url, "api_key_file": "upstream.key",
-                             "timeout_seconds": 1},
+                "upstream": {
+                    "base_url": upstream.base_url,
+                    "api_key_file": "upstream.key",
+                    "timeout_seconds": 1,
+                },
                 "clients": [
                     {"name": "team-a", "key": CLIENT_A_KEY},
                     {"name": "team-b", "key": CLIENT_B_KEY, "monthly_budget_usd": 0},
@@ -130,10 +138,16 @@ async def test_no_secret_reaches_a_log_metric_answer_output_or_the_database(
                     "ops-slack": {"type": "slack", "url": slack.url},
                     "ops-email": {
                         "type": "email",
-                        "smtp": {"host": "127.0.0.1", "port": smtp.port, "security": "starttls",
-                                 "username": "alertmanager", "password": SMTP_PASSWORD,
-                                 "ca_file": str(smtp.ca_file)},
-                        "from": "sheepdog@example.com", "to": ["oncall@example.com"],
+                        "smtp": {
+                            "host": "127.0.0.1",
+                            "port": smtp.port,
+                            "security": "starttls",
+                            "username": "alertmanager",
+                            "password": SMTP_PASSWORD,
+                            "ca_file": str(smtp.ca_file),
+                        },
+                        "from": "sheepdog@example.com",
+                        "to": ["oncall@example.com"],
                     },
                 },
                 "retry": {"initial_seconds": 0.1, "max_seconds": 0.5},
@@ -148,10 +162,13 @@ async def test_no_secret_reaches_a_log_metric_answer_output_or_the_database(
     try:
         assert cli(seen, config, "check-config") == 0
         # Deliveries will fail first, with peers that echo the URL (and key) in their errors.
-        robot.script(Answer(http_status=502, body=f"bad gateway: {robot.url(WECHAT_KEY)}"),
-                     Answer(errcode=-1))
-        slack.script(Reply(500, f"internal error handling {slack.url}"),
-                     Reply(404, "channel_not_found"))
+        robot.script(
+            Answer(http_status=502, body=f"bad gateway: {robot.url(WECHAT_KEY)}"),
+            Answer(errcode=-1),
+        )
+        slack.script(
+            Reply(500, f"internal error handling {slack.url}"), Reply(404, "channel_not_found")
+        )
         await asyncio.to_thread(process.start)
         async with aiohttp.ClientSession() as session:
 
@@ -162,8 +179,10 @@ async def test_no_secret_reaches_a_log_metric_answer_output_or_the_database(
                     return response.status
 
             def chat(key: str, model: str = "gpt-4.1", stream: bool = False) -> dict[str, Any]:
-                return {"json": {"model": model, "stream": stream, "messages": []},
-                        "headers": {"Authorization": f"Bearer {key}"}}
+                return {
+                    "json": {"model": model, "stream": stream, "messages": []},
+                    "headers": {"Authorization": f"Bearer {key}"},
+                }
 
             # The relay: good, refused, and every way the upstream can go wrong.
             upstream.script("deepseek-v3.2", status=401)
@@ -171,40 +190,69 @@ async def test_no_secret_reaches_a_log_metric_answer_output_or_the_database(
             upstream.script("o3", hang=True)
             upstream.script("gpt-5", break_after_events=1)
             assert await call("POST", "/v1/chat/completions", **chat(CLIENT_A_KEY)) == 200
-            assert await call("POST", "/v1/chat/completions",
-                              **chat(CLIENT_A_KEY, stream=True)) == 200
+            assert (
+                await call("POST", "/v1/chat/completions", **chat(CLIENT_A_KEY, stream=True)) == 200
+            )
             assert await call("POST", "/v1/chat/completions", **chat("sd-wrong-key")) == 401
             assert await call("POST", "/v1/chat/completions", json={"model": "gpt-4.1"}) == 401
             assert await call("POST", "/v1/chat/completions", **chat(CLIENT_B_KEY)) == 429
-            assert await call("POST", "/v1/chat/completions",
-                              **chat(CLIENT_A_KEY, "deepseek-v3.2")) == 401
+            assert (
+                await call("POST", "/v1/chat/completions", **chat(CLIENT_A_KEY, "deepseek-v3.2"))
+                == 401
+            )
             assert await call("POST", "/v1/chat/completions", **chat(CLIENT_A_KEY, "gpt-4o")) == 500
             assert await call("POST", "/v1/chat/completions", **chat(CLIENT_A_KEY, "o3")) == 504
             with contextlib.suppress(aiohttp.ClientPayloadError):
                 await call("POST", "/v1/chat/completions", **chat(CLIENT_A_KEY, "gpt-5", True))
-            assert await call("GET", "/v1/models", headers={
-                "Authorization": f"Bearer {CLIENT_A_KEY}"}) == 200
-            assert await call("GET", "/v1/../admin", headers={
-                "Authorization": f"Bearer {CLIENT_A_KEY}"}) in (400, 404)
+            assert (
+                await call("GET", "/v1/models", headers={"Authorization": f"Bearer {CLIENT_A_KEY}"})
+                == 200
+            )
+            assert await call(
+                "GET", "/v1/../admin", headers={"Authorization": f"Bearer {CLIENT_A_KEY}"}
+            ) in (400, 404)
 
             # The bridge: wrong and right credentials of every kind, then failing deliveries.
             wrong_basic = base64.b64encode(b"alertmanager:wrong").decode()
             right_basic = base64.b64encode(f"alertmanager:{BASIC_PASSWORD}".encode()).decode()
             payload = {"json": make_payload(1, name="SecretsCheck")}
             assert await call("POST", "/alerts/ops-wechat", **payload) == 401
-            assert await call("POST", "/alerts/ops-wechat", **payload,
-                              headers={"Authorization": f"Basic {wrong_basic}"}) == 401
-            assert await call("POST", "/alerts/ops-wechat", **payload,
-                              headers={"Authorization": f"Basic {right_basic}"}) == 200
+            assert (
+                await call(
+                    "POST",
+                    "/alerts/ops-wechat",
+                    **payload,
+                    headers={"Authorization": f"Basic {wrong_basic}"},
+                )
+                == 401
+            )
+            assert (
+                await call(
+                    "POST",
+                    "/alerts/ops-wechat",
+                    **payload,
+                    headers={"Authorization": f"Basic {right_basic}"},
+                )
+                == 200
+            )
             assert await call("POST", "/alerts/ops-slack", **payload, headers=ALERTS) == 200
-            assert await call("POST", "/alerts/ops-email", **payload, headers={
-                "Authorization": f"Bearer {BEARER_FROM_FILE}"}) == 200
+            assert (
+                await call(
+                    "POST",
+                    "/alerts/ops-email",
+                    **payload,
+                    headers={"Authorization": f"Bearer {BEARER_FROM_FILE}"},
+                )
+                == 200
+            )
             assert await call("POST", "/alerts/nowhere", **payload, headers=ALERTS) == 404
             assert await call("POST", "/alerts/ops-wechat", data=b"{", headers=ALERTS) == 400
             await wait_for(lambda: len(robot.messages) == 1, what="WeChat, after two failures")
             await wait_for(
-                lambda: '"ops-slack"' in process.output and process.output.count(
-                    "notification dead-lettered") >= 2,
+                lambda: (
+                    '"ops-slack"' in process.output
+                    and process.output.count("notification dead-lettered") >= 2
+                ),
                 what="Slack and email dead-lettered",
             )
 
@@ -213,8 +261,11 @@ async def test_no_secret_reaches_a_log_metric_answer_output_or_the_database(
             assert await call("POST", "/-/reload", headers=ALERTS) == 200
             process.signal(signal.SIGHUP)
             await wait_for(lambda: process.output.count("config reloaded") >= 2, what="SIGHUP")
-            write(bridge={"targets": {"ops-wechat": {"type": "wechat",
-                                                     "url": f"wechat-{WECHAT_KEY}"}}})
+            write(
+                bridge={
+                    "targets": {"ops-wechat": {"type": "wechat", "url": f"wechat-{WECHAT_KEY}"}}
+                }
+            )
             assert await call("POST", "/-/reload", headers=ALERTS) == 400
             assert cli(seen, config, "check-config") == 2
             write()
@@ -227,8 +278,11 @@ async def test_no_secret_reaches_a_log_metric_answer_output_or_the_database(
             assert cli(seen, config, "outbox", "dead") == 0
             smtp.password = SMTP_PASSWORD  # the login works now
             assert cli(seen, config, "outbox", "retry", "--all-dead") == 0
-            await wait_for(lambda: len(smtp.received) == 1 and len(slack.messages) == 1,
-                           timeout=30, what="dead letters sent again")
+            await wait_for(
+                lambda: len(smtp.received) == 1 and len(slack.messages) == 1,
+                timeout=30,
+                what="dead letters sent again",
+            )
             for target in ("ops-wechat", "ops-slack", "ops-email"):
                 assert cli(seen, config, "render", target) == 0
             for output in ("table", "csv", "json"):
@@ -246,8 +300,11 @@ async def test_no_secret_reaches_a_log_metric_answer_output_or_the_database(
         seen.add(f"database file {path.name}", path.read_bytes())
     # The secrets were really in play: sent where they belong, and scrubbed where they showed.
     assert all(r.headers["Authorization"] == f"Bearer {UPSTREAM_KEY}" for r in upstream.received)
-    assert not [r for r in upstream.received
-                if CLIENT_A_KEY in str(dict(r.headers)) or CLIENT_B_KEY in str(dict(r.headers))]
+    assert not [
+        r
+        for r in upstream.received
+        if CLIENT_A_KEY in str(dict(r.headers)) or CLIENT_B_KEY in str(dict(r.headers))
+    ]
     assert smtp.auth_attempts[-1] == ("alertmanager", True)
     assert "<redacted>" in process.output
     assert "Traceback" not in process.output

@@ -155,7 +155,9 @@ def test_a_large_image_body_is_read_without_parsing_it() -> None:
         pytest.param(b'{"model": ' + b"[" * 5000 + b"]" * 5000 + b"}", id="deep-model"),
         pytest.param(
             b'{"model": "gpt-4.1", "stream": true, "stream_options": {"x": '
-            + b"[" * 5000 + b"]" * 5000 + b"}}",
+            + b"[" * 5000
+            + b"]" * 5000
+            + b"}}",
             id="deep-options",
         ),
     ],
