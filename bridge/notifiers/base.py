@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, ClassVar, Final, Protocol, TypeVar
+
+import aiohttp
 
 from bridge.classify import Verdict
+from bridge.notifiers.util import post_json, redact_url
 from bridge.payload import Payload
 from bridge.render import Digest, Part, Renderer, TemplateFailure, sort_alerts
 from sheepdog.config import TargetConfig
@@ -18,6 +22,7 @@ __all__ = [
     "PLACEHOLDER_PART",
     "Message",
     "Notifier",
+    "WebhookNotifier",
     "compose_parts",
     "mentions_for",
     "render_parsed",
@@ -66,6 +71,43 @@ class Notifier(Protocol):
     def destination(self) -> str:
         """Where messages go, fit for a log: never the key."""
         ...
+
+
+class WebhookNotifier:
+    """What the WeChat and Slack notifiers share: one JSON POST per message to a URL that holds
+    the key, previewed as JSON and shown with the key redacted."""
+
+    channel: ClassVar[str]
+
+    def __init__(
+        self,
+        target: TargetConfig,
+        renderer: Renderer,
+        session: aiohttp.ClientSession | None,
+        timeout: float,
+    ) -> None:
+        assert target.url is not None
+        self.target = target
+        self._renderer = renderer
+        self._session = session
+        self._timeout = timeout
+
+    async def send(self, message: Message) -> Verdict:
+        assert self._session is not None and self.target.url is not None
+        return await post_json(
+            self._session,
+            self.channel,
+            self.target.url.reveal(),
+            message.body,
+            timeout=self._timeout,
+        )
+
+    def preview(self, message: Message) -> str:
+        return json.dumps(message.body, ensure_ascii=False, indent=2)
+
+    def destination(self) -> str:
+        assert self.target.url is not None
+        return redact_url(self.target.url.reveal())
 
 
 def render_template(

@@ -14,14 +14,16 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
-import aiohttp
-
-from bridge.classify import Verdict
-from bridge.notifiers.base import Message, compose_parts, mentions_for, render_parsed
-from bridge.notifiers.util import post_json, redact_url, split_lines_to_fit, truncate_chars
+from bridge.notifiers.base import (
+    Message,
+    WebhookNotifier,
+    compose_parts,
+    mentions_for,
+    render_parsed,
+)
+from bridge.notifiers.util import split_lines_to_fit, truncate_chars
 from bridge.payload import Payload
-from bridge.render import Digest, Part, Renderer, TemplateFailure
-from sheepdog.config import TargetConfig
+from bridge.render import Digest, Part, TemplateFailure
 
 __all__ = [
     "MAX_BLOCKS",
@@ -38,19 +40,8 @@ SECTION_LIMIT: Final = 3_000
 TEMPLATE: Final = "slack.json.j2"
 
 
-class SlackNotifier:
-    def __init__(
-        self,
-        target: TargetConfig,
-        renderer: Renderer,
-        session: aiohttp.ClientSession | None,
-        timeout: float,
-    ) -> None:
-        assert target.url is not None
-        self.target = target
-        self._renderer = renderer
-        self._session = session
-        self._timeout = timeout
+class SlackNotifier(WebhookNotifier):
+    channel = "slack"
 
     def compose(
         self, payload: Payload, *, now: datetime, digest: Digest | None = None
@@ -73,19 +64,6 @@ class SlackNotifier:
             payload["alerts"], render, fits=fits_slack, split=_split_body, label=_label
         )
         return [Message("slack", body) for body in bodies]
-
-    async def send(self, message: Message) -> Verdict:
-        assert self._session is not None and self.target.url is not None
-        return await post_json(
-            self._session, "slack", self.target.url.reveal(), message.body, timeout=self._timeout
-        )
-
-    def preview(self, message: Message) -> str:
-        return json.dumps(message.body, ensure_ascii=False, indent=2)
-
-    def destination(self) -> str:
-        assert self.target.url is not None
-        return redact_url(self.target.url.reveal())
 
 
 def parse_slack_body(text: str) -> dict[str, Any]:

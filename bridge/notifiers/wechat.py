@@ -8,19 +8,20 @@ other. Errors come back as HTTP 200 with an ``errcode``; :mod:`bridge.classify` 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
-import aiohttp
-
-from bridge.classify import Verdict
-from bridge.notifiers.base import Message, compose_parts, mentions_for, render_template
-from bridge.notifiers.util import post_json, redact_url, split_lines_to_fit, truncate_bytes
+from bridge.notifiers.base import (
+    Message,
+    WebhookNotifier,
+    compose_parts,
+    mentions_for,
+    render_template,
+)
+from bridge.notifiers.util import split_lines_to_fit, truncate_bytes
 from bridge.payload import Payload
-from bridge.render import Digest, Part, Renderer, summary_of
-from sheepdog.config import TargetConfig
+from bridge.render import Digest, Part, summary_of
 
 __all__ = ["MARKDOWN_LIMIT", "TEXT_LIMIT", "WeChatNotifier"]
 
@@ -30,19 +31,8 @@ TEMPLATE: Final = "wechat.md.j2"
 _LABEL_RESERVE: Final = len("**(9999/9999)**\n")
 
 
-class WeChatNotifier:
-    def __init__(
-        self,
-        target: TargetConfig,
-        renderer: Renderer,
-        session: aiohttp.ClientSession | None,
-        timeout: float,
-    ) -> None:
-        assert target.url is not None
-        self.target = target
-        self._renderer = renderer
-        self._session = session
-        self._timeout = timeout
+class WeChatNotifier(WebhookNotifier):
+    channel = "wechat"
 
     def compose(
         self, payload: Payload, *, now: datetime, digest: Digest | None = None
@@ -87,19 +77,6 @@ class WeChatNotifier:
                 ["@all"] if mentions["all"] else []
             )
         return Message("text", {"msgtype": "text", "text": text})
-
-    async def send(self, message: Message) -> Verdict:
-        assert self._session is not None and self.target.url is not None
-        return await post_json(
-            self._session, "wechat", self.target.url.reveal(), message.body, timeout=self._timeout
-        )
-
-    def preview(self, message: Message) -> str:
-        return json.dumps(message.body, ensure_ascii=False, indent=2)
-
-    def destination(self) -> str:
-        assert self.target.url is not None
-        return redact_url(self.target.url.reveal())
 
 
 def _size(content: str) -> int:
