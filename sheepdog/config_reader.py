@@ -79,7 +79,7 @@ class Section:
 
     def path(self, key: str, default: str | None) -> Path:
         value = self.string(key, default, required=default is None)
-        path = Path(value).expanduser()
+        path = _expand_home(value, self.child(key))
         # As in Prometheus: a relative path in a file is relative to that file's directory.
         if not path.is_absolute() and self._base_dir is not None:
             path = self._base_dir / path
@@ -205,7 +205,7 @@ class Section:
         return secrets
 
     def _read_secret_file(self, name: str, path: str) -> str:
-        file = Path(name).expanduser()
+        file = _expand_home(name, path)
         if not file.is_absolute() and self._base_dir is not None:
             file = self._base_dir / file
         try:
@@ -247,3 +247,13 @@ def check_http_url(url: str, path: str) -> None:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         # The URL may carry a key: say what is wrong without echoing it.
         raise ConfigError(path, "must be an http:// or https:// URL")
+
+
+def _expand_home(name: str, path: str) -> Path:
+    """``~`` and ``~user`` expanded; an unknown user is a config error, not a crash."""
+    try:
+        return Path(name).expanduser()
+    except RuntimeError:
+        raise ConfigError(
+            path, f"cannot expand {name.split('/')[0]!r}: no such home directory"
+        ) from None
