@@ -86,6 +86,23 @@ class LogRecorder(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.records: list[logging.LogRecord] = []
+        self._old_root_level = logging.NOTSET
+
+    @classmethod
+    def attached(cls, level: int) -> LogRecorder:
+        """A recorder on the root logger, which is set to ``level`` until :meth:`detach`."""
+        recorder = cls()
+        root = logging.getLogger()
+        recorder._old_root_level = root.level
+        root.addHandler(recorder)
+        root.setLevel(level)
+        return recorder
+
+    def detach(self) -> None:
+        """Off the root logger again, which gets back the level it had."""
+        root = logging.getLogger()
+        root.removeHandler(self)
+        root.setLevel(self._old_root_level)
 
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
@@ -110,16 +127,11 @@ class LogRecorder(logging.Handler):
 @pytest.fixture
 def logs() -> Iterator[LogRecorder]:
     """Every log record of the test, at every level, from every logger."""
-    recorder = LogRecorder()
-    root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(recorder)
-    root.setLevel(logging.DEBUG)
+    recorder = LogRecorder.attached(logging.DEBUG)
     try:
         yield recorder
     finally:
-        root.removeHandler(recorder)
-        root.setLevel(old_level)
+        recorder.detach()
 
 
 StartApp = Callable[..., Awaitable[TestClient]]
@@ -146,16 +158,11 @@ SENTINEL_MARK = "SENTINEL"
 def no_sentinel_logged() -> Iterator[None]:
     """Fail a fault test whose run logged a sentinel secret anywhere (test peers' access logs
     aside: they print the webhook URLs they were called on, as the real services would)."""
-    recorder = LogRecorder()
-    root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(recorder)
-    root.setLevel(min(old_level or logging.INFO, logging.INFO))
+    recorder = LogRecorder.attached(min(logging.getLogger().level or logging.INFO, logging.INFO))
     try:
         yield
     finally:
-        root.removeHandler(recorder)
-        root.setLevel(old_level)
+        recorder.detach()
     formatter = TextFormatter()
     leaked = [
         line

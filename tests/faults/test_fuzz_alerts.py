@@ -128,11 +128,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """sheepdog with WeChat, Slack and email targets on local peers, for the whole module."""
     workdir = tmp_path_factory.mktemp("fuzz-alerts")
     thread = LoopThread()
-    logs = LogRecorder()
-    root = logging.getLogger()
-    root.addHandler(logs)
-    old_level = root.level
-    root.setLevel(logging.INFO)
+    logs = LogRecorder.attached(logging.INFO)
     robot = thread.run(WeChatRobot(keys=["fuzz-key"], per_minute=1_000_000).start())
     slack = thread.run(SlackWebhook().start())
     smtp = SmtpServer(workdir).start()
@@ -176,8 +172,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         thread.run(slack.close())
         smtp.stop()
         thread.close()
-        root.removeHandler(logs)
-        root.setLevel(old_level)
+        logs.detach()
 
 
 def post(service: Service, target: str, body: bytes) -> tuple[int, dict[str, Any]]:

@@ -150,11 +150,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """sheepdog relaying to a local upstream, for the whole module."""
     workdir: Path = tmp_path_factory.mktemp("fuzz-proxy")
     thread = LoopThread()
-    logs = LogRecorder()
-    root = logging.getLogger()
-    root.addHandler(logs)
-    old_level = root.level
-    root.setLevel(logging.INFO)
+    logs = LogRecorder.attached(logging.INFO)
     upstream = thread.run(FakeUpstream().start())
     config = parse_config(
         {
@@ -183,8 +179,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         served.stop()
         thread.run(upstream.close())
         thread.close()
-        root.removeHandler(logs)
-        root.setLevel(old_level)
+        logs.detach()
 
 
 @FUZZ

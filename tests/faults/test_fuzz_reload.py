@@ -53,11 +53,7 @@ class Service:
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     workdir = tmp_path_factory.mktemp("fuzz-reload")
     thread = LoopThread()
-    logs = LogRecorder()
-    root = logging.getLogger()
-    root.addHandler(logs)
-    old_level = root.level
-    root.setLevel(logging.INFO)
+    logs = LogRecorder.attached(logging.INFO)
     robot = thread.run(WeChatRobot(keys=["reload-key"], per_minute=1_000_000).start())
     base: dict[str, Any] = {
         "state_dir": str(workdir / "state"),
@@ -91,8 +87,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         served.stop()
         thread.run(robot.close())
         thread.close()
-        root.removeHandler(logs)
-        root.setLevel(old_level)
+        logs.detach()
 
 
 def _paths(node: Any, where: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
