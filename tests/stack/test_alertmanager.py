@@ -1,13 +1,15 @@
-"""Alertmanager: the config is valid, and each kind of alert reaches the right bridge targets."""
+"""Alertmanager: the config is valid, each kind of alert reaches the right receivers, and the
+heartbeat and the bridge's own alerts take the routes that do not depend on the bridge."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.stack._procs import REPO, require_binary, run_tool
+from tests.stack._procs import REPO, parse_duration, require_binary, run_tool
 from tests.stack._promql import alert_rules
 
 CONFIG = REPO / "alertmanager" / "alertmanager.yml"
@@ -15,6 +17,13 @@ ROUTE_CASES: list[dict[str, Any]] = yaml.safe_load(
     (REPO / "alertmanager" / "tests" / "routes.yml").read_text(encoding="utf-8")
 )
 TOKEN_FILE = "/run/secrets/sheepdog_alert_token"
+SMTP_PASSWORD_FILE = "/run/secrets/smtp_password"
+BRIDGE_TARGETS = {"ops-wechat", "ops-slack", "ops-email"}
+# The bridge's reserved heartbeat target, and Alertmanager's own email receiver.
+WATCHDOG = "watchdog"
+NATIVE_EMAIL = "alertmanager-email"
+# Alerts about the bridge itself, which Alertmanager emails itself too.
+ABOUT_THE_BRIDGE = {"SheepdogDown", "SheepdogNotificationsFailing", "SheepdogOutboxBacklog"}
 
 
 def _config() -> dict[str, Any]:
@@ -68,14 +77,30 @@ def test_every_alert_and_severity_has_a_route_case() -> None:
 
 
 def test_critical_reaches_email_and_wechat_warning_only_wechat() -> None:
-    """Routing cases state the policy: critical to WeChat and email, warning to WeChat only."""
+    """Routing cases state the policy: critical to WeChat and email, warning to WeChat only; the
+    heartbeat to the watchdog target alone; the bridge's own alerts also by Alertmanager's email."""
     for case in ROUTE_CASES:
-        severity = case["labels"].get("severity")
-        if severity == "critical":
-            assert {"ops-wechat", "ops-email"} <= set(case["receivers"]), case["name"]
+        labels = case["labels"]
+        receivers = case["receivers"]
+        if labels.get("alertname") == "Watchdog":
+            assert receivers == [WATCHDOG], case["name"]
+            continue
+        assert WATCHDOG not in receivers, case["name"]
+        if labels.get("alertname") in ABOUT_THE_BRIDGE:
+            assert receivers[0] == NATIVE_EMAIL, case["name"]
         else:
-            assert "ops-wechat" in case["receivers"], case["name"]
-            assert "ops-email" not in case["receivers"], case["name"]
+            assert NATIVE_EMAIL not in receivers, case["name"]
+        if labels.get("severity") == "critical":
+            assert {"ops-wechat", "ops-email"} <= set(receivers), case["name"]
+        else:
+            assert "ops-wechat" in receivers, case["name"]
+            assert "ops-email" not in receivers, case["name"]
+
+
+def test_the_bridges_own_alerts_have_route_cases() -> None:
+    """Every rule that watches the bridge itself is among the alerts Alertmanager emails itself."""
+    bridge_rules = {rule["alert"] for rule in alert_rules() if rule["alert"].startswith("Sheepdog")}
+    assert bridge_rules == ABOUT_THE_BRIDGE
 
 
 def test_routes_use_matchers_and_slack_continues() -> None:
@@ -89,18 +114,115 @@ def test_routes_use_matchers_and_slack_continues() -> None:
         assert set(rule) <= {"source_matchers", "target_matchers", "equal"}, rule
 
 
+# `name op "value"` with a classic label name and a double-quoted value: the one form that
+# Alertmanager 0.25's matcher parser (amtool in the tests) and the UTF-8 parser of 0.27 and later
+# (the pinned image) read alike.
+_MATCHER = re.compile(
+    r'(?P<name>[a-zA-Z_][a-zA-Z0-9_]*)(?P<op>=~|!~|!=|=)"(?P<value>(?:[^"\\]|\\.)*)"'
+)
+
+
+def _matchers(config: dict[str, Any]) -> list[str]:
+    found = [m for route in _routes(config["route"]) for m in route.get("matchers", [])]
+    for rule in config["inhibit_rules"]:
+        found += rule.get("source_matchers", []) + rule.get("target_matchers", [])
+    return found
+
+
+def test_matchers_read_the_same_in_every_alertmanager_version() -> None:
+    """Every matcher is `label op "value"`, which the classic and the UTF-8 parsers agree on."""
+    matchers = _matchers(_config())
+    assert matchers
+    for matcher in matchers:
+        assert _MATCHER.fullmatch(matcher), f"{matcher!r}: quote the value, use a plain label name"
+
+
+def _matches(matcher: str, labels: dict[str, str]) -> bool:
+    parsed = _MATCHER.fullmatch(matcher)
+    assert parsed, matcher
+    value = labels.get(parsed["name"], "")
+    wanted = parsed["value"].replace('\\"', '"')
+    return {
+        "=": value == wanted,
+        "!=": value != wanted,
+        "=~": re.fullmatch(wanted, value) is not None,
+        "!~": re.fullmatch(wanted, value) is None,
+    }[parsed["op"]]
+
+
+@pytest.mark.parametrize("alertname", ["Watchdog", "SheepdogDown"])
+def test_no_inhibit_rule_can_mute(alertname: str) -> None:
+    """No inhibit rule's target matchers select the heartbeat or SheepdogDown, whatever fires."""
+    (rule,) = [r for r in alert_rules() if r["alert"] == alertname]
+    labels = {"alertname": alertname, **rule["labels"]}
+    for inhibit in _config()["inhibit_rules"]:
+        targets = inhibit["target_matchers"]
+        assert not all(_matches(m, labels) for m in targets), (alertname, inhibit)
+
+
+def test_the_inhibit_evaluation_above_can_mute() -> None:
+    """The matcher evaluation the test above relies on does find a muted alert."""
+    muted = {"alertname": "LLMBudgetNearlyExhausted", "severity": "warning", "client": "team-a"}
+    assert any(
+        all(_matches(m, muted) for m in inhibit["target_matchers"])
+        for inhibit in _config()["inhibit_rules"]
+    )
+
+
+def _webhook_receivers() -> list[dict[str, Any]]:
+    return [r for r in _config()["receivers"] if "webhook_configs" in r]
+
+
 def test_receivers_post_to_the_bridge_with_the_token_file() -> None:
-    """Each receiver posts to http://sheepdog:8000/alerts/<its name> with the bearer token file."""
-    for receiver in _config()["receivers"]:
+    """Each webhook receiver posts to http://sheepdog:8000/alerts/<its name> with the bearer token
+    file; the person-facing ones send resolved notifications, the heartbeat does not."""
+    receivers = _webhook_receivers()
+    assert {r["name"] for r in receivers} == {*BRIDGE_TARGETS, WATCHDOG}
+    for receiver in receivers:
         (webhook,) = receiver["webhook_configs"]
         assert webhook["url"] == f"http://sheepdog:8000/alerts/{receiver['name']}"
-        assert webhook["send_resolved"] is True
+        assert webhook["send_resolved"] is (receiver["name"] != WATCHDOG)
         authorization = webhook["http_config"]["authorization"]
         assert authorization == {"type": "Bearer", "credentials_file": TOKEN_FILE}
 
 
 def test_receivers_are_the_targets_sheepdog_is_configured_with() -> None:
-    """Every receiver name is a target in the compose config of sheepdog, and the reverse."""
+    """Every bridge receiver is a target in the compose config of sheepdog, and the reverse; the
+    watchdog receiver posts to the bridge's reserved target, which is not configured there."""
     deploy = yaml.safe_load((REPO / "deploy" / "sheepdog.compose.yaml").read_text(encoding="utf-8"))
-    receivers = {receiver["name"] for receiver in _config()["receivers"]}
-    assert receivers == set(deploy["bridge"]["targets"]) == {"ops-wechat", "ops-slack", "ops-email"}
+    bridge = {r["name"] for r in _webhook_receivers()} - {WATCHDOG}
+    assert bridge == set(deploy["bridge"]["targets"]) == BRIDGE_TARGETS
+
+
+def test_watchdog_route_comes_first_repeats_every_minute_and_stops_there() -> None:
+    """The heartbeat route is the first, matches only Watchdog, sends again every minute and does
+    not continue, so the heartbeat never reaches a person."""
+    first = _config()["route"]["routes"][0]
+    assert first["receiver"] == WATCHDOG
+    assert first["matchers"] == ['alertname="Watchdog"']
+    assert first.get("continue", False) is False
+    repeat = parse_duration(first["repeat_interval"])
+    group = parse_duration(first["group_interval"])
+    assert repeat <= 60 and group <= repeat and repeat % group == 0, first
+    assert "routes" not in first
+
+
+def test_alertmanager_email_is_native_with_the_password_from_a_file() -> None:
+    """alertmanager-email is Alertmanager's own email (no webhook): STARTTLS through the SMTP
+    account of .env, the password from the compose secret, never inline."""
+    config = _config()
+    (receiver,) = [r for r in config["receivers"] if r["name"] == NATIVE_EMAIL]
+    assert set(receiver) == {"name", "email_configs"}
+    (email,) = receiver["email_configs"]
+    assert email["to"] == "${ALERT_EMAIL_TO}"
+    assert email["send_resolved"] is True
+    assert "Runbook" in email["text"] and ".Annotations.description" in email["text"]
+    smtp = {k: v for k, v in config["global"].items() if k.startswith("smtp_")}
+    assert smtp == {
+        "smtp_smarthost": "${SMTP_HOST}:587",
+        "smtp_from": "${ALERT_EMAIL_FROM}",
+        "smtp_auth_username": "${SMTP_USERNAME}",
+        "smtp_auth_password_file": SMTP_PASSWORD_FILE,
+        "smtp_require_tls": True,
+    }
+    assert "auth_password:" not in CONFIG.read_text(encoding="utf-8")
