@@ -3,7 +3,7 @@
 #   docker run -v ./sheepdog.yaml:/etc/sheepdog/sheepdog.yaml:ro -v sheepdog-data:/var/lib/sheepdog sheepdog
 # compose.yaml builds and runs it with the rest of the monitoring stack.
 
-FROM python:3.12-slim-bookworm AS build
+FROM python:3.14-slim-trixie AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/sheepdog
 WORKDIR /src
@@ -13,7 +13,7 @@ COPY proxy ./proxy
 COPY bridge ./bridge
 RUN /opt/sheepdog/bin/pip install .
 
-FROM python:3.12-slim-bookworm
+FROM python:3.14-slim-trixie
 ENV PATH=/opt/sheepdog/bin:$PATH \
     SHEEPDOG_CONFIG=/etc/sheepdog/sheepdog.yaml \
     PYTHONDONTWRITEBYTECODE=1 \

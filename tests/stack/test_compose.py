@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +15,14 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.stack._procs import REPO
+from tests.stack._procs import REPO, parse_duration
 
 # The Compose Specification's JSON schema, as the dclint package on the npm registry ships it;
 # `scripts/setup --test` fetches it (see there).
 SCHEMA = REPO / ".cache" / "compose-spec" / "compose.schema.json"
 DEPLOY_CONFIG = REPO / "deploy" / "sheepdog.compose.yaml"
 TOKEN_SECRET = "sheepdog_alert_token"
+SMTP_SECRET = "smtp_password"
 STACK = {"sheepdog", "prometheus", "alertmanager", "grafana", "node-exporter", "blackbox-exporter"}
 # ${VAR}, ${VAR:-default}, ${VAR:?message}; $$ is an escaped dollar in compose.
 _INTERPOLATION = re.compile(r"(?<!\$)\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<op>:?[-?][^}]*)?\}")
@@ -146,6 +148,46 @@ def test_images_are_pinned_and_services_have_healthchecks() -> None:
         assert service.get("restart") == "unless-stopped", name
 
 
+def test_healthchecks_poll_fast_while_starting() -> None:
+    """Every healthcheck has a start period with a short start_interval, so a dependant (Grafana
+    on Prometheus) starts as soon as the service is ready, not one 30 s interval later."""
+    for name, service in _compose()["services"].items():
+        check = service["healthcheck"]
+        assert parse_duration(check["start_interval"]) <= 2, name
+        assert parse_duration(check["start_period"]) >= 10, name
+        assert parse_duration(check["interval"]) == 30, name
+
+
+def test_node_exporter_sees_the_host_behind_its_profile() -> None:
+    """node-exporter is opt-in (profile host-metrics: Linux hosts), in the host's network and
+    process namespaces with the host's root filesystem; it listens on the docker0 address by
+    default, Prometheus reaches it as host.docker.internal, and its healthcheck asks the
+    landing page, not /metrics."""
+    services = _compose()["services"]
+    node = services["node-exporter"]
+    assert node["profiles"] == ["host-metrics"]
+    assert (node["network_mode"], node["pid"]) == ("host", "host")
+    assert node["volumes"] == ["/:/host:ro,rslave"]
+    assert "--path.rootfs=/host" in node["command"]
+    listen = "${NODE_EXPORTER_ADDRESS:-172.17.0.1}:9100"
+    assert f"--web.listen-address={listen}" in node["command"]
+    assert node["healthcheck"]["test"][-1] == f"http://{listen}/"
+    assert "ports" not in node
+    assert services["prometheus"]["extra_hosts"] == ["host.docker.internal:host-gateway"]
+    prometheus = yaml.safe_load((REPO / "prometheus" / "prometheus.yml").read_text("utf-8"))
+    (job,) = [job for job in prometheus["scrape_configs"] if job["job_name"] == "node"]
+    assert job["static_configs"] == [{"targets": ["host.docker.internal:9100"]}]
+    # the other services are in the compose network and start without a profile
+    for name, service in services.items():
+        if name != "node-exporter":
+            assert "profiles" not in service and "network_mode" not in service, name
+
+
+def test_alertmanager_runs_alone() -> None:
+    """A single Alertmanager: no gossip cluster listener on :9094."""
+    assert "--cluster.listen-address=" in _compose()["services"]["alertmanager"]["command"]
+
+
 def test_state_lives_in_named_volumes() -> None:
     """sheepdog's state_dir, and Prometheus, Alertmanager and Grafana data, are named volumes."""
     compose = _compose()
@@ -175,25 +217,42 @@ def test_sheepdog_runs_the_compose_config_and_prometheus_its_rules() -> None:
     assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
     alertmanager = services["alertmanager"]
     assert ("./alertmanager", "/etc/alertmanager") in _bind_mounts(alertmanager)
-    assert "--config.file=/etc/alertmanager/alertmanager.yml" in alertmanager["command"]
+    # rendered from /etc/alertmanager/alertmanager.yml first (test_alertmanager_render.py)
+    assert "--config.file=/alertmanager/alertmanager.yml" in alertmanager["command"]
+    assert "/etc/alertmanager/alertmanager.yml" in alertmanager["entrypoint"][2]
     blackbox = services["blackbox-exporter"]
     assert ("./blackbox", "/etc/blackbox_exporter") in _bind_mounts(blackbox)
     assert "--config.file=/etc/blackbox_exporter/blackbox.yml" in blackbox["command"]
 
 
-def test_alertmanager_token_file_holds_the_token_sheepdog_checks() -> None:
-    """The secret Alertmanager reads is made from SHEEPDOG_ALERT_TOKEN, which sheepdog checks."""
+def test_secrets_are_files_that_sheepdog_and_alertmanager_both_read() -> None:
+    """The alert token and the SMTP password are file secrets (not `environment:` secrets, which
+    Compose 2.27.1 to 2.28.1 and 2.40.1 mishandle), mounted into both sheepdog and Alertmanager,
+    and each side's config reads them at /run/secrets/<name>."""
     compose = _compose()
-    assert compose["secrets"][TOKEN_SECRET] == {"environment": "SHEEPDOG_ALERT_TOKEN"}
-    assert TOKEN_SECRET in compose["services"]["alertmanager"]["secrets"]
+    assert compose["secrets"] == {
+        name: {"file": f"./secrets/{name}"} for name in (TOKEN_SECRET, SMTP_SECRET)
+    }
+    for service in ("sheepdog", "alertmanager"):
+        assert compose["services"][service]["secrets"] == [TOKEN_SECRET, SMTP_SECRET], service
     alertmanager = (REPO / "alertmanager" / "alertmanager.yml").read_text(encoding="utf-8")
-    files = set(re.findall(r"credentials_file:\s*(\S+)", alertmanager))
-    assert files == {f"/run/secrets/{TOKEN_SECRET}"}
-    environment = compose["services"]["sheepdog"]["environment"]
-    interpolation = _INTERPOLATION.fullmatch(environment["SHEEPDOG_ALERT_TOKEN"])
-    assert interpolation and interpolation["name"] == "SHEEPDOG_ALERT_TOKEN"
+    assert set(re.findall(r"credentials_file:\s*(\S+)", alertmanager)) == {
+        f"/run/secrets/{TOKEN_SECRET}"
+    }
+    assert re.findall(r"smtp_auth_password_file:\s*(\S+)", alertmanager) == [
+        f"/run/secrets/{SMTP_SECRET}"
+    ]
     deploy = yaml.safe_load(DEPLOY_CONFIG.read_text(encoding="utf-8"))
-    assert deploy["auth"]["bearer_tokens"] == ["${SHEEPDOG_ALERT_TOKEN}"]
+    assert deploy["auth"] == {"bearer_tokens_file": [f"/run/secrets/{TOKEN_SECRET}"]}
+    smtp = deploy["bridge"]["targets"]["ops-email"]["smtp"]
+    assert smtp["password_file"] == f"/run/secrets/{SMTP_SECRET}"
+    assert "password" not in smtp
+
+
+def test_secret_files_stay_out_of_git() -> None:
+    """secrets/ is git-ignored (and, like everything else, out of the image's build context)."""
+    ignored = (REPO / ".gitignore").read_text(encoding="utf-8").splitlines()
+    assert "/secrets/" in ignored
 
 
 def test_secrets_in_compose_come_from_env_interpolation() -> None:
@@ -206,11 +265,11 @@ def test_secrets_in_compose_come_from_env_interpolation() -> None:
 
 
 def test_every_variable_is_documented_in_env_example() -> None:
-    """Each ${VAR} of compose.yaml and the compose config of sheepdog has a line in .env.example,
-    and .env.example holds nothing unused."""
+    """Each ${VAR} of compose.yaml, the compose config of sheepdog and alertmanager.yml has a line
+    in .env.example, and .env.example holds nothing unused."""
     documented = set(_env_example())
     used = set()
-    for path in (REPO / "compose.yaml", DEPLOY_CONFIG):
+    for path in (REPO / "compose.yaml", DEPLOY_CONFIG, REPO / "alertmanager" / "alertmanager.yml"):
         for text in _strings(yaml.safe_load(path.read_text(encoding="utf-8"))):
             used |= {m["name"] for m in _INTERPOLATION.finditer(text)}
     assert used - documented == set(), "missing from .env.example"
@@ -224,12 +283,18 @@ def test_env_example_holds_only_placeholders() -> None:
             assert re.search(r"replace|REPLACE", value), f"{name}={value!r}"
 
 
-def test_compose_config_of_sheepdog_is_valid() -> None:
-    """`sheepdog check-config` accepts deploy/sheepdog.compose.yaml with .env.example's values."""
-    env = {**os.environ, **_env_example()}
-    env.pop("SHEEPDOG_CONFIG", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "sheepdog.cli", "check-config", "--config", str(DEPLOY_CONFIG)],
+def _check_deploy_config(tmp_path: Path, env: dict[str, str], secrets: dict[str, str]) -> Any:
+    """`sheepdog check-config` on deploy/sheepdog.compose.yaml with /run/secrets/ pointing at
+    ``secrets`` written to ``tmp_path``, and ``env`` as the environment."""
+    for name, value in secrets.items():
+        (tmp_path / name).write_text(value + "\n", encoding="utf-8")
+    config = tmp_path / DEPLOY_CONFIG.name
+    text = DEPLOY_CONFIG.read_text(encoding="utf-8")
+    assert "/run/secrets/" in text
+    config.write_text(text.replace("/run/secrets/", f"{tmp_path}/"), encoding="utf-8")
+    env = {key: value for key, value in env.items() if key != "SHEEPDOG_CONFIG"}
+    return subprocess.run(
+        [sys.executable, "-m", "sheepdog.cli", "check-config", "--config", str(config)],
         capture_output=True,
         text=True,
         env=env,
@@ -237,28 +302,31 @@ def test_compose_config_of_sheepdog_is_valid() -> None:
         timeout=60,
         check=False,
     )
+
+
+SECRET_FILES = {TOKEN_SECRET: "a-long-random-token", SMTP_SECRET: "smtp-password"}
+
+
+def test_compose_config_of_sheepdog_is_valid(tmp_path: Path) -> None:
+    """`sheepdog check-config` accepts deploy/sheepdog.compose.yaml with .env.example's values
+    and the secret files in place."""
+    result = _check_deploy_config(tmp_path, {**os.environ, **_env_example()}, SECRET_FILES)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "auth: 1 bearer token(s)" in result.stdout
+    for secret in SECRET_FILES.values():
+        assert secret not in result.stdout + result.stderr
     deploy = yaml.safe_load(DEPLOY_CONFIG.read_text(encoding="utf-8"))
     assert deploy["listen"] == "0.0.0.0:8000"
     assert set(deploy["bridge"]["targets"]) == {"ops-wechat", "ops-slack", "ops-email"}
 
 
-def test_compose_config_of_sheepdog_needs_the_alert_token() -> None:
-    """Without SHEEPDOG_ALERT_TOKEN the config is refused (exit 2), naming the variable."""
-    env = {**os.environ, **_env_example()}
-    env.pop("SHEEPDOG_ALERT_TOKEN")
-    env.pop("SHEEPDOG_CONFIG", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "sheepdog.cli", "check-config", "--config", str(DEPLOY_CONFIG)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=60,
-        check=False,
-    )
+@pytest.mark.parametrize("missing", sorted(SECRET_FILES))
+def test_compose_config_of_sheepdog_needs_the_secret_files(tmp_path: Path, missing: str) -> None:
+    """Without a secret file the config is refused (exit 2), naming the file."""
+    secrets = {name: value for name, value in SECRET_FILES.items() if name != missing}
+    result = _check_deploy_config(tmp_path, {**os.environ, **_env_example()}, secrets)
     assert result.returncode == 2, result.stdout + result.stderr
-    assert "SHEEPDOG_ALERT_TOKEN" in result.stdout + result.stderr
+    assert f"{tmp_path}/{missing}" in result.stdout + result.stderr
 
 
 def _dockerfile() -> list[str]:
@@ -269,10 +337,18 @@ def _dockerfile() -> list[str]:
 
 
 def test_dockerfile_builds_a_small_non_root_image() -> None:
-    """python:3.12-slim base, `pip install .`, a non-root USER, port 8000, the SPEC's command."""
+    """One python:3.N-slim-<Debian> base for both stages (a Python that pyproject.toml allows),
+    `pip install .`, a non-root USER, port 8000, the SPEC's command."""
     lines = _dockerfile()
-    bases = [line.split()[1] for line in lines if line.startswith("FROM ")]
-    assert bases and all(base.startswith("python:3.12-slim") for base in bases), bases
+    bases = {line.split()[1] for line in lines if line.startswith("FROM ")}
+    (base,) = bases
+    image = re.fullmatch(r"python:3\.(?P<minor>\d+)-slim-(?P<debian>[a-z]+)", base)
+    assert image, base
+    requires = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"][
+        "requires-python"
+    ]
+    assert requires == ">=3.11"
+    assert int(image["minor"]) >= 11
     assert any(re.search(r"pip install \.$", line) for line in lines)
     users = [line.split()[1] for line in lines if line.startswith("USER ")]
     assert users and users[-1] not in {"root", "0"}
@@ -287,7 +363,7 @@ def test_dockerfile_healthcheck_asks_the_liveness_endpoint_with_urllib() -> None
     assert "http://127.0.0.1:8000/-/healthy" in healthcheck
 
 
-@pytest.mark.parametrize("path", [".env", "var/", "tests/", "prometheus/", ".git/"])
+@pytest.mark.parametrize("path", [".env", "secrets/", "var/", "tests/", "prometheus/", ".git/"])
 def test_dockerignore_keeps_secrets_and_the_stack_out_of_the_image(path: str) -> None:
     """.dockerignore starts from nothing and lets in only the package sources."""
     lines = [

@@ -1,9 +1,13 @@
-"""Grafana provisioning and dashboards."""
+"""Grafana provisioning and dashboards, the dashboards checked against Grafana's own schema."""
 
 from __future__ import annotations
 
+import copy
+import json
+import re
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 
@@ -13,6 +17,7 @@ from tests.stack._promql import dashboards, panels
 DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
 PANEL_TYPES = {"timeseries", "stat", "gauge", "bargauge", "piechart"}
 DASHBOARDS = dashboards()
+SCHEMA_DIR = REPO / ".cache" / "grafana-schema"
 
 
 def _compose() -> dict[str, Any]:
@@ -51,7 +56,8 @@ def test_dashboard_provider_reads_the_mounted_dashboards() -> None:
 
 
 def test_there_are_two_dashboards_with_unique_uids() -> None:
-    """The LLM relay and alert bridge dashboards, distinct uids, schema version 39."""
+    """The LLM relay and alert bridge dashboards, distinct uids, schema version 39 (the classic
+    JSON model, which Grafana 11 loads as it is and 12 and 13 migrate on load)."""
     assert set(DASHBOARDS) == {"sheepdog-llm.json", "sheepdog-bridge.json"}
     uids = [d["uid"] for d in DASHBOARDS.values()]
     assert len(set(uids)) == len(uids)
@@ -140,3 +146,105 @@ def test_bridge_dashboard_shows_flow_and_outbox() -> None:
         "sheepdog_notifications_merged_total",
     ):
         assert needle in exprs, needle
+
+
+# ------------------------------------------------------------------------------------------------
+# Grafana's own schema: the npm package @grafana/schema of the pinned Grafana version, turned into
+# JSON Schema by `scripts/setup --test` (scripts/grafana-schema.mjs says how).
+
+
+def _pinned_grafana() -> str:
+    image = _compose()["services"]["grafana"]["image"]
+    match = re.fullmatch(r"grafana/grafana:(\d+\.\d+\.\d+)", image)
+    assert match, image
+    return match[1]
+
+
+@pytest.fixture(scope="module")
+def grafana_schema() -> dict[str, Any]:
+    path = SCHEMA_DIR / f"grafana-{_pinned_grafana()}.json"
+    if not path.is_file():
+        pytest.skip(f"{path} is missing: `scripts/setup --test` builds it where npm is available")
+    schema: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return schema
+
+
+def _problems(schema: dict[str, Any], instance: Any, where: str) -> list[str]:
+    jsonschema.Draft7Validator.check_schema(schema)
+    found = []
+    for error in jsonschema.Draft7Validator(schema).iter_errors(instance):
+        # a panel is Panel or RowPanel: name the closest branch's complaint, not just "anyOf"
+        best = jsonschema.exceptions.best_match(error.context) if error.context else error
+        path = "/".join(str(part) for part in best.absolute_path)
+        found.append(f"{where}: /{path}: {best.message}")
+    return found
+
+
+def _schema_problems(schema: dict[str, Any], dashboard: dict[str, Any], name: str) -> list[str]:
+    """What Grafana's schema finds wrong in ``dashboard``: the dashboard model, then each panel's
+    options and custom field config against its plugin's types."""
+    problems = _problems(schema["dashboard"], dashboard, name)
+    for panel in panels(dashboard):
+        if panel["type"] == "row":
+            continue
+        plugin = schema["panels"].get(panel["type"].replace("-", "").lower())
+        where = f"{name}: panel {panel.get('title')!r}"
+        if plugin is None:
+            problems.append(f"{where}: no schema for panel type {panel['type']!r}")
+            continue
+        problems += _problems(plugin["options"], panel.get("options", {}), f"{where} options")
+        custom = panel.get("fieldConfig", {}).get("defaults", {}).get("custom")
+        if custom is not None:
+            if "fieldConfig" not in plugin:
+                problems.append(f"{where}: {panel['type']} has no custom field config")
+            else:
+                problems += _problems(plugin["fieldConfig"], custom, f"{where} custom")
+    return problems
+
+
+def test_the_schema_is_that_of_the_pinned_grafana(grafana_schema: dict[str, Any]) -> None:
+    """The schema was built from @grafana/schema of exactly the version compose.yaml pins."""
+    assert grafana_schema["package"] == "@grafana/schema"
+    assert grafana_schema["version"] == _pinned_grafana()
+    assert {"timeseries", "stat", "gauge", "bargauge", "piechart"} <= set(grafana_schema["panels"])
+
+
+@pytest.mark.parametrize("name", sorted(DASHBOARDS))
+def test_dashboard_matches_grafanas_schema(grafana_schema: dict[str, Any], name: str) -> None:
+    """The dashboard, its panels, their options and custom field config are what Grafana's own
+    types allow: no unknown key, no wrong type, no value outside an enum."""
+    problems = _schema_problems(grafana_schema, DASHBOARDS[name], name)
+    assert not problems, "\n".join(problems)
+
+
+def _first(dashboard: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next(p for p in panels(dashboard) if p["type"] == kind)
+
+
+BREAKAGES = {
+    "misspelt panel key": lambda d: _first(d, "timeseries").update(
+        gridpos=_first(d, "timeseries")["gridPos"]
+    ),
+    "misspelt dashboard key": lambda d: d.update(refersh="30s"),
+    "misspelt variable key": lambda d: d["templating"]["list"][0].update(regx=".*"),
+    "misspelt option": lambda d: _first(d, "timeseries")["options"]["legend"].update(
+        showLegnd=True
+    ),
+    "option value outside its enum": lambda d: _first(d, "stat")["options"].update(
+        colorMode="rainbow"
+    ),
+    "custom field config of the wrong type": lambda d: _first(d, "timeseries")["fieldConfig"][
+        "defaults"
+    ]["custom"].update(lineWidth="thick"),
+    "panel type without a schema": lambda d: _first(d, "gauge").update(type="gague"),
+}
+
+
+@pytest.mark.parametrize("breakage", sorted(BREAKAGES))
+def test_the_schema_check_rejects_a_broken_dashboard(
+    grafana_schema: dict[str, Any], breakage: str
+) -> None:
+    """Each kind of mistake in a dashboard file makes the schema check fail."""
+    dashboard = copy.deepcopy(DASHBOARDS["sheepdog-llm.json"])
+    BREAKAGES[breakage](dashboard)
+    assert _schema_problems(grafana_schema, dashboard, "broken"), breakage
