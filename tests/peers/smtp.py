@@ -1,9 +1,10 @@
 """A local SMTP server (aiosmtpd) that keeps what it receives, parsed with ``email``.
 
-Optional AUTH (PLAIN/LOGIN against one username and password) and TLS: ``starttls`` (the upgrade
-is required before MAIL) or ``tls`` (implicit, as on port 465), with a certificate for 127.0.0.1
-issued by a throwaway CA (``trustme``) whose PEM file is :attr:`SmtpServer.ca_file`. Replies can
-be scripted (``451`` try later, ``550`` rejected) to test how failures are handled.
+Optional AUTH (PLAIN/LOGIN against one username and password; either can be left out) and TLS:
+``starttls`` (the upgrade is required before MAIL) or ``tls`` (implicit, as on port 465), with a
+certificate for 127.0.0.1 issued by a throwaway CA (``trustme``) whose PEM file is
+:attr:`SmtpServer.ca_file`. Replies can be scripted (``451`` try later, ``550`` rejected) to test
+how failures are handled.
 
 ``stop()`` then ``start()`` again brings the server back on the same port with the same
 certificate, as a mail server that was down comes back; ``password`` can be changed at any time.
@@ -49,6 +50,8 @@ class SmtpServer:
     username: str | None = None
     password: str | None = None
     tls: Literal["starttls", "tls"] | None = None
+    # AUTH mechanisms not to offer (aiosmtpd offers LOGIN and PLAIN), e.g. ("LOGIN",)
+    exclude_auth: tuple[str, ...] = ()
     received: list[ReceivedMail] = field(default_factory=list)
     auth_attempts: list[tuple[str, bool]] = field(default_factory=list)
 
@@ -78,6 +81,7 @@ class SmtpServer:
             # implicit TLS or none, AUTH is offered, and checked whenever a client logs in.
             kwargs["auth_required"] = self.tls == "starttls"
             kwargs["auth_require_tls"] = self.tls == "starttls"
+            kwargs["auth_exclude_mechanism"] = list(self.exclude_auth)
         self._controller = Controller(
             _Handler(self), hostname="127.0.0.1", port=self.port, **kwargs
         )

@@ -3,14 +3,16 @@ repository's own config files, and local peers (OpenAI-compatible upstream, WeCh
 webhook, SMTP server) standing in for the outside world.
 
 The configs are the repository's files, parsed and rewritten: addresses (compose service names,
-the upstream relay, the token file) become loopback ones, and intervals and ``for:`` durations
-are shortened. Nothing else changes: every expression, label, route, matcher and inhibit rule is
-the one that ships.
+the upstream relay, the SMTP server, the secret files) become loopback ones, and intervals and
+``for:`` durations are shortened. Nothing else changes: every expression, label, route, matcher and
+inhibit rule is the one that ships. alertmanager.yml gets its SMTP settings the way the container
+does, through alertmanager/render.sh.
 """
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -43,6 +45,14 @@ CLIENT_KEY = "sk-team-a-e2e"
 UPSTREAM_KEY = "sk-upstream-e2e"
 ALERT_TOKEN = "alertmanager-e2e-token"
 ROBOT_KEY = "robot-key"
+# The SMTP account of .env, here the local SMTP server's (STARTTLS and AUTH required).
+SMTP_SETTINGS = {
+    "SMTP_HOST": "127.0.0.1",
+    "SMTP_USERNAME": "alerts@example.com",
+    "ALERT_EMAIL_FROM": "alerts@example.com",
+    "ALERT_EMAIL_TO": "oncall@example.com",
+}
+SMTP_PASSWORD = "smtp-e2e-password"
 
 # `for:` durations are divided by this (10m -> 2s, 5m -> 1s, at least 1s).
 FOR_DIVISOR = 300
@@ -150,10 +160,27 @@ def prometheus_config(addresses: dict[str, str], rules_glob: str) -> dict[str, A
     return config
 
 
-def alertmanager_config(addresses: dict[str, str], token_file: Path) -> dict[str, Any]:
-    """alertmanager/alertmanager.yml posting to the test's sheepdog with the test's token file,
-    every timer of the routing tree shortened."""
-    config = _rewrite(REPO / "alertmanager" / "alertmanager.yml", addresses)
+def render_alertmanager_config(workdir: Path, settings: dict[str, str]) -> Path:
+    """alertmanager/alertmanager.yml with .env's ``settings`` filled in by render.sh, as the
+    container does before Alertmanager starts."""
+    rendered = workdir / "alertmanager.rendered.yml"
+    result = subprocess.run(
+        ["/bin/sh", str(REPO / "alertmanager" / "render.sh"),
+         str(REPO / "alertmanager" / "alertmanager.yml"), str(rendered)],
+        env={"PATH": "/usr/bin:/bin", **settings},
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return rendered
+
+
+def alertmanager_config(
+    rendered: Path, addresses: dict[str, str], smtp_ca_file: Path | None = None
+) -> dict[str, Any]:
+    """The rendered alertmanager.yml posting to the test's sheepdog, mailing through the test's
+    SMTP server (trusting ``smtp_ca_file``), with the test's secret files; every timer of the
+    routing tree shortened."""
+    config = _rewrite(rendered, addresses)
 
     def shorten(route: dict[str, Any]) -> None:
         for key, value in ROUTE_TIMERS.items():
@@ -164,9 +191,15 @@ def alertmanager_config(addresses: dict[str, str], token_file: Path) -> dict[str
 
     shorten(config["route"])
     for receiver in config["receivers"]:
-        for webhook in receiver["webhook_configs"]:
+        for email in receiver.get("email_configs", []):
+            if smtp_ca_file is not None:
+                # per receiver: Alertmanager 0.25 has no global smtp_tls_config
+                email["tls_config"] = {"ca_file": str(smtp_ca_file)}
+        for webhook in receiver.get("webhook_configs", []):
             assert webhook["url"].startswith("http://127.0.0.1:"), webhook["url"]
-            webhook["http_config"]["authorization"]["credentials_file"] = str(token_file)
+            token_file = webhook["http_config"]["authorization"]["credentials_file"]
+            assert not token_file.startswith("/run/"), token_file
+    assert config["global"]["smtp_smarthost"].startswith("127.0.0.1:")
     return config
 
 
@@ -338,30 +371,55 @@ def running_stack(
         stack.callback(lambda: peers.run(robot.close()))
         slack = peers.run(SlackWebhook().start())
         stack.callback(lambda: peers.run(slack.close()))
-        smtp = SmtpServer(workdir).start()
+        username = SMTP_SETTINGS["SMTP_USERNAME"]
+        # PLAIN only: Alertmanager's LOGIN client answers only the "Username:"/"Password:" prompts
+        # that mail servers send, not aiosmtpd's "User Name"; it takes the first mechanism offered.
+        smtp = SmtpServer(
+            workdir,
+            username=username,
+            password=SMTP_PASSWORD,
+            tls="starttls",
+            exclude_auth=("LOGIN",),
+        )
+        smtp.start()
         stack.callback(smtp.stop)
+        assert smtp.ca_file is not None
 
-        token_file = workdir / "alert-token"
+        # The compose secrets, as files.
+        token_file = workdir / "sheepdog_alert_token"
         token_file.write_text(ALERT_TOKEN + "\n", encoding="utf-8")
+        smtp_password_file = workdir / "smtp_password"
+        # no line break at the end: Alertmanager before 0.27 would send it as part of the password
+        smtp_password_file.write_text(SMTP_PASSWORD, encoding="utf-8")
         port = free_port()
         sheepdog_address = f"127.0.0.1:{port}"
 
         am_dir = workdir / "alertmanager"
         am_dir.mkdir()
         alertmanager = AlertmanagerProcess(alertmanager_binary, am_dir)
-        am_config = alertmanager_config({"sheepdog:8000": sheepdog_address}, token_file)
+        am_addresses = {
+            "sheepdog:8000": sheepdog_address,
+            "127.0.0.1:587": f"127.0.0.1:{smtp.port}",
+            "/run/secrets/sheepdog_alert_token": str(token_file),
+            "/run/secrets/smtp_password": str(smtp_password_file),
+        }
+        rendered = render_alertmanager_config(am_dir, SMTP_SETTINGS)
+        am_config = alertmanager_config(rendered, am_addresses, smtp.ca_file)
         alertmanager.write_config(am_config)
 
         prom_dir = workdir / "prometheus"
         prom_dir.mkdir()
         prometheus = PrometheusProcess(prometheus_binary, prom_dir)
         prometheus.log_level = "info"
+        # An alert that fired before Alertmanager was discovered (Watchdog, at the first
+        # evaluation) reaches it at the next resend, not a minute later.
+        prometheus.resend_delay = SCRAPE_INTERVAL
         nothing_listens = f"127.0.0.1:{free_port()}"
         addresses = {
             "sheepdog:8000": sheepdog_address,
             "localhost:9090": prometheus.address,
             "alertmanager:9093": alertmanager.address,
-            "node-exporter:9100": nothing_listens,
+            "host.docker.internal:9100": nothing_listens,
             "blackbox-exporter:9115": nothing_listens,
             "https://api.holysheep.ai/v1": upstream.base_url,
         }
@@ -374,12 +432,22 @@ def running_stack(
             "ops-slack": {"type": "slack", "url": slack.url},
             "ops-email": {
                 "type": "email",
-                "smtp": {"host": "127.0.0.1", "port": smtp.port, "security": "none"},
-                "from": "alerts@example.com",
-                "to": ["oncall@example.com"],
+                "smtp": {
+                    "host": "127.0.0.1",
+                    "port": smtp.port,
+                    "security": "starttls",
+                    "ca_file": str(smtp.ca_file),
+                    "username": username,
+                    "password_file": str(smtp_password_file),
+                },
+                "from": "bridge@example.com",
+                "to": [SMTP_SETTINGS["ALERT_EMAIL_TO"]],
             },
+            # Until the bridge serves its reserved watchdog target itself, the heartbeats that
+            # alertmanager.yml routes there are printed, not refused with a 404.
+            "watchdog": {"type": "log"},
         }
-        receivers = {receiver["name"] for receiver in am_config["receivers"]}
+        receivers = {r["name"] for r in am_config["receivers"] if "webhook_configs" in r}
         assert receivers == set(targets), f"alertmanager.yml receivers: {sorted(receivers)}"
         config_path = _sheepdog_config(workdir, port, token_file, upstream, targets)
         sheepdog = SheepdogProcess(

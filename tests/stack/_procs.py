@@ -235,6 +235,8 @@ class PrometheusProcess(ServerProcess):
 
     name = "prometheus"
     log_level = "warn"
+    # How often firing alerts are sent to Alertmanager again (Prometheus: 1m).
+    resend_delay = "1m"
 
     def write_config(self, config: dict[str, Any]) -> None:
         self.config_path = self.workdir / "prometheus.yml"
@@ -248,6 +250,7 @@ class PrometheusProcess(ServerProcess):
             f"--web.listen-address={self.address}",
             f"--web.external-url={self.base_url}",
             f"--log.level={self.log_level}",
+            f"--rules.alert.resend-delay={self.resend_delay}",
         ]
 
     def query(self, expr: str) -> dict[str, Any]:

@@ -23,9 +23,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.peers.slack import SlackWebhook
+from tests.peers.smtp import ReceivedMail, SmtpServer
 from tests.peers.wechat import WeChatRobot
 from tests.stack._live import (
     CLIENT_NAME,
+    SMTP_SETTINGS,
     LiveStack,
     Traffic,
     every_kind_of_request,
@@ -266,3 +268,93 @@ def test_exported_metrics_list_matches_the_live_metrics(
         if name.startswith(("llm_", "sheepdog_")) and name not in listed and name not in created:
             problems.append(f"{name}: on /metrics, not in exported_metrics.py")
     assert not problems, "\n".join(problems)
+
+
+# ------------------------------------------------------------------------------------------------
+# The Watchdog heartbeat: Prometheus -> Alertmanager -> the bridge's watchdog target, nobody else.
+# (What sheepdog does with it, and with its absence, is the bridge's part.)
+
+
+def test_watchdog_heartbeat_reaches_the_watchdog_target_and_no_person(stack: LiveStack) -> None:
+    """The always-firing Watchdog goes from Prometheus through Alertmanager's watchdog route to
+    sheepdog's /alerts/watchdog, and to no WeChat, Slack or email recipient."""
+
+    def heartbeats() -> float:
+        try:
+            return _sample(
+                stack.metrics_text(),
+                "sheepdog_alerts_received_total",
+                target="watchdog",
+                status="firing",
+            )
+        except AssertionError:  # no heartbeat yet: no such sample
+            return 0.0
+
+    wait_for(heartbeats, 30, "a Watchdog notification at /alerts/watchdog")
+    assert not [m for m in stack.robot.messages if "Watchdog" in m.content]
+    assert not [b for b in stack.slack.messages if "Watchdog" in json.dumps(b)]
+    assert not [m for m in stack.smtp.received if "Watchdog" in str(m.message["Subject"])]
+
+
+# ------------------------------------------------------------------------------------------------
+# sheepdog down: Alertmanager emails SheepdogDown itself. Last in the module: it restarts sheepdog,
+# whose counters start again from nothing.
+
+
+def _alertmanager_mails(smtp: SmtpServer, status: str) -> list[ReceivedMail]:
+    return [
+        mail
+        for mail in list(smtp.received)
+        if "SheepdogDown" in str(mail.message["Subject"])
+        and f"[{status.upper()}" in str(mail.message["Subject"])
+        and mail.sender == SMTP_SETTINGS["ALERT_EMAIL_FROM"]
+    ]
+
+
+def test_sheepdog_down_reaches_email_straight_from_alertmanager(stack: LiveStack) -> None:
+    """With sheepdog stopped, nothing can go through the bridge: SheepdogDown reaches the SMTP
+    server from Alertmanager itself (STARTTLS, the SMTP account of .env, the password from its
+    file), reading as a person needs it; with sheepdog back, the resolved mail follows."""
+    sheepdog_instance = stack.sheepdog.base_url.removeprefix("http://")
+    stack.sheepdog.stop()
+    try:
+        (mail,) = wait_for(
+            lambda: _alertmanager_mails(stack.smtp, "firing"),
+            30,
+            "a firing SheepdogDown mail from Alertmanager",
+        )
+    finally:
+        stack.sheepdog.start()
+
+    assert mail.recipients == [SMTP_SETTINGS["ALERT_EMAIL_TO"]]
+    assert mail.message["To"] == SMTP_SETTINGS["ALERT_EMAIL_TO"]
+    assert mail.message["From"] == SMTP_SETTINGS["ALERT_EMAIL_FROM"]
+    assert (SMTP_SETTINGS["SMTP_USERNAME"], True) in stack.smtp.auth_attempts
+    subject = str(mail.message["Subject"])
+    assert subject.startswith("[FIRING:1] SheepdogDown"), subject
+    text = mail.part("text/plain")
+    lines = text.splitlines()
+    assert lines[0] == "FIRING: sheepdog is down"
+    assert f"Prometheus has failed to scrape sheepdog at {sheepdog_instance}" in lines[1]
+    assert "Alertmanager also emails this alert itself, without the bridge." in lines[1]
+    assert re.fullmatch(
+        r"Severity: critical, since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", lines[2]
+    ), lines[2]
+    assert lines[3] == (
+        "Runbook: https://github.com/sheepdog-dev/sheepdog/blob/main/docs/runbooks/SheepdogDown.md"
+    )
+    assert "Sent by Alertmanager itself, not through the sheepdog bridge" in text
+    assert "{{" not in text and "${" not in text
+    assert "SheepdogDown" in mail.part("text/html")
+    # Only Alertmanager's own email receiver mails this; the bridge was down.
+    assert all(m.sender == SMTP_SETTINGS["ALERT_EMAIL_FROM"] for m in stack.smtp.received)
+
+    wait_for(
+        lambda: stack.prometheus.vector('up{job="sheepdog"} == 1'), 20, "sheepdog scraped again"
+    )
+    (resolved,) = wait_for(
+        lambda: _alertmanager_mails(stack.smtp, "resolved"),
+        30,
+        "a resolved SheepdogDown mail from Alertmanager",
+    )
+    assert resolved.part("text/plain").startswith("RESOLVED: sheepdog is down")
