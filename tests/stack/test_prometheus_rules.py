@@ -9,11 +9,13 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.stack._procs import REPO, require_binary, run_tool
+from tests.stack._procs import REPO, parse_duration, require_binary, run_tool
 from tests.stack._promql import alert_rules, recording_rules, rule_files
 
 RUNBOOK_BASE = "https://github.com/sheepdog-dev/sheepdog/blob/main/docs/runbooks/"
 RULE_TESTS = sorted((REPO / "prometheus" / "tests").glob("*.yml"))
+# The dead man's switch: fires always, on purpose, for no person (severity "none").
+WATCHDOG = "Watchdog"
 
 
 def _prometheus_config() -> dict[str, Any]:
@@ -76,7 +78,7 @@ def test_prometheus_config_scrapes_the_stack_and_alerts_to_alertmanager() -> Non
     }
     assert targets["sheepdog"] == ["sheepdog:8000"]
     assert targets["alertmanager"] == ["alertmanager:9093"]
-    assert targets["node"] == ["node-exporter:9100"]
+    assert targets["node"] == ["host.docker.internal:9100"]
     assert "prometheus" in targets
     assert "llm-upstream" in targets
     alertmanagers = config["alerting"]["alertmanagers"]
@@ -96,10 +98,12 @@ def test_alert_names_are_camel_case_and_unique_per_severity() -> None:
 
 
 def test_every_alert_has_severity_summary_description_and_runbook() -> None:
-    """Each alert has severity critical|warning, summary, description and a runbook that exists."""
+    """Each alert has severity critical|warning (the Watchdog: none), summary, description and a
+    runbook that exists."""
     for rule in alert_rules():
         name = rule["alert"]
-        assert rule["labels"]["severity"] in {"critical", "warning"}, name
+        severities = {"none"} if name == WATCHDOG else {"critical", "warning"}
+        assert rule["labels"]["severity"] in severities, name
         annotations = rule["annotations"]
         assert set(annotations) == {"summary", "description", "runbook_url"}, name
         assert annotations["runbook_url"] == f"{RUNBOOK_BASE}{name}.md", name
@@ -120,26 +124,37 @@ def test_alert_values_are_formatted() -> None:
 
 
 def test_alerts_have_for_durations_where_a_blip_is_not_an_incident() -> None:
-    """Alerts on instantaneous conditions wait (`for:`); only counter-window alerts fire at once."""
+    """Alerts on instantaneous conditions wait (`for:`); only counter-window alerts fire at once,
+    and the Watchdog, which fires from the first evaluation on."""
     for rule in alert_rules():
-        if "for" not in rule:
+        if rule["alert"] == WATCHDOG:
+            assert rule["expr"] == "vector(1)" and "for" not in rule, rule
+        elif "for" not in rule:
             assert "increase(" in rule["expr"], f"{rule['alert']} fires on a single evaluation"
 
 
 def test_every_alert_is_tested_firing_and_silent() -> None:
-    """For every alert rule, a promtool case expects it to fire and another expects silence."""
+    """For every alert rule, a promtool case expects it to fire and another expects silence; the
+    Watchdog, which is never silent, is expected firing from the start and still days later."""
     firing: set[tuple[str, str]] = set()
     silent: set[str] = set()
+    watchdog_firing: set[float] = set()
     for case in _rule_tests():
         for check in case.get("alert_rule_test", []):
             if check.get("exp_alerts"):
                 for alert in check["exp_alerts"]:
                     firing.add((check["alertname"], alert["exp_labels"]["severity"]))
+                if check["alertname"] == WATCHDOG:
+                    watchdog_firing.add(parse_duration(check["eval_time"]))
             else:
                 silent.add(check["alertname"])
     for rule in alert_rules():
         assert (rule["alert"], rule["labels"]["severity"]) in firing, rule["alert"]
-        assert rule["alert"] in silent, rule["alert"]
+        if rule["alert"] == WATCHDOG:
+            assert WATCHDOG not in silent
+            assert min(watchdog_firing) == 0 and max(watchdog_firing) >= 86400, watchdog_firing
+        else:
+            assert rule["alert"] in silent, rule["alert"]
 
 
 def test_every_recording_rule_is_tested() -> None:
