@@ -255,6 +255,15 @@ def test_secret_files_stay_out_of_git() -> None:
     assert "/secrets/" in ignored
 
 
+def test_every_dollar_in_compose_is_an_interpolation_or_escaped() -> None:
+    """`$$` is a literal dollar (the alertmanager entrypoint's "$$@"); any other `$` starts a
+    ${VAR} that Compose fills in, or Compose rejects the file."""
+    for value in _strings(_compose()):
+        without_escapes = value.replace("$$", "")
+        dollars = without_escapes.count("$")
+        assert dollars == len(_INTERPOLATION.findall(without_escapes)), value
+
+
 def test_secrets_in_compose_come_from_env_interpolation() -> None:
     """Every secret-like environment value in compose.yaml is a ${VAR} from .env, not a literal."""
     secret_like = re.compile(r"TOKEN|KEY|PASSWORD|SECRET|WEBHOOK|SMTP_USERNAME")
