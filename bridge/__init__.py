@@ -8,7 +8,7 @@ from aiohttp import web
 
 from bridge.receiver import receive_alerts
 from bridge.service import BRIDGE, Bridge
-from sheepdog.runtime import RUNTIME
+from sheepdog.core.runtime import RUNTIME
 
 __all__ = ["BRIDGE", "Bridge", "setup"]
 
@@ -16,7 +16,7 @@ __all__ = ["BRIDGE", "Bridge", "setup"]
 def setup(app: web.Application) -> None:
     """Add the bridge's routes, outbox and delivery workers to ``app``.
 
-    Raises :class:`~sheepdog.errors.ConfigError` when a target's templates do not load.
+    Raises :class:`~sheepdog.core.errors.ConfigError` when a target's templates do not load.
     """
     runtime = app[RUNTIME]
     bridge = Bridge(runtime)

@@ -23,7 +23,7 @@ from bridge.render import humanize_seconds
 from bridge.sample import SAMPLE_PAYLOAD
 from bridge.service import check_bridge_config
 from sheepdog.config import Config
-from sheepdog.db import Database, DatabaseUnavailable
+from sheepdog.core.db import Database, DatabaseUnavailable
 
 __all__ = ["outbox_command", "render_command"]
 

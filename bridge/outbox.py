@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from bridge.payload import Payload, alert_names, dedup_key
-from sheepdog.db import Database, DatabaseUnavailable
+from sheepdog.core.db import Database, DatabaseUnavailable
 
 __all__ = [
     "STATUSES",

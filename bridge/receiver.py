@@ -15,9 +15,9 @@ from aiohttp import web
 
 from bridge.payload import PayloadError, parse_json, validate_payload
 from bridge.service import BRIDGE
-from sheepdog.auth import is_authorized, unauthorized
-from sheepdog.db import DatabaseUnavailable
-from sheepdog.runtime import RUNTIME
+from sheepdog.core.auth import is_authorized, unauthorized
+from sheepdog.core.db import DatabaseUnavailable
+from sheepdog.core.runtime import RUNTIME
 
 __all__ = ["receive_alerts"]
 

@@ -27,7 +27,7 @@ from markupsafe import Markup
 from bridge.payload import Payload, parse_time, validate_payload
 from bridge.sample import SAMPLE_PAYLOAD
 from sheepdog.config import BridgeConfig, TargetConfig
-from sheepdog.errors import ConfigError
+from sheepdog.core.errors import ConfigError
 
 __all__ = [
     "CHANNEL_TEMPLATES",

@@ -23,9 +23,9 @@ from bridge.payload import Payload
 from bridge.render import Renderer
 from bridge.worker import Sleep, TargetWorker
 from sheepdog.config import BridgeConfig, Config
-from sheepdog.db import DatabaseUnavailable
-from sheepdog.errors import ConfigError
-from sheepdog.runtime import Runtime
+from sheepdog.core.db import DatabaseUnavailable
+from sheepdog.core.errors import ConfigError
+from sheepdog.core.runtime import Runtime
 
 __all__ = ["BRIDGE", "HOUSEKEEPING_SECONDS", "Bridge", "check_bridge_config"]
 

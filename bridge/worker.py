@@ -28,9 +28,9 @@ from bridge.notifiers import Message, Notifier
 from bridge.outbox import Outbox, Row
 from bridge.pacing import RateLimiter, backoff_delay
 from bridge.render import TemplateFailure, humanize_seconds
-from sheepdog.clock import Clock
 from sheepdog.config import RetryConfig, TargetConfig
-from sheepdog.db import DatabaseUnavailable
+from sheepdog.core.clock import Clock
+from sheepdog.core.db import DatabaseUnavailable
 
 __all__ = ["IDLE_POLL_SECONDS", "MAX_DIGEST_NOTIFICATIONS", "Sleep", "TargetWorker"]
 

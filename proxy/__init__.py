@@ -17,7 +17,7 @@ from proxy.pricing import OTHER_MODEL
 from proxy.relay import Relay
 from proxy.settings import ProxySettings
 from sheepdog.config import Config
-from sheepdog.runtime import RUNTIME
+from sheepdog.core.runtime import RUNTIME
 
 __all__ = ["RELAY", "setup"]
 

@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 from typing import Final
 
 from proxy.pricing import Usage
-from sheepdog.clock import Clock
-from sheepdog.db import Database, DatabaseUnavailable
+from sheepdog.core.clock import Clock
+from sheepdog.core.db import Database, DatabaseUnavailable
 
 __all__ = [
     "FLUSH_INTERVAL_SECONDS",

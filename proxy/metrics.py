@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 
 from proxy.pricing import Usage
-from sheepdog.exposition import (
+from sheepdog.core.exposition import (
     CounterChild,
     FastCollector,
     FastCounter,
@@ -105,7 +105,7 @@ class _AccountsCollector:
 class ProxyMetrics:
     """Every proxy metric; label children are cached, since label sets are bounded.
 
-    The series live in a ``FastCollector`` (sheepdog/exposition.py): at 50 models × 20 clients
+    The series live in a ``FastCollector`` (sheepdog/core/exposition.py): at 50 models × 20 clients
     they are thousands of samples, which it renders without prometheus_client's per-sample
     objects. Names, labels and buckets are as SPEC.md lists them.
     """

@@ -34,7 +34,7 @@ from proxy.request import Call, read_call
 from proxy.settings import ProxySettings
 from proxy.streaming import SseMeter
 from proxy.usage import BodyMeter
-from sheepdog.clock import Clock
+from sheepdog.core.clock import Clock
 
 __all__ = ["METERED_ROUTES", "Relay", "route_of"]
 

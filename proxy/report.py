@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from proxy.ledger import LedgerRow, month_of, read_month
-from sheepdog.clock import SystemClock
 from sheepdog.config import BillingConfig, Config
-from sheepdog.db import DATABASE_FILE
+from sheepdog.core.clock import SystemClock
+from sheepdog.core.db import DATABASE_FILE
 
 __all__ = [
     "FORMATS",

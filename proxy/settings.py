@@ -10,7 +10,7 @@ from yarl import URL
 from proxy.clients import ClientDirectory
 from proxy.pricing import PriceBook
 from sheepdog.config import BillingConfig, Config
-from sheepdog.secret import Secret
+from sheepdog.core.secret import Secret
 
 __all__ = ["ProxySettings"]
 

@@ -10,11 +10,11 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 
 import bridge
 import proxy
-from sheepdog.clock import Clock, SystemClock
 from sheepdog.config import Config, load_config
-from sheepdog.db import Database
-from sheepdog.ops import setup_ops
-from sheepdog.runtime import RUNTIME, ConfigLoader, ReadinessCheck, Runtime
+from sheepdog.core.clock import Clock, SystemClock
+from sheepdog.core.db import Database
+from sheepdog.core.ops import setup_ops
+from sheepdog.core.runtime import RUNTIME, ConfigLoader, ReadinessCheck, Runtime
 
 # Big enough for any request body the halves accept; each half enforces its own, smaller limit
 # and answers with its own error shape.

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from sheepdog import __version__
 from sheepdog.config import Config, discover_config_path, load_config
-from sheepdog.errors import ConfigError
+from sheepdog.core.errors import ConfigError
 
 EXIT_CONFIG_ERROR = 2
 

@@ -17,11 +17,11 @@ from typing import Any, Final, Literal
 
 import yaml
 
-from sheepdog.config_reader import Section, check_http_url
-from sheepdog.envsubst import expand_tree
-from sheepdog.errors import ConfigError
+from sheepdog.core.config_reader import Section, check_http_url
+from sheepdog.core.envsubst import expand_tree
+from sheepdog.core.errors import ConfigError
+from sheepdog.core.secret import Secret
 from sheepdog.pricing_table import DEFAULT_PRICING
-from sheepdog.secret import Secret
 
 __all__ = [
     "AuthConfig",

@@ -14,9 +14,9 @@ from aiohttp import web
 from sheepdog import __version__
 from sheepdog.app import create_app
 from sheepdog.config import Config
-from sheepdog.logs import configure_logging
-from sheepdog.ops import reload_config
-from sheepdog.runtime import RUNTIME
+from sheepdog.core.logs import configure_logging
+from sheepdog.core.ops import reload_config
+from sheepdog.core.runtime import RUNTIME
 
 log = logging.getLogger("sheepdog")
 

@@ -10,7 +10,7 @@ import pytest
 
 from sheepdog.cli import describe
 from sheepdog.config import load_config, parse_config, secrets_of
-from sheepdog.errors import ConfigError
+from sheepdog.core.errors import ConfigError
 
 DATA = Path(__file__).parent / "data" / "config"
 

@@ -14,8 +14,8 @@ from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
 
 from sheepdog.app import create_app
-from sheepdog.clock import Clock
 from sheepdog.config import Config
+from sheepdog.core.clock import Clock
 from tests.bridge.fakeclock import FakeClock
 from tests.peers.slack import SlackWebhook
 from tests.peers.smtp import SmtpServer

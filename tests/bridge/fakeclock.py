@@ -1,6 +1,6 @@
 """A clock for tests: time moves only when told to, or (autojump) whenever everyone waits.
 
-It is a :class:`sheepdog.clock.Clock` with an async ``sleep``, which the bridge's workers use
+It is a :class:`sheepdog.core.clock.Clock` with an async ``sleep``, which the bridge's workers use
 for all their waiting. ``advance(seconds)`` wakes the sleepers due in between, in order. With
 ``autojump`` set, a background task jumps to the next sleeper's deadline once nothing has
 happened for that many real seconds, so a test can wait for "24 hours" in milliseconds.

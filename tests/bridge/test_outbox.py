@@ -6,7 +6,7 @@ from pathlib import Path
 
 from bridge.outbox import DEDUP_WINDOW_SECONDS, KEEP_SENT_SECONDS, Outbox
 from bridge.payload import validate_payload
-from sheepdog.db import Database
+from sheepdog.core.db import Database
 from tests.bridge.conftest import make_payload
 
 

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from bridge.outbox import Outbox
 from bridge.payload import validate_payload
 from sheepdog.config import load_config
-from sheepdog.db import Database, DatabaseUnavailable
+from sheepdog.core.db import Database, DatabaseUnavailable
 from tests.bridge.conftest import AUTH, StartBridge, make_payload, targets_config, wait_for
 from tests.peers.wechat import WeChatRobot
 

@@ -19,7 +19,7 @@ from bridge.payload import validate_payload
 from bridge.render import Renderer, humanize_seconds, silence_url
 from bridge.service import check_bridge_config
 from sheepdog.config import Config
-from sheepdog.errors import ConfigError
+from sheepdog.core.errors import ConfigError
 from tests.bridge.conftest import ROBOT_KEY, fixture_payload, make_payload
 from tests.conftest import MakeConfig
 

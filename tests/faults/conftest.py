@@ -22,9 +22,9 @@ from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
 
 from sheepdog.app import create_app
-from sheepdog.clock import Clock
 from sheepdog.config import Config
-from sheepdog.logs import TextFormatter
+from sheepdog.core.clock import Clock
+from sheepdog.core.logs import TextFormatter
 
 
 @dataclass

@@ -21,9 +21,9 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-import sheepdog.secret
-from sheepdog.auth import is_authorized
+import sheepdog.core.secret
 from sheepdog.config import load_config
+from sheepdog.core.auth import is_authorized
 from tests.bridge.conftest import make_payload
 from tests.faults.conftest import FIGURES, StartApp
 from tests.peers.upstream import FakeUpstream
@@ -225,7 +225,7 @@ def test_no_code_compares_a_revealed_secret_with_equality() -> None:
                 if any(_reveals(side) for side in sides):
                     offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert offenders == []
-    source = Path(sheepdog.secret.__file__).read_text(encoding="utf-8")
+    source = Path(sheepdog.core.secret.__file__).read_text(encoding="utf-8")
     secret_class = next(
         n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ClassDef) and n.name == "Secret"
     )

@@ -21,7 +21,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from sheepdog.config import parse_config
-from sheepdog.runtime import RUNTIME
+from sheepdog.core.runtime import RUNTIME
 from tests.bridge.conftest import ALERT_TOKEN, AUTH, make_payload, wait_for
 from tests.bridge.fakeclock import FakeClock
 from tests.faults.conftest import FIGURES, LogRecorder, StartApp

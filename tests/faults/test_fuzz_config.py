@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sheepdog.config import load_config, parse_config
-from sheepdog.errors import ConfigError
+from sheepdog.core.errors import ConfigError
 from tests.faults.conftest import FIGURES
 
 KNOWN_KEYS = [

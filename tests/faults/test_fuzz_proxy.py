@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from sheepdog.app import create_app
 from sheepdog.config import parse_config
-from sheepdog.runtime import RUNTIME
+from sheepdog.core.runtime import RUNTIME
 from tests.faults.background import LoopThread, Served
 from tests.faults.conftest import FIGURES, LogRecorder
 from tests.peers.upstream import FakeUpstream

@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.metrics import Accounts, ProxyMetrics, _AccountsCollector
 from proxy.pricing import Usage
-from sheepdog.exposition import (
+from sheepdog.core.exposition import (
     FastCollector,
     FastCounter,
     FastGauge,

@@ -13,8 +13,8 @@ import pytest
 
 from proxy import RELAY
 from proxy.ledger import LedgerRow, read_month
-from sheepdog.db import DATABASE_FILE, DatabaseUnavailable
-from sheepdog.runtime import RUNTIME
+from sheepdog.core.db import DATABASE_FILE, DatabaseUnavailable
+from sheepdog.core.runtime import RUNTIME
 from tests.peers.upstream import FakeUpstream
 from tests.proxy.conftest import TEAM_A_KEY, TEAM_B_KEY, FakeClock, StartProxy
 

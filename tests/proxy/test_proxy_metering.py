@@ -8,8 +8,8 @@ import aiohttp
 import openai
 import pytest
 
-from sheepdog.ops import reload_config
-from sheepdog.runtime import RUNTIME
+from sheepdog.core.ops import reload_config
+from sheepdog.core.runtime import RUNTIME
 from tests.peers.upstream import FakeUpstream
 from tests.proxy.conftest import TEAM_A_KEY, TEAM_B_KEY, StartProxy, proxy_config
 

@@ -10,7 +10,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sheepdog.db import DATABASE_FILE
+from sheepdog.core.db import DATABASE_FILE
 from tests.peers.upstream import FakeUpstream
 from tests.proxy.conftest import TEAM_A_KEY, UPSTREAM_KEY
 from tests.support.process import SheepdogProcess, free_port

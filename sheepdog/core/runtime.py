@@ -15,14 +15,14 @@ from typing import Protocol
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from sheepdog.clock import Clock
 from sheepdog.config import Config
-from sheepdog.db import Database
+from sheepdog.core.clock import Clock
+from sheepdog.core.db import Database
 
 
 class ReloadHook(Protocol):
     def check(self, new: Config) -> None:
-        """Raise :class:`~sheepdog.errors.ConfigError` if ``new`` cannot be applied."""
+        """Raise :class:`~sheepdog.core.errors.ConfigError` if ``new`` cannot be applied."""
         ...
 
     async def apply(self, new: Config) -> None:
@@ -48,4 +48,4 @@ class Runtime:
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
-RUNTIME = web.AppKey("sheepdog.runtime", Runtime)
+RUNTIME = web.AppKey("sheepdog.core.runtime", Runtime)

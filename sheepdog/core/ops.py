@@ -13,13 +13,13 @@ from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from sheepdog import __version__
-from sheepdog.auth import is_authorized, unauthorized
 from sheepdog.config import Config
-from sheepdog.errors import ConfigError
-from sheepdog.exposition import render
-from sheepdog.runtime import RUNTIME, Runtime
+from sheepdog.core.auth import is_authorized, unauthorized
+from sheepdog.core.errors import ConfigError
+from sheepdog.core.exposition import render
+from sheepdog.core.runtime import RUNTIME, Runtime
 
-log = logging.getLogger("sheepdog.ops")
+log = logging.getLogger("sheepdog.core.ops")
 
 
 class OpsMetrics:
@@ -64,7 +64,7 @@ async def _metrics(request: web.Request) -> web.Response:
     with 50 models × 20 clients of series that held every relayed request and stream chunk for
     about 300 ms per scrape. Here the loop keeps serving while a thread renders, and gzip level 1
     costs a few milliseconds instead of tens. The proxy's label series format themselves
-    (sheepdog/exposition.py): collect() alone cost ~9 µs a sample, ~7,400 samples at that size.
+    (sheepdog/core/exposition.py): collect() alone cost ~9 µs a sample, ~7,400 samples at that size.
     """
     registry = request.app[RUNTIME].registry
     accept = request.headers.get("Accept", "")

@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from sheepdog.errors import ConfigError
+from sheepdog.core.errors import ConfigError
 
 # $$ is a literal dollar; ${NAME} or ${NAME:-default} is a variable. A bare $ stays as it is.
 _PATTERN = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from sheepdog.errors import ConfigError
-from sheepdog.secret import Secret
+from sheepdog.core.errors import ConfigError
+from sheepdog.core.secret import Secret
 
 _MISSING: Final = object()
 
