@@ -1,15 +1,17 @@
-"""Whether a delivery attempt worked, is worth trying again, or never will: one decision, here.
+"""Whether a delivery attempt worked, is worth trying again, or never will.
 
-Every notifier hands what came back (an HTTP status and body, an SMTP reply code, an exception)
-to a function of this module and acts on the :class:`Verdict`. The reason is a short word from
-:data:`REASONS`, a bounded set, so it can be a metric label.
+Every notifier turns what came back (an HTTP status and body, an SMTP reply, an exception) into
+a :class:`Verdict` and the worker acts on it. What is the same for every channel is here: the
+HTTP statuses whoever answers them (:func:`classify_http_status`), exceptions, ``Retry-After``.
+What a channel's answers mean (WeChat's errcodes, Slack's ``ok``) is in the channel's package.
+The reason is a short word from :data:`REASONS` or the channel's own ``reasons``, a bounded set,
+so it can be a metric label.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
-import json
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,8 +26,9 @@ __all__ = [
     "Outcome",
     "Verdict",
     "classify_exception",
-    "classify_response",
-    "classify_smtp_reply",
+    "classify_http_status",
+    "clip",
+    "http_detail",
     "parse_retry_after",
 ]
 
@@ -61,34 +64,10 @@ REASONS: Final = (
     "client_error",
     "invalid_key",
     "too_long",
-    "errcode",
-    "invalid_payload",
-    "forbidden",
-    "channel_not_found",
-    "channel_archived",
-    "auth_failed",
-    "smtp_transient",
-    "smtp_permanent",
     "tls_error",
     "template_error",
 )
-
-# WeChat Work answers HTTP 200 even on failure; the errcode says what happened.
-_WECHAT_RETRY_ERRCODES: Final = {-1: "system_busy", 45009: "rate_limited"}
-_WECHAT_FAIL_ERRCODES: Final = {93000: "invalid_key", 40058: "too_long"}
-
-# Slack incoming webhooks name the error in a plain-text body.
-_SLACK_BODY_REASONS: Final = {
-    "invalid_payload": "invalid_payload",
-    "invalid_blocks": "invalid_payload",
-    "no_text": "invalid_payload",
-    "too_many_attachments": "invalid_payload",
-    "action_prohibited": "forbidden",
-    "invalid_token": "forbidden",
-    "no_service": "forbidden",
-    "channel_not_found": "channel_not_found",
-    "channel_is_archived": "channel_archived",
-}
+"""Reasons any channel may give; a channel adds its own in ``Channel.reasons``."""
 
 # HTTP statuses worth another try whoever answers them; every other 4xx is final.
 _RETRY_STATUSES: Final = {408: "timeout", 425: "rate_limited", 429: "rate_limited"}
@@ -96,74 +75,16 @@ _RETRY_STATUSES: Final = {408: "timeout", 425: "rate_limited", 429: "rate_limite
 _MAX_DETAIL: Final = 200
 
 
-def classify_response(
-    channel: str, status: int, body: bytes | str, headers: Mapping[str, str] | None = None
-) -> Verdict:
-    """Decide on an HTTP answer from ``channel`` (``wechat`` or ``slack``)."""
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-    retry_after = parse_retry_after((headers or {}).get("Retry-After"))
-    if status >= 500:
-        return Verdict(Outcome.RETRY, "server_error", _detail(status, text), retry_after)
-    if status in _RETRY_STATUSES:
-        return Verdict(Outcome.RETRY, _RETRY_STATUSES[status], _detail(status, text), retry_after)
-    if channel == "wechat":
-        return _classify_wechat(status, text)
-    if channel == "slack":
-        return _classify_slack(status, text)
-    if 200 <= status < 300:
-        return Verdict(Outcome.SENT, "ok")
-    return Verdict(Outcome.FAILED, "client_error", _detail(status, text))
-
-
-def _classify_wechat(status: int, text: str) -> Verdict:
-    if not 200 <= status < 300:
-        return Verdict(Outcome.FAILED, "client_error", _detail(status, text))
-    try:
-        answer = json.loads(text)
-    except (ValueError, RecursionError):
-        answer = None
-    errcode = answer.get("errcode") if isinstance(answer, dict) else None
-    if not isinstance(errcode, int) or isinstance(errcode, bool):
-        # Something between us and WeChat (a proxy, a portal) answered: we cannot know whether
-        # the group got the message, and losing it is worse than sending it twice.
-        return Verdict(Outcome.RETRY, "bad_response", _detail(status, text))
-    errmsg = str(answer.get("errmsg", "")) if isinstance(answer, dict) else ""
-    detail = _clip(f"errcode {errcode}: {errmsg}")
-    if errcode == 0:
-        return Verdict(Outcome.SENT, "ok")
-    if errcode in _WECHAT_RETRY_ERRCODES:
-        return Verdict(Outcome.RETRY, _WECHAT_RETRY_ERRCODES[errcode], detail)
-    return Verdict(Outcome.FAILED, _WECHAT_FAIL_ERRCODES.get(errcode, "errcode"), detail)
-
-
-def _classify_slack(status: int, text: str) -> Verdict:
-    word = text.strip()
-    if 200 <= status < 300:
-        if word == "ok":
-            return Verdict(Outcome.SENT, "ok")
-        return Verdict(Outcome.RETRY, "bad_response", _detail(status, text))
-    reason = _SLACK_BODY_REASONS.get(word)
-    if reason is None:
-        reason = {
-            400: "invalid_payload",
-            403: "forbidden",
-            404: "channel_not_found",
-            410: "channel_archived",
-        }.get(status, "client_error")
-    return Verdict(Outcome.FAILED, reason, _detail(status, text))
-
-
-def classify_smtp_reply(code: int, message: str) -> Verdict:
-    """Decide on an SMTP reply code: 4xx is transient, 5xx permanent (535: bad login)."""
-    detail = _clip(f"SMTP {code}: {message}")
-    if 400 <= code < 500:
-        return Verdict(Outcome.RETRY, "smtp_transient", detail)
-    if code in (530, 534, 535, 538):
-        return Verdict(Outcome.FAILED, "auth_failed", detail)
-    if 500 <= code < 600:
-        return Verdict(Outcome.FAILED, "smtp_permanent", detail)
-    # Not a reply code at all (aiosmtplib uses -1 for a dropped connection): try again.
-    return Verdict(Outcome.RETRY, "connection_error", detail)
+def classify_http_status(
+    status: int, text: str, headers: Mapping[str, str] | None = None
+) -> Verdict | None:
+    """The verdict on ``status`` that holds whatever the channel: 5xx, 408, 425 and 429 are
+    retried (honouring ``Retry-After``); None for the channel to decide on the body."""
+    if status >= 500 or status in _RETRY_STATUSES:
+        retry_after = parse_retry_after((headers or {}).get("Retry-After"))
+        reason = "server_error" if status >= 500 else _RETRY_STATUSES[status]
+        return Verdict(Outcome.RETRY, reason, http_detail(status, text), retry_after)
+    return None
 
 
 def classify_exception(exc: BaseException) -> Verdict:
@@ -206,9 +127,11 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return max(0.0, seconds)
 
 
-def _detail(status: int, text: str) -> str:
-    return _clip(f"HTTP {status}: {' '.join(text.split())}" if text.strip() else f"HTTP {status}")
+def http_detail(status: int, text: str) -> str:
+    """``HTTP 403: <what the peer said>`` on one line, clipped; the caller scrubs secrets."""
+    return clip(f"HTTP {status}: {' '.join(text.split())}" if text.strip() else f"HTTP {status}")
 
 
-def _clip(text: str) -> str:
+def clip(text: str) -> str:
+    """``text`` cut to a length fit for a log line and the outbox's last error."""
     return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 1] + "…"

@@ -16,13 +16,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-from bridge.notifiers import Message, make_notifier
+from bridge.channels.registry import channel_of
+from bridge.config import BridgeConfig
 from bridge.outbox import Outbox, Row, list_rows, retry_dead
 from bridge.payload import parse_json, validate_payload
 from bridge.render import humanize_seconds
 from bridge.sample import SAMPLE_PAYLOAD
-from bridge.service import check_bridge_config
-from sheepdog.config import Config
+from bridge.service import build_renderer
 from sheepdog.core.db import Database, DatabaseUnavailable
 
 __all__ = ["outbox_command", "render_command"]
@@ -33,7 +33,7 @@ EXIT_USAGE: Final = 2
 
 
 def render_command(
-    config: Config,
+    config: BridgeConfig,
     target_name: str,
     payload_source: str | None,
     *,
@@ -45,12 +45,12 @@ def render_command(
     built-in sample)."""
     out = out or sys.stdout
     err = err or sys.stderr
-    target = config.bridge.targets.get(target_name)
+    target = config.targets.get(target_name)
     if target is None:
-        known = ", ".join(sorted(config.bridge.targets))
+        known = ", ".join(sorted(config.targets))
         print(f"sheepdog render: unknown target {target_name!r} (configured: {known})", file=err)
         return EXIT_USAGE
-    renderer = check_bridge_config(config.bridge)
+    renderer = build_renderer(config)
     try:
         document = _read_payload(payload_source, stdin or sys.stdin)
         payload = validate_payload(document)
@@ -58,7 +58,8 @@ def render_command(
         where = payload_source if payload_source not in (None, "-") else "stdin"
         print(f"sheepdog render: {where}: {exc}", file=err)
         return EXIT_FAILED
-    notifier = make_notifier(target, renderer, None, config.bridge.retry.timeout_seconds)
+    channel = channel_of(target.type)
+    notifier = channel.notifier(target, renderer, None, config.retry.timeout_seconds)
     messages = notifier.compose(payload, now=datetime.now(UTC))
     print(
         f"# target {target.name} ({target.type}) → {notifier.destination()}: "
@@ -66,7 +67,10 @@ def render_command(
         file=out,
     )
     for number, message in enumerate(messages, 1):
-        print(f"--- message {number}/{len(messages)}: {_describe(message)} ---", file=out)
+        print(
+            f"--- message {number}/{len(messages)}: {channel.describe_message(message)} ---",
+            file=out,
+        )
         print(notifier.preview(message), file=out)
     return EXIT_OK
 
@@ -78,24 +82,8 @@ def _read_payload(source: str | None, stdin: TextIO) -> Any:
     return parse_json(text)
 
 
-def _describe(message: Message) -> str:
-    body = message.body
-    if message.kind == "markdown":
-        size = len(body["markdown"]["content"].encode("utf-8"))
-        return f"WeChat markdown, {size} of 4096 bytes"
-    if message.kind == "text":
-        mobiles = ", ".join(body["text"].get("mentioned_mobile_list", []))
-        return f"WeChat text mentioning {mobiles}"
-    if message.kind == "slack":
-        blocks = sum(len(a.get("blocks", [])) for a in body.get("attachments", []))
-        return f"Slack message, {blocks + len(body.get('blocks', []))} blocks"
-    if message.kind == "email":
-        return "email"
-    return "log line"
-
-
 def outbox_command(
-    config: Config,
+    state_dir: Path,
     action: str,
     ids: Sequence[int],
     *,
@@ -112,7 +100,7 @@ def outbox_command(
     if action == "retry" and bool(ids) == all_dead:
         print("sheepdog outbox retry: give dead letter ids, or --all-dead", file=err)
         return EXIT_USAGE
-    db = Database(config.state_dir)
+    db = Database(state_dir)
     if not db.path.exists():
         print(f"no outbox yet at {db.path}: nothing was ever received", file=out)
         asyncio.run(db.close())

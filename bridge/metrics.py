@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -70,14 +70,17 @@ class BridgeMetrics:
             registry=registry,
         )
 
-    def add_targets(self, targets: Iterable[str], age_of: Callable[[str], float]) -> None:
-        """Create every series of ``targets`` at zero, so they exist from the start."""
-        for target in targets:
+    def add_targets(
+        self, targets: Mapping[str, Iterable[str]], age_of: Callable[[str], float]
+    ) -> None:
+        """Create every series of ``targets`` at zero, so they exist from the start; each
+        target's failure reasons are the shared ones and its channel's (``targets[name]``)."""
+        for target, channel_reasons in targets.items():
             for status in _ALERT_STATUSES:
                 self.alerts_received.labels(target, status)
             for result in _RESULTS:
                 self.notifications.labels(target, result)
-            for reason in REASONS:
+            for reason in (*REASONS, *channel_reasons):
                 self.failures.labels(target, reason)
             self.duration.labels(target)
             self.pending.labels(target).set(0)

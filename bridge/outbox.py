@@ -72,7 +72,7 @@ def _schema(conn: sqlite3.Connection) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Row:
-    """One notification in the outbox. ``payload`` is loaded only where it is needed."""
+    """One notification in the outbox, without its payload (:meth:`Outbox.payloads`)."""
 
     id: int
     target: str
@@ -87,7 +87,6 @@ class Row:
     next_attempt_at: float
     updated_at: float
     last_error: str | None
-    payload: Payload | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,9 +183,25 @@ class Outbox:
         else:
             add.succeed(result)
 
-    async def waiting(self, target: str, limit: int) -> list[Row]:
-        """The first ``limit`` pending rows of ``target``, oldest first, with payloads."""
-        return await self.db.run(lambda conn: _waiting(conn, target, limit))
+    async def waiting(self, targets: Sequence[str], limit: int) -> list[Row]:
+        """The first ``limit`` pending rows of ``targets``, oldest (lowest id) first: their
+        metadata only, so a backlog costs no decoding."""
+        names = list(targets)
+        return await self.db.run(lambda conn: _waiting(conn, names, limit))
+
+    async def payloads(self, ids: Sequence[int]) -> dict[int, Payload]:
+        """The payloads of the rows ``ids`` (a batch about to be delivered), decoded."""
+        wanted = list(ids)
+        return await self.db.run(lambda conn: _payloads(conn, wanted))
+
+    async def lease(self, destination: str, holder: str, now: float, seconds: float) -> bool:
+        """Whether ``holder`` may deliver to ``destination`` for the next ``seconds``.
+
+        A destination's FIFO order and rate limit hold only if one process at a time delivers
+        to it. A SQLite file has one process, so the answer is always yes; a shared backend
+        grants a lease that expires (a process that died loses it) and answers no to others.
+        """
+        return True
 
     async def claim(self, ids: Sequence[int], now: float) -> None:
         await self._update(ids, "status = 'in_flight', updated_at = ?", (now,))
@@ -303,13 +318,29 @@ def add_row(
     return cursor.lastrowid, True
 
 
-def _waiting(conn: sqlite3.Connection, target: str, limit: int) -> list[Row]:
+def _waiting(conn: sqlite3.Connection, targets: list[str], limit: int) -> list[Row]:
+    if not targets:
+        return []
+    marks = ", ".join("?" for _ in targets)
     cursor = conn.execute(
-        f"SELECT {_COLUMNS}, payload FROM outbox_notifications "  # noqa: S608 - fixed columns
-        "WHERE target = ? AND status = 'pending' ORDER BY id LIMIT ?",
-        (target, limit),
+        f"SELECT {_COLUMNS} FROM outbox_notifications "  # noqa: S608 - fixed columns, marks
+        f"WHERE target IN ({marks}) AND status = 'pending' ORDER BY id LIMIT ?",
+        (*targets, limit),
     )
-    return [_row(values, with_payload=True) for values in cursor.fetchall()]
+    return [_row(values) for values in cursor.fetchall()]
+
+
+def _payloads(conn: sqlite3.Connection, ids: list[int]) -> dict[int, Payload]:
+    payloads: dict[int, Payload] = {}
+    for start in range(0, len(ids), 500):  # within SQLite's limit on parameters
+        chunk = ids[start : start + 500]
+        marks = ", ".join("?" for _ in chunk)
+        for row_id, payload in conn.execute(
+            f"SELECT id, payload FROM outbox_notifications WHERE id IN ({marks})",  # noqa: S608
+            chunk,
+        ):
+            payloads[row_id] = json.loads(payload)
+    return payloads
 
 
 def list_rows(
@@ -376,8 +407,7 @@ def target_stats(conn: sqlite3.Connection) -> dict[str, TargetStats]:
     return stats
 
 
-def _row(values: Sequence[Any], *, with_payload: bool = False) -> Row:
-    payload = json.loads(values[12]) if with_payload else None
+def _row(values: Sequence[Any]) -> Row:
     return Row(
         id=values[0],
         target=values[1],
@@ -391,5 +421,4 @@ def _row(values: Sequence[Any], *, with_payload: bool = False) -> Row:
         next_attempt_at=values[9],
         updated_at=values[10],
         last_error=values[11],
-        payload=payload,
     )

@@ -12,9 +12,12 @@ from __future__ import annotations
 import math
 import random
 from collections import deque
+from collections.abc import Iterable
 from typing import Final
 
-__all__ = ["RateLimiter", "backoff_delay"]
+from bridge.channels.base import Limit
+
+__all__ = ["RateLimiter", "RateLimits", "backoff_delay", "combine_limits"]
 
 _MINUTE: Final = 60.0
 
@@ -72,6 +75,83 @@ class RateLimiter:
         # Keep no more history than the window can need, whatever the rate was before.
         while len(self._sent) > self.capacity:
             self._sent.popleft()
+
+
+class RateLimits:
+    """Several sliding windows at once (a Feishu bot: 100 a minute and 5 a second), over one
+    history of sends: a destination's pace. Reconfiguring keeps the history, so a reload (or a
+    target moving here) never lets a burst through."""
+
+    def __init__(self, limits: Iterable[Limit] = ()) -> None:
+        self._sent: deque[float] = deque()
+        self._windows: list[tuple[int, float]] = []
+        self.configure(limits)
+
+    def configure(self, limits: Iterable[Limit]) -> None:
+        windows = []
+        for limit in limits:
+            if limit.count > 0 and limit.seconds > 0:
+                capacity = max(1, math.floor(limit.count))
+                windows.append((capacity, limit.seconds * capacity / limit.count))
+        self._windows = windows
+
+    @property
+    def unlimited(self) -> bool:
+        return not self._windows
+
+    def available(self, now: float) -> int:
+        """How many sends may go now; a large number when there is no limit."""
+        if self.unlimited:
+            return 1 << 30
+        self._forget(now)
+        return max(
+            0, min(capacity - self._count(now, window) for capacity, window in self._windows)
+        )
+
+    def wait_time(self, now: float) -> float:
+        """Seconds until one more send may go (0 if one may go now)."""
+        wait = 0.0
+        for capacity, window in self._windows:
+            if self._count(now, window) >= capacity:
+                wait = max(wait, self._sent[len(self._sent) - capacity] + window - now)
+        return max(0.0, wait)
+
+    def record(self, now: float) -> None:
+        """Count one send (successful or not: the peer counts every request)."""
+        self._sent.append(now)
+        self._forget(now)
+
+    def _count(self, now: float, window: float) -> int:
+        count = 0
+        for moment in reversed(self._sent):
+            if moment + window <= now:
+                break
+            count += 1
+        return count
+
+    def _forget(self, now: float) -> None:
+        # Keep only what some window may still need (all of it while none is configured,
+        # up to a bound, so that limits configured later see the recent past).
+        longest = max((window for _, window in self._windows), default=_MINUTE)
+        while self._sent and self._sent[0] + longest <= now:
+            self._sent.popleft()
+        most = max((capacity for capacity, _ in self._windows), default=_HISTORY)
+        while len(self._sent) > max(most, _HISTORY):
+            self._sent.popleft()
+
+
+_HISTORY: Final = 1000
+
+
+def combine_limits(limit_sets: Iterable[Iterable[Limit]]) -> tuple[Limit, ...]:
+    """The limits of a destination that several targets post to: for each window length, the
+    smallest count any of them allows."""
+    smallest: dict[float, float] = {}
+    for limits in limit_sets:
+        for limit in limits:
+            current = smallest.get(limit.seconds)
+            smallest[limit.seconds] = limit.count if current is None else min(current, limit.count)
+    return tuple(Limit(count, seconds) for seconds, count in sorted(smallest.items()))
 
 
 def backoff_delay(

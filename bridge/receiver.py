@@ -26,14 +26,15 @@ log = logging.getLogger("sheepdog.bridge.receiver")
 
 async def receive_alerts(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    config = runtime.config
-    if not is_authorized(request, config.auth):
+    bridge = request.app[BRIDGE]
+    if not is_authorized(request, runtime.settings.auth):
         return unauthorized()
+    config = bridge.config
     target = request.match_info["target"]
-    if target not in config.bridge.targets:
-        known = ", ".join(sorted(config.bridge.targets))
+    if target not in config.targets:
+        known = ", ".join(sorted(config.targets))
         return _error(404, f"unknown target {target!r} (configured: {known})")
-    limit = config.bridge.max_body_bytes
+    limit = config.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         return _error(413, f"body over the {limit}-byte limit (bridge.max_body_bytes)")
     body = bytearray()
@@ -50,7 +51,6 @@ async def receive_alerts(request: web.Request) -> web.Response:
         )
         return _error(400, str(exc))
 
-    bridge = request.app[BRIDGE]
     # Shielded: if Alertmanager hangs up now, the row is still written (and its retry is then
     # recognised as a duplicate) rather than left half-done.
     store = asyncio.ensure_future(bridge.accept(target, payload))

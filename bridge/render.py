@@ -1,52 +1,47 @@
 """Turning a payload into the text of a message: Jinja2 templates, their filters and context.
 
 Templates are looked up, for each file name, as ``templates_dir/<target template prefix><name>``,
-then ``templates_dir/<name>``, then the built-in file shipped in ``bridge/templates``. A template
-can extend or include a built-in one as ``builtin/<name>``.
+then ``templates_dir/<name>``, then the built-in file shipped in the channel's package
+(``bridge/channels/<type>/templates``). A template can extend or include a built-in one as
+``builtin/<name>``.
 
-Each channel has its own environment, because escaping differs: HTML autoescapes (email), the
-Slack template is JSON whose every ``{{ … }}`` is escaped for a JSON string and for Slack's
-mrkdwn (``&``, ``<``, ``>``), and WeChat markdown and plain text are left as they are.
+Each channel has its own environment, because escaping differs: the channel gives its options
+and filters (HTML autoescapes for email; every ``{{ … }}`` of the Slack template is escaped for
+a JSON string and for mrkdwn; WeChat's cannot start a mention, tag or link). The filters here
+are the ones every channel shares.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import zoneinfo
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote
 
 import jinja2
-from markupsafe import Markup
 
 from bridge.payload import Payload, parse_time, validate_payload
 from bridge.sample import SAMPLE_PAYLOAD
-from sheepdog.config import BridgeConfig, TargetConfig
 from sheepdog.core.errors import ConfigError
 
+if TYPE_CHECKING:
+    from bridge.channels.base import Channel, TargetConfig
+    from bridge.config import BridgeConfig
+
 __all__ = [
-    "CHANNEL_TEMPLATES",
     "Digest",
     "Part",
     "Renderer",
     "TemplateFailure",
     "humanize_seconds",
-    "mrkdwn_escape",
+    "severity_colorizer",
     "silence_url",
     "sort_alerts",
 ]
-
-CHANNEL_TEMPLATES: Final[dict[str, tuple[str, ...]]] = {
-    "wechat": ("wechat.md.j2",),
-    "slack": ("slack.json.j2",),
-    "email": ("email.subject.j2", "email.txt.j2", "email.html.j2"),
-    "log": ("log.txt.j2",),
-}
 
 SEVERITY_RANK: Final = {
     "critical": 0,
@@ -61,7 +56,7 @@ SEVERITY_RANK: Final = {
     "none": 4,
 }
 
-# Colours by severity, and one for "resolved": WeChat markdown knows three named colours only.
+# Colours by severity, and one for "resolved"; a channel with other colours has its own.
 _HEX_COLORS: Final = {
     "critical": "#E01E5A",
     "error": "#E01E5A",
@@ -69,14 +64,6 @@ _HEX_COLORS: Final = {
     "info": "#36C5F0",
     "resolved": "#2EB67D",
     "other": "#9E9E9E",
-}
-_WECHAT_COLORS: Final = {
-    "critical": "warning",
-    "error": "warning",
-    "warning": "warning",
-    "info": "comment",
-    "resolved": "info",
-    "other": "comment",
 }
 
 # Labels that say nothing to whoever reads the message.
@@ -105,16 +92,25 @@ class TemplateFailure(Exception):
 
 
 class Renderer:
-    """The templates of one bridge config, ready to render for any of its targets."""
+    """The templates of one bridge config, ready to render for any of its targets.
 
-    def __init__(self, config: BridgeConfig) -> None:
+    Each template is compiled once, the first time it is needed, and kept (Jinja's cache).
+    """
+
+    def __init__(self, config: BridgeConfig, channels: Mapping[str, Channel]) -> None:
         self.config = config
         self.zone = zoneinfo.ZoneInfo(config.timezone)
+        builtin = jinja2.ChoiceLoader(
+            [jinja2.FileSystemLoader(str(channel.template_dir)) for channel in channels.values()]
+        )
+        self._channels = channels
         self._environments = {
-            channel: self._environment(channel, config.templates_dir)
-            for channel in CHANNEL_TEMPLATES
+            name: self._environment(channel, builtin, config.templates_dir)
+            for name, channel in channels.items()
         }
-        self._builtin = {channel: self._environment(channel, None) for channel in CHANNEL_TEMPLATES}
+        self._builtin = {
+            name: self._environment(channel, builtin, None) for name, channel in channels.items()
+        }
 
     def render(
         self,
@@ -152,7 +148,8 @@ class Renderer:
 
     def check(self, target: TargetConfig, path: str) -> None:
         """Raise :class:`ConfigError` (at ``path``) if a template of ``target`` cannot load."""
-        names = CHANNEL_TEMPLATES[target.type]
+        channel = self._channels[target.type]
+        names = channel.templates
         if target.template is not None:
             directory = self.config.templates_dir
             if directory is None:
@@ -176,9 +173,7 @@ class Renderer:
         )
         for name in names:
             try:
-                text = self.render(target, name, context)
-                if name.endswith(".json.j2"):
-                    json.loads(text)
+                channel.check_rendered(name, self.render(target, name, context))
             except (TemplateFailure, ValueError) as exc:
                 where = self.template(target, name).filename or name
                 raise ConfigError(
@@ -223,45 +218,33 @@ class Renderer:
 
     # ----------------------------------------------------------------------------------------
 
-    def _environment(self, channel: str, templates_dir: Path | None) -> jinja2.Environment:
-        builtin = jinja2.PackageLoader("bridge", "templates")
+    def _environment(
+        self, channel: Channel, builtin: jinja2.BaseLoader, templates_dir: Path | None
+    ) -> jinja2.Environment:
         loaders: list[jinja2.BaseLoader] = [jinja2.PrefixLoader({"builtin": builtin})]
         if templates_dir is not None:
             loaders.append(jinja2.FileSystemLoader(str(templates_dir)))
         loaders.append(builtin)
-        options: dict[str, Any] = {}
-        if channel == "email":
-            options["autoescape"] = jinja2.select_autoescape(
-                enabled_extensions=("html.j2", "html"), default_for_string=False
-            )
-        elif channel == "slack":
-            # Autoescape on, with finalize doing the escaping: what a block or macro produces
-            # is then Markup, and is not escaped a second time when printed.
-            options["autoescape"] = True
-            options["finalize"] = _slack_finalize
-        else:
-            options["autoescape"] = False
-        environment = jinja2.Environment(  # noqa: S701 - escaping is set per channel above
+        environment = jinja2.Environment(  # noqa: S701 - escaping is the channel's (jinja_options)
             loader=jinja2.ChoiceLoader(loaders),
             undefined=jinja2.ChainableUndefined,
             trim_blocks=True,
             lstrip_blocks=True,
             keep_trailing_newline=False,
             extensions=["jinja2.ext.loopcontrols", "jinja2.ext.do"],
-            **options,
+            **channel.jinja_options(),
         )
-        palette = _WECHAT_COLORS if channel == "wechat" else _HEX_COLORS
         environment.filters.update(
             localtime=self._localtime,
             duration=_duration,
-            severity_color=_severity_colorizer(palette),
+            severity_color=severity_colorizer(_HEX_COLORS),
             silence_url=silence_url,
-            mrkdwn=mrkdwn_escape,
             distinct_labels=distinct_labels,
             sort_alerts=sort_alerts,
             group_by_name=group_by_name,
             summary=summary_of,
         )
+        environment.filters.update(channel.filters())
         return environment
 
     def _localtime(self, value: Any, fmt: str = "%Y-%m-%d %H:%M:%S %Z") -> str:
@@ -308,7 +291,10 @@ def humanize_seconds(seconds: float) -> str:
     return " ".join(parts)
 
 
-def _severity_colorizer(palette: Mapping[str, str]) -> Callable[..., str]:
+def severity_colorizer(palette: Mapping[str, str]) -> Callable[..., str]:
+    """A ``severity_color`` filter choosing from ``palette`` (keys: critical, error, warning,
+    info, resolved, other)."""
+
     def severity_color(severity: Any, status: str = "firing") -> str:
         """The colour of an alert: green once resolved, else by severity."""
         if status == "resolved":
@@ -382,18 +368,3 @@ def summary_of(alert: Mapping[str, Any]) -> str:
         if annotations.get(key):
             return str(annotations[key])
     return ""
-
-
-def mrkdwn_escape(value: Any) -> str:
-    """Escape the three characters Slack's mrkdwn treats specially."""
-    return str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _slack_finalize(value: Any) -> Markup:
-    # Every expression in the Slack template lands inside a JSON string: escape it for mrkdwn
-    # and for JSON. Markup (from |tojson, |safe, blocks, macros) goes in as it is.
-    if isinstance(value, Markup):
-        return value
-    if value is None or isinstance(value, jinja2.Undefined):
-        return Markup("")
-    return Markup(json.dumps(mrkdwn_escape(value), ensure_ascii=False)[1:-1])  # noqa: S704

@@ -1,8 +1,11 @@
-"""The bridge as a whole: outbox, renderer, HTTP session and one worker per target.
+"""The bridge as a whole: outbox, renderer, HTTP session and one worker per destination.
 
-It is the bridge's reload hook (a new config is checked, templates included, before anything
-changes; applying it starts, reconfigures or stops workers without losing a row) and its
-readiness check (every configured target has a running worker).
+Its configuration is a :class:`Plan`: the bridge config with everything built from it once
+(the renderer, every template compiled and tried on a sample, each target's notifier and
+destination). :meth:`Bridge.prepare` builds a plan from a new config, raising if anything is
+wrong, and :meth:`PreparedBridge.commit` swaps it in by steps that cannot fail: workers read the
+current plan at every step, workers start for new destinations and stop for ones no target
+uses any more, and each destination's rate-limit history stays, whichever targets post there.
 """
 
 from __future__ import annotations
@@ -11,23 +14,34 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Final
 
 import aiohttp
 from aiohttp import web
 
+from bridge.channels.base import Limit
+from bridge.channels.registry import CHANNELS, channel_of
+from bridge.config import BridgeConfig, RetryConfig, TargetConfig
 from bridge.metrics import BridgeMetrics
-from bridge.notifiers import make_notifier
 from bridge.outbox import Outbox, TargetStats
+from bridge.pacing import RateLimits, combine_limits
 from bridge.payload import Payload
 from bridge.render import Renderer
-from bridge.worker import Sleep, TargetWorker
-from sheepdog.config import BridgeConfig, Config
+from bridge.worker import DestinationWorker, Route, Sleep
 from sheepdog.core.db import DatabaseUnavailable
 from sheepdog.core.errors import ConfigError
 from sheepdog.core.runtime import Runtime
 
-__all__ = ["BRIDGE", "HOUSEKEEPING_SECONDS", "Bridge", "check_bridge_config"]
+__all__ = [
+    "BRIDGE",
+    "HOUSEKEEPING_SECONDS",
+    "Bridge",
+    "Plan",
+    "PreparedBridge",
+    "build_renderer",
+]
 
 log = logging.getLogger("sheepdog.bridge")
 
@@ -36,11 +50,11 @@ HOUSEKEEPING_SECONDS: Final = 3600.0
 RECOVERY_RETRY_SECONDS: Final = 5.0
 
 
-def check_bridge_config(config: BridgeConfig) -> Renderer:
-    """Build the renderer for ``config`` and load every target's templates, or raise
-    :class:`ConfigError` naming the target."""
+def build_renderer(config: BridgeConfig) -> Renderer:
+    """The renderer for ``config``, every target's templates compiled and tried on a sample
+    payload; or :class:`ConfigError` naming the target."""
     try:
-        renderer = Renderer(config)
+        renderer = Renderer(config, CHANNELS)
     except (OSError, ValueError) as exc:
         raise ConfigError("bridge.templates_dir", f"cannot load templates: {exc}") from None
     for name, target in config.targets.items():
@@ -48,22 +62,79 @@ def check_bridge_config(config: BridgeConfig) -> Renderer:
     return renderer
 
 
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """One bridge config, with everything the workers need built from it."""
+
+    config: BridgeConfig
+    renderer: Renderer
+    routes: Mapping[str, Route]
+    """Every target by name."""
+    destinations: Mapping[str, Mapping[str, Route]]
+    """The targets of each destination, by name."""
+
+    @property
+    def retry(self) -> RetryConfig:
+        return self.config.retry
+
+    def on(self, destination: str) -> Mapping[str, Route]:
+        return self.destinations.get(destination, {})
+
+    @classmethod
+    def build(
+        cls, config: BridgeConfig, session: aiohttp.ClientSession | None, renderer: Renderer
+    ) -> Plan:
+        timeout = config.retry.timeout_seconds
+        routes: dict[str, Route] = {}
+        destinations: dict[str, dict[str, Route]] = {}
+        for name, target in config.targets.items():
+            channel = channel_of(target.type)
+            route = Route(
+                target=target,
+                notifier=channel.notifier(target, renderer, session, timeout),
+                destination=channel.destination_key(target),
+            )
+            routes[name] = route
+            destinations.setdefault(route.destination, {})[name] = route
+        return cls(config, renderer, routes, destinations)
+
+    def limits_of(self, destination: str) -> tuple[Limit, ...]:
+        """The pace of ``destination``: the strictest of its targets' limits."""
+        return combine_limits(
+            channel_of(route.target.type).limits(route.target)
+            for route in self.on(destination).values()
+        )
+
+
 class Bridge:
-    def __init__(self, runtime: Runtime, *, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, runtime: Runtime, config: BridgeConfig, *, rng: random.Random | None = None
+    ) -> None:
         self.runtime = runtime
         self.outbox = Outbox(runtime.db)
         self.metrics = BridgeMetrics(runtime.registry)
-        self.renderer = check_bridge_config(runtime.config.bridge)
-        self.workers: dict[str, TargetWorker] = {}
+        self.plan = Plan.build(config, None, build_renderer(config))
+        self.workers: dict[str, DestinationWorker] = {}
+        self.limits: dict[str, RateLimits] = {}
+        """Each destination's pace, kept across reloads (and targets moving between them)."""
         self.session: aiohttp.ClientSession | None = None
         self._rng = rng
         self._sleep: Sleep = getattr(runtime.clock, "sleep", None) or asyncio.sleep
         self._stats: dict[str, TargetStats] = {}
         self._housekeeping: asyncio.Task[None] | None = None
         self._refreshing: asyncio.Task[None] | None = None
+        self._stopping: set[asyncio.Task[None]] = set()
         self._refresh_again = False
         self._started = False
-        self.metrics.add_targets(runtime.config.bridge.targets, self.age_of)
+        self.metrics.add_targets(self._reasons(config), self.age_of)
+
+    @property
+    def config(self) -> BridgeConfig:
+        return self.plan.config
+
+    @property
+    def renderer(self) -> Renderer:
+        return self.plan.renderer
 
     # Life cycle ------------------------------------------------------------------------------
 
@@ -74,9 +145,10 @@ class Bridge:
         start only after the recovery, so that none of them holds a row being reset.
         """
         self.session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=self.runtime.config.bridge.retry.timeout_seconds),
+            timeout=aiohttp.ClientTimeout(total=self.config.retry.timeout_seconds),
             trust_env=True,
         )
+        self.plan = Plan.build(self.config, self.session, self.renderer)
         if not await self._recover():
             self._housekeeping = asyncio.create_task(self._boot(), name="sheepdog-bridge-boot")
             return
@@ -104,10 +176,9 @@ class Bridge:
         self._start_all()
 
     def _start_all(self) -> None:
-        for name in self.runtime.config.bridge.targets:
-            self._start_worker(name, self.runtime.config)
-        self._housekeeping = asyncio.create_task(self._housekeep(), name="sheepdog-bridge-prune")
         self._started = True
+        self._reconcile_workers()
+        self._housekeeping = asyncio.create_task(self._housekeep(), name="sheepdog-bridge-prune")
 
     async def stop(self) -> None:
         for task in (self._housekeeping, self._refreshing):
@@ -116,29 +187,56 @@ class Bridge:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await asyncio.gather(*(worker.stop() for worker in self.workers.values()))
+        await asyncio.gather(*self._stopping)
         self.workers.clear()
         if self.session is not None:
             await self.session.close()
             self.session = None
         self._started = False
 
-    def _start_worker(self, name: str, config: Config) -> None:
-        target = config.bridge.targets[name]
-        worker = TargetWorker(
-            target=target,
-            notifier=make_notifier(
-                target, self.renderer, self.session, config.bridge.retry.timeout_seconds
-            ),
-            outbox=self.outbox,
-            clock=self.runtime.clock,
-            sleep=self._sleep,
-            retry=config.bridge.retry,
-            metrics=self.metrics,
-            on_change=self.refresh,
-            rng=self._rng,
-        )
-        self.workers[name] = worker
-        worker.start()
+    def _reconcile_workers(self) -> None:
+        """One running worker per destination of the plan: start the new, stop the unused.
+        Cannot fail: it creates tasks and nothing else."""
+        if not self._started:
+            return
+        wanted = set(self.plan.destinations)
+        for destination in sorted(set(self.workers) - wanted):
+            task = asyncio.create_task(self.workers.pop(destination).stop())
+            self._stopping.add(task)
+            task.add_done_callback(self._stopping.discard)
+        for destination in sorted(wanted):
+            limits = self.limits.setdefault(destination, RateLimits())
+            limits.configure(self.plan.limits_of(destination))
+            worker = self.workers.get(destination)
+            if worker is None:
+                worker = DestinationWorker(
+                    destination=destination,
+                    routes=self,
+                    limits=limits,
+                    outbox=self.outbox,
+                    clock=self.runtime.clock,
+                    sleep=self._sleep,
+                    metrics=self.metrics,
+                    on_change=self.refresh,
+                    rng=self._rng,
+                )
+                self.workers[destination] = worker
+                worker.start()
+            else:
+                worker.wake()
+
+    # What the workers read (the Routes protocol) ---------------------------------------------
+
+    @property
+    def retry(self) -> RetryConfig:
+        return self.plan.retry
+
+    def on(self, destination: str) -> Mapping[str, Route]:
+        return self.plan.on(destination)
+
+    def worker_of(self, target: str) -> DestinationWorker | None:
+        route = self.plan.routes.get(target)
+        return self.workers.get(route.destination) if route is not None else None
 
     # Receiving -------------------------------------------------------------------------------
 
@@ -149,7 +247,7 @@ class Bridge:
         if is_new:
             for alert in payload["alerts"]:
                 self.metrics.alerts_received.labels(target, alert["status"]).inc()
-            worker = self.workers.get(target)
+            worker = self.worker_of(target)
             if worker is not None:
                 worker.wake()
             self._refresh_soon()
@@ -178,7 +276,7 @@ class Bridge:
     async def refresh(self) -> None:
         """Read the outbox's counts again for the gauges."""
         self._stats = await self.outbox.stats()
-        for name in self.runtime.config.bridge.targets:
+        for name in self.config.targets:
             stats = self._stats.get(name, TargetStats())
             self.metrics.pending.labels(name).set(stats.waiting)
             self.metrics.dead.labels(name).set(stats.dead)
@@ -200,46 +298,68 @@ class Bridge:
             except DatabaseUnavailable as exc:
                 log.warning("could not prune the outbox", extra={"reason": str(exc)})
 
+    @staticmethod
+    def _reasons(config: BridgeConfig) -> dict[str, tuple[str, ...]]:
+        return {name: channel_of(t.type).reasons for name, t in config.targets.items()}
+
     # Readiness and reload --------------------------------------------------------------------
 
     def readiness(self) -> str | None:
         if not self._started:
             return "bridge workers not started"
-        stopped = sorted(name for name, worker in self.workers.items() if not worker.running)
-        missing = sorted(set(self.runtime.config.bridge.targets) - set(self.workers))
+        stopped = sorted(
+            name
+            for destination, worker in self.workers.items()
+            if not worker.running
+            for name in self.plan.on(destination)
+        )
+        missing = sorted(
+            name
+            for name, route in self.plan.routes.items()
+            if route.destination not in self.workers
+        )
         if stopped or missing:
             return f"bridge workers not running: {', '.join(stopped + missing)}"
         return None
 
-    def check(self, new: Config) -> None:
-        check_bridge_config(new.bridge)
+    def prepare(self, config: BridgeConfig) -> PreparedBridge:
+        """Everything built from ``config`` (templates compiled once, notifiers, destinations),
+        raising :class:`ConfigError` if anything is wrong; nothing changes until commit."""
+        return PreparedBridge(self, Plan.build(config, self.session, build_renderer(config)))
 
-    async def apply(self, new: Config) -> None:
-        self.renderer = check_bridge_config(new.bridge)
-        old_names = set(self.workers)
-        new_names = set(new.bridge.targets)
-        for name in sorted(old_names - new_names):
-            await self.workers.pop(name).stop()
-            stats = self._stats.get(name)
+
+class PreparedBridge:
+    """A bridge plan ready to replace the current one."""
+
+    def __init__(self, bridge: Bridge, plan: Plan) -> None:
+        self._bridge = bridge
+        self.plan = plan
+
+    def commit(self) -> None:
+        bridge = self._bridge
+        old = set(bridge.plan.routes)
+        new = set(self.plan.routes)
+        bridge.plan = self.plan
+        for name in sorted(old - new):
+            stats = bridge._stats.get(name)
             if stats is not None and stats.waiting:
                 log.warning(
                     "target removed from the config; its notifications stay in the "
                     "outbox until it comes back",
                     extra={"target": name, "waiting": stats.waiting},
                 )
-        self.metrics.remove_targets(old_names - new_names)
-        self.metrics.add_targets(sorted(new_names - old_names), self.age_of)
-        for name in sorted(new_names & old_names):
-            target = new.bridge.targets[name]
-            notifier = make_notifier(
-                target, self.renderer, self.session, new.bridge.retry.timeout_seconds
-            )
-            self.workers[name].reconfigure(target, notifier, new.bridge.retry)
-        if self._started:
-            for name in sorted(new_names - old_names):
-                self._start_worker(name, new)
-        with contextlib.suppress(DatabaseUnavailable):
-            await self.refresh()
+        bridge.metrics.remove_targets(old - new)
+        reasons = Bridge._reasons(self.plan.config)
+        bridge.metrics.add_targets({n: reasons[n] for n in sorted(new - old)}, bridge.age_of)
+        bridge._reconcile_workers()
+        bridge._refresh_soon()
+
+
+def describe_target(target: TargetConfig) -> str:
+    """``→ host, 20/min``: where a target's messages go, for ``check-config``."""
+    channel = channel_of(target.type)
+    rate = f", {target.rate_per_minute:g}/min" if target.rate_per_minute else ""
+    return f"→ {channel.describe_destination(target)}{rate}"
 
 
 BRIDGE: Final = web.AppKey("sheepdog.bridge", Bridge)

@@ -1,11 +1,22 @@
-"""One delivery worker per target: takes notifications from the outbox in order and sends them.
+"""One delivery worker per destination: takes the notifications of every target that posts
+there from the outbox, in order, and sends them.
 
-The loop, in short: wait until the oldest pending notification is due and the rate limit has
-room; if more notifications wait than the limit lets go now, merge them all into one digest,
-else take the oldest alone; render it into messages (parts, mention follow-up); send them one by
-one, each waiting for the rate limit; on a retryable failure wait (backoff, ``Retry-After``)
-and go on from the message that failed; on a permanent failure, or past the give-up time,
-dead-letter the notifications. A notification is marked sent only when all its messages are.
+A destination is what a channel says its targets post to (a robot's URL, a webhook, a mail
+relay and its recipients): two targets on one WeChat robot share its 20 messages a minute and
+its FIFO order, so there is one worker and one rate limit for the robot, not one per target.
+
+The loop, in short: wait until the oldest waiting notification is due and the rate limit has
+room; if more notifications wait than the limit lets go now, merge those of the oldest one's
+target into one digest (templates and mentions differ between targets, so a digest never
+mixes them), else take the oldest alone; load its payload and render it into messages (parts,
+mention follow-up); send them one by one, each waiting for the rate limit; on a retryable
+failure wait (backoff, ``Retry-After``) and go on from the message that failed; on a permanent
+failure, or past the give-up time, dead-letter the notifications. A notification is marked sent
+only when all its messages are.
+
+The worker reads its targets from its :class:`Routes` at every step and every message, so a
+reload takes effect at once; a notification whose target moved to another destination (or was
+removed) is given back to the queue for the right worker.
 
 All waiting goes through the clock's ``sleep`` when it has one (tests pass a clock that moves
 time by hand), else ``asyncio.sleep``; deadlines come from ``clock.now()`` and the rate limit
@@ -17,22 +28,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
-from collections.abc import Awaitable, Callable
-from typing import Final
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Final, Protocol
 
+from bridge.channels.base import Message, Notifier, TargetConfig
 from bridge.classify import Outcome, Verdict
+from bridge.config import RetryConfig
 from bridge.digest import merge
 from bridge.metrics import BridgeMetrics
-from bridge.notifiers import Message, Notifier
 from bridge.outbox import Outbox, Row
-from bridge.pacing import RateLimiter, backoff_delay
+from bridge.pacing import RateLimits, backoff_delay
 from bridge.render import TemplateFailure, humanize_seconds
-from sheepdog.config import RetryConfig, TargetConfig
 from sheepdog.core.clock import Clock
 from sheepdog.core.db import DatabaseUnavailable
 
-__all__ = ["IDLE_POLL_SECONDS", "MAX_DIGEST_NOTIFICATIONS", "Sleep", "TargetWorker"]
+__all__ = [
+    "IDLE_POLL_SECONDS",
+    "MAX_DIGEST_NOTIFICATIONS",
+    "DestinationWorker",
+    "Route",
+    "Routes",
+    "Sleep",
+]
 
 log = logging.getLogger("sheepdog.bridge.worker")
 
@@ -42,32 +62,54 @@ IDLE_POLL_SECONDS: Final = 5.0
 """How often an idle worker looks for work it was not told about (``sheepdog outbox retry``)."""
 MAX_DIGEST_NOTIFICATIONS: Final = 500
 _TROUBLE_PAUSE: Final = 5.0
+_LEASE_SECONDS: Final = 60.0
 
 
-class TargetWorker:
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A target as its destination's worker sees it."""
+
+    target: TargetConfig
+    notifier: Notifier
+    destination: str
+
+
+class Routes(Protocol):
+    """Where the worker finds its targets: the bridge's current (committed) configuration."""
+
+    @property
+    def retry(self) -> RetryConfig: ...
+
+    def on(self, destination: str) -> Mapping[str, Route]:
+        """The targets posting to ``destination`` now, by name."""
+        ...
+
+
+class DestinationWorker:
     def __init__(
         self,
         *,
-        target: TargetConfig,
-        notifier: Notifier,
+        destination: str,
+        routes: Routes,
+        limits: RateLimits,
         outbox: Outbox,
         clock: Clock,
         sleep: Sleep,
-        retry: RetryConfig,
         metrics: BridgeMetrics,
         on_change: Callable[[], Awaitable[None]],
         rng: random.Random | None = None,
     ) -> None:
-        self.target = target
-        self.notifier = notifier
-        self.retry = retry
-        self.limiter = RateLimiter(target.rate_per_minute)
+        self.destination = destination
+        """The channel's key for it (a digest where it holds a secret): safe to log."""
+        self.limits = limits
+        self._routes = routes
         self._outbox = outbox
         self._clock = clock
         self._sleep = sleep
         self._metrics = metrics
         self._on_change = on_change
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        self._holder = f"{os.getpid()}:{id(self)}"
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._held: list[int] = []
@@ -76,27 +118,21 @@ class TargetWorker:
         """Rows delivered whose ``sent`` mark the outbox could not take yet (disk full)."""
 
     @property
-    def name(self) -> str:
-        return self.target.name
+    def targets(self) -> list[str]:
+        return list(self._routes.on(self.destination))
 
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"sheepdog-bridge-{self.name}")
+        self._task = asyncio.create_task(
+            self._run(), name=f"sheepdog-bridge-{','.join(self.targets) or self.destination}"
+        )
 
     def wake(self) -> None:
-        """New work was stored: look now rather than at the next poll."""
+        """New work was stored, or the configuration changed: look now."""
         self._wakeup.set()
-
-    def reconfigure(self, target: TargetConfig, notifier: Notifier, retry: RetryConfig) -> None:
-        """Take a reloaded config without stopping: the next message uses it."""
-        self.target = target
-        self.notifier = notifier
-        self.retry = retry
-        self.limiter.configure(target.rate_per_minute)
-        self.wake()
 
     async def stop(self) -> None:
         """Stop, and give back to the queue whatever was held (it goes out after a restart)."""
@@ -111,7 +147,7 @@ class TargetWorker:
                 log.warning(
                     "delivered notifications could not be marked sent; they will be sent "
                     "again after a restart",
-                    extra={"target": self.name, "ids": self._unrecorded},
+                    extra={"targets": ",".join(self.targets), "ids": self._unrecorded},
                 )
         if self._held:
             held, self._held = self._held, []
@@ -120,7 +156,7 @@ class TargetWorker:
             except DatabaseUnavailable:
                 log.warning(
                     "could not release notifications; they are queued again at start-up",
-                    extra={"target": self.name, "ids": held},
+                    extra={"targets": ",".join(self.targets), "ids": held},
                 )
 
     # ----------------------------------------------------------------------------------------
@@ -134,13 +170,13 @@ class TargetWorker:
             except DatabaseUnavailable as exc:
                 log.warning(
                     "outbox unavailable, will try again",
-                    extra={"target": self.name, "reason": str(exc)},
+                    extra={"targets": ",".join(self.targets), "reason": str(exc)},
                 )
                 await self._pause(_TROUBLE_PAUSE, wakeable=False)
             except Exception:
                 log.exception(
                     "delivery worker hit an unexpected error; it carries on",
-                    extra={"target": self.name},
+                    extra={"targets": ",".join(self.targets)},
                 )
                 await self._pause(_TROUBLE_PAUSE, wakeable=False)
 
@@ -150,15 +186,21 @@ class TargetWorker:
         if self._held:  # an earlier step broke off: its rows go back to the queue first
             await self._outbox.release(self._held, self._now())
             self._held = []
-        rows = await self._outbox.waiting(self.name, MAX_DIGEST_NOTIFICATIONS)
+        routes = self._routes.on(self.destination)
+        now = self._now()
+        if not routes or not await self._outbox.lease(
+            self.destination, self._holder, now, _LEASE_SECONDS
+        ):
+            await self._pause(IDLE_POLL_SECONDS)
+            return
+        rows = await self._outbox.waiting(list(routes), MAX_DIGEST_NOTIFICATIONS)
         if not rows:
             await self._pause(IDLE_POLL_SECONDS)
             return
-        now = self._now()
         if rows[0].next_attempt_at > now:  # still backing off from before a restart
             await self._pause(rows[0].next_attempt_at - now)
             return
-        wait = self.limiter.wait_time(self._clock.monotonic())
+        wait = self.limits.wait_time(self._clock.monotonic())
         if wait > 0:
             await self._pause(wait, wakeable=False)
             return
@@ -167,45 +209,54 @@ class TargetWorker:
             if row.next_attempt_at > now:
                 break
             due.append(row)
-        room = self.limiter.available(self._clock.monotonic())
-        batch = due if len(due) > room else due[:1]
-        await self._deliver(batch)
+        # More waiting than may go now: a digest, of the oldest notification's target only.
+        digest = len(due) > self.limits.available(self._clock.monotonic())
+        await self._deliver(
+            [row for row in due if row.target == due[0].target] if digest else due[:1]
+        )
 
     async def _deliver(self, batch: list[Row]) -> None:
+        name = batch[0].target
         ids = [row.id for row in batch]
         await self._outbox.claim(ids, self._now())
         self._held = ids
-        payloads = [row.payload for row in batch if row.payload is not None]
-        payload, digest = merge(payloads)
+        loaded = await self._outbox.payloads(ids)
+        payload, digest = merge([loaded[row_id] for row_id in ids if row_id in loaded])
         if digest is not None:
-            self._metrics.merged.labels(self.name).inc(len(batch))
+            self._metrics.merged.labels(name).inc(len(batch))
             log.info(
                 "notifications merged into a digest to stay within the rate limit",
                 extra={
-                    "target": self.name,
+                    "target": name,
                     "notifications": len(batch),
                     "alerts": len(payload["alerts"]),
                 },
             )
+        route = self._route(name)
+        if route is None:
+            return
         try:
-            messages = self.notifier.compose(payload, now=self._clock.now(), digest=digest)
+            messages = route.notifier.compose(payload, now=self._clock.now(), digest=digest)
         except TemplateFailure as exc:
-            self._metrics.failures.labels(self.name, "template_error").inc()
+            self._metrics.failures.labels(name, "template_error").inc()
             await self._dead(batch, f"template_error: {exc}")
             return
         attempts = max(row.attempts for row in batch)
-        deadline = min(row.queued_at for row in batch) + self.retry.give_up_after_seconds
+        deadline = min(row.queued_at for row in batch) + self._routes.retry.give_up_after_seconds
         index = 0
         while index < len(messages):
             if index > 0 or attempts > 0:
                 await self._wait_for_rate()
-            verdict = await self._send(messages[index])
+            route = self._route(name)  # a reload may have changed it while we waited
+            if route is None:
+                return
+            verdict = await self._send(name, route.notifier, messages[index])
             attempts += 1
             if verdict.outcome is Outcome.SENT:
                 index += 1
                 continue
             error = f"{verdict.reason}: {verdict.detail}" if verdict.detail else verdict.reason
-            self._metrics.failures.labels(self.name, verdict.reason).inc()
+            self._metrics.failures.labels(name, verdict.reason).inc()
             now = self._now()
             if verdict.outcome is Outcome.FAILED:
                 await self._dead(batch, error)
@@ -214,9 +265,8 @@ class TargetWorker:
                 age = humanize_seconds(now - min(row.queued_at for row in batch))
                 await self._dead(batch, f"gave up after {attempts} attempts in {age}: {error}")
                 return
-            delay = self._retry_delay(verdict, attempts)
-            delay = min(delay, max(0.0, deadline - now))
-            self._metrics.notifications.labels(self.name, "retried").inc()
+            delay = min(self._retry_delay(verdict, attempts), max(0.0, deadline - now))
+            self._metrics.notifications.labels(name, "retried").inc()
             try:
                 await self._outbox.mark_retry(ids, now, now + delay, error)
             except DatabaseUnavailable as exc:
@@ -224,12 +274,12 @@ class TargetWorker:
                 # goes on from the message that failed rather than starting them over.
                 log.warning(
                     "could not record a failed attempt in the outbox; retrying all the same",
-                    extra={"target": self.name, "ids": ids, "reason": str(exc)},
+                    extra={"target": name, "ids": ids, "reason": str(exc)},
                 )
             log.warning(
                 "delivery failed, will retry",
                 extra={
-                    "target": self.name,
+                    "target": name,
                     "ids": ids,
                     "attempt": attempts,
                     "retry_in": round(delay, 3),
@@ -242,15 +292,25 @@ class TargetWorker:
         log.info(
             "delivered",
             extra={
-                "target": self.name,
+                "target": name,
                 "ids": ids,
                 "messages": len(messages),
-                "destination": self.notifier.destination(),
+                "destination": route.notifier.destination(),
             },
         )
         # From here on the rows must never go back to the queue: that would send them twice.
         self._held, self._unrecorded = [], ids
         await self._record_unrecorded()
+
+    def _route(self, name: str) -> Route | None:
+        """The target's current route, or None (its rows released) if it is no longer here."""
+        route = self._routes.on(self.destination).get(name)
+        if route is None:
+            log.info(
+                "target moved or removed by a reload; its notifications go back to the queue",
+                extra={"target": name, "ids": self._held},
+            )
+        return route
 
     async def _record_unrecorded(self) -> None:
         """Mark delivered rows sent; if the outbox cannot be written, they stay to be marked
@@ -265,32 +325,32 @@ class TargetWorker:
         with contextlib.suppress(DatabaseUnavailable):
             await self._on_change()
 
-    async def _send(self, message: Message) -> Verdict:
+    async def _send(self, name: str, notifier: Notifier, message: Message) -> Verdict:
         started = self._clock.monotonic()
-        verdict = await self.notifier.send(message)
+        verdict = await notifier.send(message)
         finished = self._clock.monotonic()
-        self.limiter.record(finished)
-        self._metrics.duration.labels(self.name).observe(max(0.0, finished - started))
+        self.limits.record(finished)
+        self._metrics.duration.labels(name).observe(max(0.0, finished - started))
         if verdict.outcome is Outcome.SENT:
-            self._metrics.notifications.labels(self.name, "sent").inc()
+            self._metrics.notifications.labels(name, "sent").inc()
         return verdict
 
     def _retry_delay(self, verdict: Verdict, attempts: int) -> float:
         if verdict.retry_after is not None:
             return verdict.retry_after
-        return backoff_delay(
-            attempts, self.retry.initial_seconds, self.retry.max_seconds, self._rng
-        )
+        retry = self._routes.retry
+        return backoff_delay(attempts, retry.initial_seconds, retry.max_seconds, self._rng)
 
     async def _dead(self, batch: list[Row], error: str) -> None:
         ids = [row.id for row in batch]
-        self._metrics.notifications.labels(self.name, "failed").inc()
+        name = batch[0].target
+        self._metrics.notifications.labels(name, "failed").inc()
         await self._outbox.mark_dead(ids, self._now(), error)
         self._held = []
         log.error(
             "notification dead-lettered; `sheepdog outbox retry` sends it again",
             extra={
-                "target": self.name,
+                "target": name,
                 "ids": ids,
                 "error": error,
                 "alerts": ",".join(sorted({n for r in batch for n in r.alert_names})),
@@ -299,7 +359,7 @@ class TargetWorker:
         await self._changed()
 
     async def _wait_for_rate(self) -> None:
-        while (wait := self.limiter.wait_time(self._clock.monotonic())) > 0:
+        while (wait := self.limits.wait_time(self._clock.monotonic())) > 0:
             await self._pause(wait, wakeable=False)
 
     async def _pause(self, seconds: float, *, wakeable: bool = True) -> None:

@@ -11,15 +11,15 @@ import aiohttp
 from aiohttp import hdrs, web
 
 from proxy.clients import ANONYMOUS
+from proxy.config import ProxyConfig
 from proxy.ledger import SpendLedger
 from proxy.metrics import Accounts, ProxyMetrics
 from proxy.pricing import OTHER_MODEL
 from proxy.relay import Relay
 from proxy.settings import ProxySettings
-from sheepdog.config import Config
 from sheepdog.core.runtime import RUNTIME
 
-__all__ = ["RELAY", "setup"]
+__all__ = ["RELAY", "PreparedProxy", "ProxyConfig", "prepare", "setup"]
 
 log = logging.getLogger("sheepdog.proxy")
 
@@ -35,20 +35,21 @@ _KEEPALIVE_SECONDS: Final = 60.0
 _NO_AUTO_HEADERS: Final = (hdrs.USER_AGENT, hdrs.CONTENT_TYPE)
 
 
-def setup(app: web.Application) -> None:
-    """Add the proxy's routes, upstream session, ledger writer and reload hook to ``app``."""
+def setup(app: web.Application, config: ProxyConfig) -> Relay:
+    """Add the proxy's routes, upstream session and ledger writer to ``app``; returns the relay,
+    which :func:`prepare` reconfigures on a reload."""
     runtime = app[RUNTIME]
     ledger = SpendLedger(runtime.db, runtime.clock)
     relay: Relay  # the collector only reads it at scrape time, after it is assigned
     metrics = ProxyMetrics(runtime.registry, lambda: _accounts(relay))
-    relay = Relay(ProxySettings.from_config(runtime.config), metrics, ledger, runtime.clock)
+    relay = Relay(ProxySettings.from_config(config), metrics, ledger, runtime.clock)
     _prepare_series(relay)
     app[RELAY] = relay
     app.router.add_route("*", "/v1/{tail:.*}", relay.handle)
     app.cleanup_ctx.append(_upstream_session)
     app.cleanup_ctx.append(_ledger_writer)
-    runtime.reload_hooks.append(_ReloadHook(relay))
     runtime.readiness_checks["spend ledger"] = lambda: relay.ledger.problem
+    return relay
 
 
 def _accounts(relay: Relay) -> Accounts:
@@ -107,15 +108,18 @@ async def _ledger_writer(app: web.Application) -> AsyncIterator[None]:
         )
 
 
-class _ReloadHook:
-    """Swaps in new client keys, budgets, prices and upstream settings as one snapshot."""
+class PreparedProxy:
+    """New client keys, budgets, prices and upstream settings, swapped in as one snapshot."""
 
-    def __init__(self, relay: Relay) -> None:
+    def __init__(self, relay: Relay, settings: ProxySettings) -> None:
         self._relay = relay
+        self._settings = settings
 
-    def check(self, new: Config) -> None:
-        ProxySettings.from_config(new)
-
-    async def apply(self, new: Config) -> None:
-        self._relay.settings = ProxySettings.from_config(new)
+    def commit(self) -> None:
+        self._relay.settings = self._settings
         _prepare_series(self._relay)
+
+
+def prepare(relay: Relay, config: ProxyConfig) -> PreparedProxy:
+    """Everything the relay needs from ``config``, built now (a reload's first step)."""
+    return PreparedProxy(relay, ProxySettings.from_config(config))

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from sheepdog.config import ClientConfig
+from proxy.config import ClientConfig
 
 __all__ = ["ANONYMOUS", "AuthFailure", "Caller", "ClientDirectory"]
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from sheepdog.config import ModelPrice
+from proxy.config import ModelPrice
 
 __all__ = ["OTHER_MODEL", "PriceBook", "Usage"]
 

@@ -25,8 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from proxy.config import BillingConfig, ProxyConfig
 from proxy.ledger import LedgerRow, month_of, read_month
-from sheepdog.config import BillingConfig, Config
 from sheepdog.core.clock import SystemClock
 from sheepdog.core.db import DATABASE_FILE
 
@@ -343,15 +343,17 @@ def _table(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
-def report_command(config: Config, month: str | None, output_format: str) -> int:
+def report_command(
+    config: ProxyConfig, state_dir: Path, month: str | None, output_format: str
+) -> int:
     """``sheepdog report``: print ``month`` (default: the current one) of the ledger."""
     now = SystemClock().now()
     month = month or month_of(now)
     try:
-        rows = read_ledger(config.state_dir, month)
+        rows = read_ledger(state_dir, month)
     except sqlite3.Error as exc:
-        path = config.state_dir / DATABASE_FILE
+        path = state_dir / DATABASE_FILE
         print(f"sheepdog: cannot read the spend ledger {path}: {exc}", file=sys.stderr)
         return 1
-    sys.stdout.write(render(build_report(rows, month, config.proxy.billing, now), output_format))
+    sys.stdout.write(render(build_report(rows, month, config.billing, now), output_format))
     return 0

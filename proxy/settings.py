@@ -8,8 +8,8 @@ from aiohttp import ClientTimeout
 from yarl import URL
 
 from proxy.clients import ClientDirectory
+from proxy.config import BillingConfig, ProxyConfig
 from proxy.pricing import PriceBook
-from sheepdog.config import BillingConfig, Config
 from sheepdog.core.secret import Secret
 
 __all__ = ["ProxySettings"]
@@ -26,12 +26,13 @@ class ProxySettings:
     billing: BillingConfig
 
     @classmethod
-    def from_config(cls, config: Config) -> ProxySettings:
-        proxy = config.proxy
+    def from_config(cls, proxy: ProxyConfig) -> ProxySettings:
+        """Everything the relay needs from ``proxy``, worked out now: client lookup, per-token
+        prices, the upstream's headers and timeouts."""
         upstream = proxy.upstream
         key = upstream.api_key
         return cls(
-            upstream_base_url=upstream.base_url.rstrip("/"),
+            upstream_base_url=upstream.base_url,
             upstream_authorization=Secret(f"Bearer {key.reveal()}") if key is not None else None,
             timeout=ClientTimeout(
                 total=upstream.timeout_seconds,

@@ -1,4 +1,8 @@
-"""The application factory: one aiohttp app holding the proxy, the bridge and the ops endpoints."""
+"""The application factory: one aiohttp app holding the proxy, the bridge and the ops endpoints.
+
+Part of the composition root: here the halves are built from their sections of the config, and
+each registers how it prepares for a reload.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from sheepdog.config import Config, load_config
 from sheepdog.core.clock import Clock, SystemClock
 from sheepdog.core.db import Database
 from sheepdog.core.ops import setup_ops
-from sheepdog.core.runtime import RUNTIME, ConfigLoader, ReadinessCheck, Runtime
+from sheepdog.core.runtime import RUNTIME, ConfigLoader, Prepared, ReadinessCheck, Runtime
 
 # Big enough for any request body the halves accept; each half enforces its own, smaller limit
 # and answers with its own error shape.
@@ -38,7 +42,7 @@ def create_app(
     disable_created_metrics()  # type: ignore[no-untyped-call]
     app = web.Application(client_max_size=_CLIENT_MAX_SIZE)
     runtime = Runtime(
-        config=config,
+        settings=config,
         registry=registry if registry is not None else CollectorRegistry(),
         clock=clock if clock is not None else SystemClock(),
         db=Database(config.state_dir),
@@ -48,8 +52,16 @@ def create_app(
     runtime.readiness_checks["database"] = _database_readiness(runtime.db)
     app.cleanup_ctx.append(_database_context)
     setup_ops(app)
-    proxy.setup(app)
-    bridge.setup(app)
+    relay = proxy.setup(app, config.proxy)
+    alerts = bridge.setup(app, config.bridge)
+
+    def prepare_proxy(new: Config) -> Prepared:
+        return proxy.prepare(relay, new.proxy)
+
+    def prepare_bridge(new: Config) -> Prepared:
+        return alerts.prepare(new.bridge)
+
+    runtime.reload_parts += [prepare_proxy, prepare_bridge]
     return app
 
 

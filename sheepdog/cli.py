@@ -6,7 +6,6 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
-from urllib.parse import urlsplit
 
 from sheepdog import __version__
 from sheepdog.config import Config, discover_config_path, load_config
@@ -103,10 +102,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    from bridge.service import check_bridge_config
+    from bridge.service import build_renderer
 
     config = load_from_args(args)
-    check_bridge_config(config.bridge)  # the templates too
+    build_renderer(config.bridge)  # the templates too
     print(describe(config))
     return 0
 
@@ -114,13 +113,14 @@ def _check_config(args: argparse.Namespace) -> int:
 def _render(args: argparse.Namespace) -> int:
     from bridge.cli import render_command
 
-    return render_command(load_from_args(args), args.target, args.payload)
+    return render_command(load_from_args(args).bridge, args.target, args.payload)
 
 
 def _outbox(args: argparse.Namespace) -> int:
     from bridge.cli import outbox_command
 
-    return outbox_command(load_from_args(args), args.action, args.ids, all_dead=args.all_dead)
+    config = load_from_args(args)
+    return outbox_command(config.state_dir, args.action, args.ids, all_dead=args.all_dead)
 
 
 def _month_argument(text: str) -> str:
@@ -135,11 +135,14 @@ def _month_argument(text: str) -> str:
 def _report(args: argparse.Namespace) -> int:
     from proxy.report import report_command
 
-    return report_command(load_from_args(args), args.month, args.output_format)
+    config = load_from_args(args)
+    return report_command(config.proxy, config.state_dir, args.month, args.output_format)
 
 
 def describe(config: Config) -> str:
     """A summary for people; it names every part but prints no secret."""
+    from bridge.service import describe_target
+
     auth = config.auth
     auth_parts = []
     if auth.bearer_tokens:
@@ -173,20 +176,8 @@ def describe(config: Config) -> str:
         lines.append(f"bridge.templates_dir: {config.bridge.templates_dir}")
     lines.append(f"bridge.targets: {len(config.bridge.targets)}")
     for target in config.bridge.targets.values():
-        lines.append(f"  {target.name}: {target.type} {_target_destination(config, target.name)}")
+        lines.append(f"  {target.name}: {target.type} {describe_target(target)}")
     return "\n".join(lines)
-
-
-def _target_destination(config: Config, name: str) -> str:
-    target = config.bridge.targets[name]
-    rate = f", {target.rate_per_minute:g}/min" if target.rate_per_minute else ""
-    if target.url is not None:
-        # The path and query carry the robot key or webhook token: show only the host.
-        host = urlsplit(target.url.reveal()).hostname or "?"
-        return f"→ {host}{rate}"
-    if target.smtp is not None:
-        return f"→ {', '.join(target.to)} via {target.smtp.host}:{target.smtp.port}{rate}"
-    return f"→ stdout{rate}"
 
 
 if __name__ == "__main__":

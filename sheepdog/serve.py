@@ -21,20 +21,20 @@ from sheepdog.core.runtime import RUNTIME
 log = logging.getLogger("sheepdog")
 
 
-class _LoggingHook:
-    """Applies a reloaded ``log_format`` and ``log_level``."""
+class _Logging:
+    """A reloaded ``log_format`` and ``log_level``, applied on commit."""
 
-    def check(self, new: Config) -> None:
-        return None
+    def __init__(self, new: Config) -> None:
+        self._new = new
 
-    async def apply(self, new: Config) -> None:
-        configure_logging(new.log_format, new.log_level)
+    def commit(self) -> None:
+        configure_logging(self._new.log_format, self._new.log_level)
 
 
 def serve(config: Config) -> int:
     configure_logging(config.log_format, config.log_level)
     app = create_app(config)
-    app[RUNTIME].reload_hooks.append(_LoggingHook())
+    app[RUNTIME].reload_parts.append(_Logging)
     app.on_startup.append(_on_startup)
     try:
         web.run_app(
@@ -66,12 +66,12 @@ async def _on_startup(app: web.Application) -> None:
         task.add_done_callback(tasks.discard)
 
     loop.add_signal_handler(signal.SIGHUP, on_sighup)
-    config = app[RUNTIME].config
+    config = app[RUNTIME].settings
     log.info(
         "sheepdog started",
         extra={
             "version": __version__,
             "listen": str(config.listen),
-            "config": str(config.source or "built-in defaults"),
+            "config": str(getattr(config, "source", None) or "built-in defaults"),
         },
     )

@@ -85,8 +85,8 @@ def test_spec_example_loads_with_its_variables_set() -> None:
     wechat = config.bridge.targets["ops-wechat"]
     assert wechat.url is not None
     assert wechat.url.reveal().endswith("key=sentinel-robot-key-55aa")
-    assert wechat.mention_userids == ("zhangsan",)
-    assert wechat.mention_mobiles == ("13800000000",)
+    assert wechat.mentions.userids == ("zhangsan",)
+    assert wechat.mentions.mobiles == ("13800000000",)
     email = config.bridge.targets["ops-email"]
     assert email.smtp is not None and email.smtp.port == 587 and email.smtp.security == "starttls"
     assert len(secrets_of(config)) == 6

@@ -8,7 +8,7 @@ from base64 import b64decode
 
 from aiohttp import hdrs, web
 
-from sheepdog.config import AuthConfig
+from sheepdog.core.settings import AuthConfig
 
 
 def is_authorized(request: web.Request, auth: AuthConfig) -> bool:

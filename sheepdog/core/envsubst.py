@@ -35,14 +35,32 @@ def _expand(node: Any, env: Mapping[str, str], path: str, budget: list[int]) -> 
     return node
 
 
+class Expanded(str):
+    """A string that took a variable's value: ``written`` is how the config file wrote it.
+
+    An error about such a value (a ``_file`` path) shows ``written``, never what the
+    environment put in: that may be secret.
+    """
+
+    written: str
+
+    def __new__(cls, value: str, written: str) -> Expanded:
+        self = super().__new__(cls, value)
+        self.written = written
+        return self
+
+
 def expand_string(text: str, env: Mapping[str, str], path: str) -> str:
     """Expand one string; an unset variable without a default is an error naming it."""
     if "$" not in text:
         return text
+    took_variable = False
 
     def replace(match: re.Match[str]) -> str:
         if match.group(0) == "$$":
             return "$"
+        nonlocal took_variable
+        took_variable = True
         name, default = match.group(1), match.group(2)
         value = env.get(name)
         if value is not None:
@@ -54,7 +72,8 @@ def expand_string(text: str, env: Mapping[str, str], path: str) -> str:
             f"environment variable {name} is not set (use ${{{name}:-default}} for a fallback)",
         )
 
-    return _PATTERN.sub(replace, text)
+    expanded = _PATTERN.sub(replace, text)
+    return Expanded(expanded, text) if took_variable else expanded
 
 
 def _join(path: str, key: object) -> str:

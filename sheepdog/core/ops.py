@@ -13,11 +13,11 @@ from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from sheepdog import __version__
-from sheepdog.config import Config
 from sheepdog.core.auth import is_authorized, unauthorized
 from sheepdog.core.errors import ConfigError
 from sheepdog.core.exposition import render
-from sheepdog.core.runtime import RUNTIME, Runtime
+from sheepdog.core.runtime import RUNTIME, Prepared
+from sheepdog.core.settings import CoreSettings
 
 log = logging.getLogger("sheepdog.core.ops")
 
@@ -108,7 +108,7 @@ async def _ready(request: web.Request) -> web.Response:
 
 async def _reload_endpoint(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    if not is_authorized(request, runtime.config.auth):
+    if not is_authorized(request, runtime.settings.auth):
         return unauthorized()
     error = await reload_config(request.app)
     if error is not None:
@@ -117,34 +117,53 @@ async def _reload_endpoint(request: web.Request) -> web.Response:
 
 
 async def reload_config(app: web.Application) -> str | None:
-    """Load the config again and swap it in whole; on any error keep the old one.
+    """Load the config again; every part prepares from it, then all are committed at once.
 
-    Returns None on success, else the error (which names the key path and holds no secret).
+    Any failure, in loading or in any part's preparing, changes nothing: the old config stays,
+    ``sheepdog_config_last_reload_successful`` goes to 0 and the reason is logged. Returns None
+    on success, else the error (which names the key path and holds no secret).
     """
     runtime = app[RUNTIME]
     metrics = app[OPS_METRICS]
     async with runtime.reload_lock:
         try:
             new = runtime.load_config()
-            _check_fixed_settings(runtime, new)
-            for hook in runtime.reload_hooks:
-                hook.check(new)
+            _check_fixed_settings(runtime.settings, new)
+            prepared = [prepare(new) for prepare in runtime.reload_parts]
         except ConfigError as exc:
-            metrics.reload_successful.set(0)
-            log.error("config reload refused, the old config stays", extra={"reason": str(exc)})
-            return str(exc)
-        runtime.config = new
-        for hook in runtime.reload_hooks:
-            await hook.apply(new)
+            return _refused(metrics, str(exc))
+        except Exception as exc:
+            # Not a config error: a bug, or the machine (a file that vanished). The old config
+            # stays all the same. The type only: an exception's text may quote a secret.
+            log.error(
+                "config reload failed unexpectedly, the old config stays",
+                extra={"reason": type(exc).__name__},
+                exc_info=True,
+            )
+            return _refused(metrics, f"reload failed: {type(exc).__name__}", logged=True)
+        runtime.settings = new
+        _commit_all(prepared)
         metrics.reload_successful.set(1)
         metrics.reload_timestamp.set(time.time())
-        log.info("config reloaded", extra={"source": str(new.source or "built-in defaults")})
+        source = getattr(new, "source", None)
+        log.info("config reloaded", extra={"source": str(source or "built-in defaults")})
         return None
 
 
-def _check_fixed_settings(runtime: Runtime, new: Config) -> None:
+def _commit_all(prepared: list[Prepared]) -> None:
+    for part in prepared:
+        part.commit()
+
+
+def _refused(metrics: OpsMetrics, reason: str, *, logged: bool = False) -> str:
+    metrics.reload_successful.set(0)
+    if not logged:
+        log.error("config reload refused, the old config stays", extra={"reason": reason})
+    return reason
+
+
+def _check_fixed_settings(old: CoreSettings, new: CoreSettings) -> None:
     # The socket and the database file are opened once; changing them needs a restart.
-    old = runtime.config
     if new.listen != old.listen:
         raise ConfigError("listen", "cannot change on reload; restart sheepdog to move it")
     if new.state_dir.resolve() != old.state_dir.resolve():

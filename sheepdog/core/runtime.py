@@ -1,8 +1,11 @@
-"""What the halves of the service share: the current config, the registry, the clock, the database.
+"""What the halves of the service share: the core settings, the registry, the clock, the database,
+and how a reload runs.
 
-``create_app`` puts one :class:`Runtime` in the application under :data:`RUNTIME`. The proxy and
-the bridge read ``runtime.config`` when they need it and register a :class:`ReloadHook`, so that a
-reload is validated by everyone before anyone applies it.
+``create_app`` puts one :class:`Runtime` in the application under :data:`RUNTIME`. A reload is
+prepare-then-commit: each part registers a :data:`PrepareReload` that builds everything it needs
+from the new config (and raises if it cannot); only once every part has prepared are the
+prepared parts committed, by steps that cannot fail. A reload that fails anywhere changes
+nothing.
 """
 
 from __future__ import annotations
@@ -10,42 +13,48 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from sheepdog.config import Config
 from sheepdog.core.clock import Clock
 from sheepdog.core.db import Database
+from sheepdog.core.settings import CoreSettings
+
+__all__ = ["RUNTIME", "ConfigLoader", "PrepareReload", "Prepared", "ReadinessCheck", "Runtime"]
 
 
-class ReloadHook(Protocol):
-    def check(self, new: Config) -> None:
-        """Raise :class:`~sheepdog.core.errors.ConfigError` if ``new`` cannot be applied."""
+class Prepared(Protocol):
+    """What a part built from a new config, ready to take its place."""
+
+    def commit(self) -> None:
+        """Swap it in. Must not fail: everything that can fail happened while preparing."""
         ...
 
-    async def apply(self, new: Config) -> None:
-        """Switch to ``new``; only called once every hook has accepted it."""
-        ...
 
+PrepareReload = Callable[[Any], Prepared]
+"""Build a part from a new config (the whole one; the part reads its own section), raising
+:class:`~sheepdog.core.errors.ConfigError` (or anything else) if it cannot."""
 
 ReadinessCheck = Callable[[], str | None]
 """Returns None when ready, else a short reason shown by ``/-/ready``."""
 
-ConfigLoader = Callable[[], Config]
+ConfigLoader = Callable[[], CoreSettings]
+"""Reads the config again, for a reload: the whole config, of which the core sees its part."""
 
 
 @dataclass
 class Runtime:
-    config: Config
+    settings: CoreSettings
+    """The current config: the core keys, and the sections the parts read when they prepare."""
     registry: CollectorRegistry
     clock: Clock
     db: Database
     load_config: ConfigLoader
-    reload_hooks: list[ReloadHook] = field(default_factory=list)
+    reload_parts: list[PrepareReload] = field(default_factory=list)
     readiness_checks: dict[str, ReadinessCheck] = field(default_factory=dict)
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
-RUNTIME = web.AppKey("sheepdog.core.runtime", Runtime)
+RUNTIME = web.AppKey("sheepdog.runtime", Runtime)

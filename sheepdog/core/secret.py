@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hmac
-from typing import Final
+from typing import Any, Final
+
+from pydantic import GetCoreSchemaHandler
+from pydantic_core import PydanticCustomError, core_schema
 
 REDACTED: Final = "<secret>"
 
@@ -41,3 +44,34 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash(self._encoded)
+
+    @classmethod
+    def validate(cls, value: Any) -> Secret:
+        """A config value as a secret: a non-empty string (or a number YAML read from one).
+
+        Errors say what is wrong and never echo the value.
+        """
+        if isinstance(value, Secret):
+            return value
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            kind = {bool: "a boolean", float: "a number", list: "a list"}.get(type(value))
+            raise PydanticCustomError(
+                "sheepdog_config",
+                "{message}",
+                {"message": f"must be a string, got {kind or 'a mapping'}"},
+            )
+        text = str(value)
+        if not text:
+            raise PydanticCustomError(
+                "sheepdog_config", "{message}", {"message": "must not be empty"}
+            )
+        return cls(text)
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: type[Any], handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(
+            cls.validate,
+            serialization=core_schema.plain_serializer_function_ser_schema(lambda _: REDACTED),
+        )

@@ -99,7 +99,7 @@ async def test_rows_left_by_a_crash_go_out_after_restart_in_order(
     targets = {"ops": {"type": "wechat", "url": robot.url(), "rate_per_minute": 0}}
     _, config = write_config(tmp_path, targets_config(tmp_path, targets))
     first = await start_bridge(config)
-    first.app[BRIDGE].workers["ops"]._task.cancel()  # the process "dies" before sending
+    first.app[BRIDGE].worker_of("ops")._task.cancel()  # the process "dies" before sending
     for name in ("First", "Second", "Third"):
         response = await first.post("/alerts/ops", json=make_payload(1, name=name), headers=AUTH)
         assert response.status == 200
@@ -458,7 +458,7 @@ async def test_series_exist_from_start_and_for_targets_added_on_reload(
     refused = await client.post("/-/reload", headers=AUTH)
     assert refused.status == 400
     assert "bridge.targets.a.template" in (await refused.json())["error"]
-    assert set(client.app[BRIDGE].workers) == {"a", "b"}
+    assert set(client.app[BRIDGE].plan.routes) == {"a", "b"}
 
 
 @pytest.mark.parametrize(
@@ -547,8 +547,8 @@ async def test_an_unexpected_error_does_not_strand_rows(
         tmp_path, targets_config(tmp_path, {"ops": {"type": "wechat", "url": robot.url()}})
     )
     client = await start_bridge(config, clock=fake_clock)
-    worker = client.app[BRIDGE].workers["ops"]
-    real_compose = worker.notifier.compose
+    notifier = client.app[BRIDGE].plan.routes["ops"].notifier
+    real_compose = notifier.compose
     calls = 0
 
     def flaky_compose(*args: Any, **kwargs: Any) -> Any:
@@ -558,7 +558,7 @@ async def test_an_unexpected_error_does_not_strand_rows(
             raise RuntimeError("a bug")
         return real_compose(*args, **kwargs)
 
-    worker.notifier.compose = flaky_compose  # type: ignore[method-assign]
+    notifier.compose = flaky_compose  # type: ignore[method-assign]
     await client.post("/alerts/ops", json=make_payload(), headers=AUTH)
     await wait_for(lambda: len(robot.messages) == 1, what="delivery after the error")
     await wait_for(lambda: outbox_rows(tmp_path)[0]["status"] == "sent", what="row sent")

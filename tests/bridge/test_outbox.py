@@ -26,9 +26,9 @@ async def test_recover_requeues_in_flight_rows_in_order(tmp_path: Path) -> None:
             for n in ("A", "B", "C")
         ]
         await outbox.claim(ids[:2], 11.0)
-        assert [r.id for r in await outbox.waiting("t", 10)] == [ids[2]]
+        assert [r.id for r in await outbox.waiting(["t"], 10)] == [ids[2]]
         assert await outbox.recover(12.0) == 2
-        assert [r.id for r in await outbox.waiting("t", 10)] == ids
+        assert [r.id for r in await outbox.waiting(["t"], 10)] == ids
     finally:
         await db.close()
 

@@ -60,7 +60,7 @@ async def test_concurrent_notifications_are_stored_in_few_transactions(tmp_path:
         ids = [row_id for row_id, _ in results]
         assert len(set(ids)) == 100
         assert db.transactions <= 2
-        waiting = await outbox.waiting("t", 200)
+        waiting = await outbox.waiting(["t"], 200)
         assert [row.id for row in waiting] == sorted(ids)
         assert [row.alert_names for row in waiting] == [(f"A{i}",) for i in range(100)]
     finally:
@@ -77,7 +77,7 @@ async def test_a_retry_in_the_same_batch_is_recognised(tmp_path: Path) -> None:
         )
         assert first[1] is True
         assert second == (first[0], False)
-        assert len(await outbox.waiting("t", 10)) == 1
+        assert len(await outbox.waiting(["t"], 10)) == 1
     finally:
         await db.close()
 
@@ -96,7 +96,7 @@ async def test_a_failed_commit_fails_every_notification_in_it(tmp_path: Path) ->
         db.failure = None
         row_id, new = await outbox.add("t", _payload("After"), 11.0)
         assert new
-        assert [row.id for row in await outbox.waiting("t", 10)] == [row_id]
+        assert [row.id for row in await outbox.waiting(["t"], 10)] == [row_id]
     finally:
         await db.close()
 
@@ -116,7 +116,7 @@ async def test_a_notification_that_cannot_be_written_fails_alone(tmp_path: Path)
         assert isinstance(results[1], TypeError)
         good = [result for index, result in enumerate(results) if index != 1]
         assert all(isinstance(result, tuple) and result[1] for result in good)
-        assert len(await outbox.waiting("t", 10)) == 2
+        assert len(await outbox.waiting(["t"], 10)) == 2
     finally:
         await db.close()
 

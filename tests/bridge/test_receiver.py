@@ -39,7 +39,7 @@ async def test_accepted_notification_is_on_disk_before_the_answer(
 ) -> None:
     """200 means the notification is already in the outbox file, and is counted."""
     client = await start_bridge(parse_config(targets_config(tmp_path, LOG_TARGETS), env={}))
-    client.app[BRIDGE].workers["ops"]._task.cancel()  # keep it from being sent meanwhile
+    client.app[BRIDGE].worker_of("ops")._task.cancel()  # keep it from being sent meanwhile
     payload = fixture_payload("firing-truncated.json")
     response = await client.post("/alerts/ops", json=payload, headers=AUTH)
     assert response.status == 200
@@ -189,7 +189,7 @@ async def test_client_hanging_up_does_not_lose_the_row(
     """A write in progress when Alertmanager hangs up still completes (then dedups the retry)."""
     client = await start_bridge(parse_config(targets_config(tmp_path, LOG_TARGETS), env={}))
     bridge = client.app[BRIDGE]
-    bridge.workers["ops"]._task.cancel()
+    bridge.worker_of("ops")._task.cancel()
     stored = asyncio.Event()
     original = bridge.outbox.add
 

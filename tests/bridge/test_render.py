@@ -11,13 +11,13 @@ from urllib.parse import unquote
 
 import pytest
 
+from bridge.channels.registry import CHANNELS, channel_of
+from bridge.channels.slack.notifier import fits_slack
+from bridge.channels.wechat.notifier import MARKDOWN_LIMIT
 from bridge.digest import merge
-from bridge.notifiers import make_notifier
-from bridge.notifiers.slack import fits_slack
-from bridge.notifiers.wechat import MARKDOWN_LIMIT
 from bridge.payload import validate_payload
 from bridge.render import Renderer, humanize_seconds, silence_url
-from bridge.service import check_bridge_config
+from bridge.service import build_renderer
 from sheepdog.config import Config
 from sheepdog.core.errors import ConfigError
 from tests.bridge.conftest import ROBOT_KEY, fixture_payload, make_payload
@@ -48,8 +48,9 @@ def config(make_config: MakeConfig) -> Config:
 
 
 def compose(config: Config, target: str, payload: dict[str, Any], **kwargs: Any) -> list[Any]:
-    renderer = Renderer(config.bridge)
-    notifier = make_notifier(config.bridge.targets[target], renderer, None, 10)
+    renderer = Renderer(config.bridge, CHANNELS)
+    settings = config.bridge.targets[target]
+    notifier = channel_of(settings.type).notifier(settings, renderer, None, 10)
     return notifier.compose(validate_payload(copy.deepcopy(payload)), now=NOW, **kwargs)
 
 
@@ -291,7 +292,7 @@ def test_duration(seconds: float, text: str) -> None:
 
 def test_localtime_filter(config: Config) -> None:
     """Times show in the configured zone; the zero end time reads "still firing"."""
-    renderer = Renderer(config.bridge)
+    renderer = Renderer(config.bridge, CHANNELS)
     template = renderer._environments["log"].from_string(
         "{{ '2026-11-26T21:57:39Z' | localtime }}|{{ '0001-01-01T00:00:00Z' | localtime }}"
         "|{{ '2026-11-26T21:57:39Z' | duration('0001-01-01T00:00:00Z') }}"
@@ -360,7 +361,7 @@ def test_bad_templates_are_config_errors(
         (templates / name).write_text(text)
     config = make_config({"bridge": {"templates_dir": str(templates), "targets": targets}})
     with pytest.raises(ConfigError) as caught:
-        check_bridge_config(config.bridge)
+        build_renderer(config.bridge)
     assert str(caught.value).startswith(error.format(dir=templates))
 
 
@@ -368,7 +369,7 @@ def test_template_prefix_needs_templates_dir(make_config: MakeConfig) -> None:
     """A per-target template prefix without templates_dir says where files are looked for."""
     config = make_config({"bridge": {"targets": {"a": {"type": "log", "template": "x."}}}})
     with pytest.raises(ConfigError, match=r"needs bridge\.templates_dir"):
-        check_bridge_config(config.bridge)
+        build_renderer(config.bridge)
 
 
 def test_a_template_failing_at_run_time_falls_back_to_the_builtin(

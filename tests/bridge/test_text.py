@@ -6,14 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.notifiers.util import (
-    redact_url,
-    scrub,
-    split_lines_to_fit,
-    truncate_bytes,
-    truncate_chars,
-    url_secrets,
-)
+from bridge.channels.text import split_lines_to_fit, truncate_bytes, truncate_chars
+from bridge.channels.webhook import redact_url, scrub, url_secrets
 
 
 @pytest.mark.parametrize(

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
+from proxy.config import BillingConfig
 from proxy.ledger import LedgerRow
 from proxy.report import build_report, render
 from sheepdog.cli import main
-from sheepdog.config import BillingConfig
 from tests.peers.upstream import FakeUpstream
 from tests.proxy.conftest import TEAM_B_KEY, FakeClock, StartProxy
 

@@ -1,4 +1,4 @@
-"""The ``log`` target: rendered messages printed to standard output, one block each.
+"""Printing rendered messages to standard output, one block each.
 
 What a fresh install does with alerts before any channel is configured, and a way to see what
 the templates make of real alerts.
@@ -10,19 +10,18 @@ import sys
 from datetime import datetime
 from typing import TextIO
 
+from bridge.channels.base import Message
+from bridge.channels.compose import render_template
+from bridge.channels.log.config import LogTarget
 from bridge.classify import Outcome, Verdict
-from bridge.notifiers.base import Message, render_template
 from bridge.payload import Payload
 from bridge.render import Digest, Renderer
-from sheepdog.config import TargetConfig
 
 __all__ = ["LogNotifier"]
 
 
 class LogNotifier:
-    def __init__(
-        self, target: TargetConfig, renderer: Renderer, stream: TextIO | None = None
-    ) -> None:
+    def __init__(self, target: LogTarget, renderer: Renderer, stream: TextIO | None = None) -> None:
         self.target = target
         self._renderer = renderer
         self._stream = stream

@@ -1,30 +1,27 @@
-"""What every notifier is and shares: the protocol, the message, splitting into parts."""
+"""Composing messages: rendering a target's templates and cutting what is too big into parts.
+
+Shared by every channel's notifier: a template override that fails falls back to the built-in
+one (a broken template must not cost an alert), and a message over the channel's limit is cut
+at alert boundaries, then at line boundaries, into numbered parts that each fit.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import re
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, ClassVar, Final, Protocol, TypeVar
+from typing import Any, Final, TypeVar
 
-import aiohttp
-
-from bridge.classify import Verdict
-from bridge.notifiers.util import post_json, redact_url
+from bridge.channels.base import TargetConfig
 from bridge.payload import Payload
 from bridge.render import Digest, Part, Renderer, TemplateFailure, sort_alerts
-from sheepdog.config import TargetConfig
 
 __all__ = [
     "PLACEHOLDER_PART",
-    "Message",
-    "Notifier",
-    "WebhookNotifier",
     "compose_parts",
     "mentions_for",
+    "part_renderer",
     "render_parsed",
     "render_template",
 ]
@@ -43,78 +40,11 @@ _MOBILE: Final = re.compile(r"^\+?\d{5,20}$")
 _EVERYONE: Final = frozenset({"@all", "all", "@here", "@channel", "here", "channel"})
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One request to the channel: a JSON body for WeChat and Slack, the rendered parts of
-    an email, the text of a log line."""
-
-    kind: str
-    body: dict[str, Any] = field(default_factory=dict)
-
-
-class Notifier(Protocol):
-    """One integration. ``compose`` renders (and splits); ``send`` delivers one message and
-    never raises for a delivery problem: what happened is in the verdict."""
-
-    target: TargetConfig
-
-    def compose(
-        self, payload: Payload, *, now: datetime, digest: Digest | None = None
-    ) -> list[Message]: ...
-
-    async def send(self, message: Message) -> Verdict: ...
-
-    def preview(self, message: Message) -> str:
-        """The message as ``sheepdog render`` prints it: what would be sent, minus secrets."""
-        ...
-
-    def destination(self) -> str:
-        """Where messages go, fit for a log: never the key."""
-        ...
-
-
-class WebhookNotifier:
-    """What the WeChat and Slack notifiers share: one JSON POST per message to a URL that holds
-    the key, previewed as JSON and shown with the key redacted."""
-
-    channel: ClassVar[str]
-
-    def __init__(
-        self,
-        target: TargetConfig,
-        renderer: Renderer,
-        session: aiohttp.ClientSession | None,
-        timeout: float,
-    ) -> None:
-        assert target.url is not None
-        self.target = target
-        self._renderer = renderer
-        self._session = session
-        self._timeout = timeout
-
-    async def send(self, message: Message) -> Verdict:
-        assert self._session is not None and self.target.url is not None
-        return await post_json(
-            self._session,
-            self.channel,
-            self.target.url.reveal(),
-            message.body,
-            timeout=self._timeout,
-        )
-
-    def preview(self, message: Message) -> str:
-        return json.dumps(message.body, ensure_ascii=False, indent=2)
-
-    def destination(self) -> str:
-        assert self.target.url is not None
-        return redact_url(self.target.url.reveal())
-
-
 def render_template(
     renderer: Renderer, target: TargetConfig, name: str, context: Mapping[str, Any]
 ) -> str:
     """Render ``name`` for ``target``; see :func:`render_parsed`."""
-    return render_parsed(renderer, target, name, context, _as_text)
+    return render_parsed(renderer, target, name, context, _unchanged)
 
 
 def render_parsed(
@@ -139,7 +69,12 @@ def render_parsed(
         return parse(renderer.render(target, name, context, builtin=True))
 
 
-def _as_text(text: str) -> str:
+def as_text(text: str) -> str:
+    """The rendered text, stripped: for templates whose output is the message itself."""
+    return text.strip()
+
+
+def _unchanged(text: str) -> str:
     return text
 
 
@@ -213,15 +148,17 @@ def _largest_fitting_end(
     return good
 
 
-def mentions_for(target: TargetConfig, alerts: Sequence[Alert]) -> dict[str, Any]:
-    """Who to mention: the target's configured people plus each firing alert's ``mention``
-    annotation or label (user ids, mobile numbers, ``@all``). Nobody when nothing fires:
-    a resolution is good news, not a page."""
+def mentions_for(
+    alerts: Sequence[Alert], userids: Iterable[str] = (), mobiles: Iterable[str] = ()
+) -> dict[str, Any]:
+    """Who to mention: the configured ``userids`` and ``mobiles`` plus each firing alert's
+    ``mention`` annotation or label (user ids, mobile numbers, ``@all``). Nobody when nothing
+    fires: a resolution is good news, not a page."""
     firing = [alert for alert in alerts if alert["status"] == "firing"]
     if not firing:
         return {"userids": [], "mobiles": [], "all": False}
-    userids = dict.fromkeys(target.mention_userids)
-    mobiles = dict.fromkeys(target.mention_mobiles)
+    wanted_ids = dict.fromkeys(userids)
+    wanted_mobiles = dict.fromkeys(mobiles)
     everyone = False
     for alert in firing:
         text = alert.get("annotations", {}).get("mention") or alert["labels"].get("mention", "")
@@ -231,7 +168,30 @@ def mentions_for(target: TargetConfig, alerts: Sequence[Alert]) -> dict[str, Any
             if token.lower() in _EVERYONE:
                 everyone = True
             elif _MOBILE.match(token):
-                mobiles[token] = None
+                wanted_mobiles[token] = None
             else:
-                userids[token.lstrip("@")] = None
-    return {"userids": list(userids), "mobiles": list(mobiles), "all": everyone}
+                wanted_ids[token.lstrip("@")] = None
+    return {"userids": list(wanted_ids), "mobiles": list(wanted_mobiles), "all": everyone}
+
+
+def part_renderer(
+    renderer: Renderer,
+    target: TargetConfig,
+    template: str,
+    payload: Payload,
+    parse: Callable[[str], T],
+    *,
+    now: datetime,
+    digest: Digest | None,
+    mentions: Mapping[str, Any],
+) -> Callable[[Sequence[Alert], Part | None], T]:
+    """What :func:`compose_parts` calls to render one part: ``template`` for ``alerts`` (the
+    part's), parsed into the channel's message body by ``parse``."""
+
+    def render(alerts: Sequence[Alert], part: Part | None) -> T:
+        context = renderer.context(
+            target, payload, alerts, now=now, part=part, digest=digest, mentions=mentions
+        )
+        return render_parsed(renderer, target, template, context, parse)
+
+    return render

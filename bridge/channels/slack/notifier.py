@@ -1,4 +1,4 @@
-"""Slack incoming webhooks: Block Kit inside a coloured attachment.
+"""Sending to a Slack incoming webhook: Block Kit inside a coloured attachment.
 
 Limits (Slack's docs): ``text`` up to 40,000 characters, at most 50 blocks, a section's text up
 to 3,000 characters. A message over them is cut at alert boundaries into numbered parts; an
@@ -10,24 +10,24 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final
 
-from bridge.notifiers.base import (
-    Message,
-    WebhookNotifier,
-    compose_parts,
-    mentions_for,
-    render_parsed,
-)
-from bridge.notifiers.util import split_lines_to_fit, truncate_chars
+from bridge.channels.base import Message
+from bridge.channels.compose import compose_parts, mentions_for, part_renderer
+from bridge.channels.slack import answers
+from bridge.channels.slack.config import SlackTarget
+from bridge.channels.text import split_lines_to_fit, truncate_chars
+from bridge.channels.webhook import WebhookNotifier
+from bridge.classify import Verdict
 from bridge.payload import Payload
 from bridge.render import Digest, Part, TemplateFailure
 
 __all__ = [
     "MAX_BLOCKS",
     "SECTION_LIMIT",
+    "TEMPLATE",
     "TEXT_LIMIT",
     "SlackNotifier",
     "fits_slack",
@@ -41,25 +41,24 @@ TEMPLATE: Final = "slack.json.j2"
 
 
 class SlackNotifier(WebhookNotifier):
-    channel = "slack"
+    target: SlackTarget
+
+    def classify(self, status: int, body: bytes, headers: Mapping[str, str]) -> Verdict:
+        return answers.classify(status, body, headers)
 
     def compose(
         self, payload: Payload, *, now: datetime, digest: Digest | None = None
     ) -> list[Message]:
-        mentions = mentions_for(self.target, payload["alerts"])
-
-        def render(alerts: Sequence[Mapping[str, Any]], part: Part | None) -> dict[str, Any]:
-            context = self._renderer.context(
-                self.target,
-                payload,
-                alerts,
-                now=now,
-                part=part,
-                digest=digest,
-                mentions=mentions,
-            )
-            return render_parsed(self._renderer, self.target, TEMPLATE, context, parse_slack_body)
-
+        render = part_renderer(
+            self._renderer,
+            self.target,
+            TEMPLATE,
+            payload,
+            parse_slack_body,
+            now=now,
+            digest=digest,
+            mentions=mentions_for(payload["alerts"]),
+        )
         bodies = compose_parts(
             payload["alerts"], render, fits=fits_slack, split=_split_body, label=_label
         )

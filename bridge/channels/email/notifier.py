@@ -1,4 +1,4 @@
-"""Email over SMTP (aiosmtplib): a subject, a plain-text part and an HTML part.
+"""Sending email over SMTP (aiosmtplib): a subject, a plain-text part and an HTML part.
 
 ``security``: ``starttls`` (port 587; the upgrade is required, never skipped), ``tls`` (implicit
 TLS, port 465) or ``none``. SMTP replies decide: 4xx is tried again, 5xx is final (535: the
@@ -16,12 +16,14 @@ from typing import Any, Final
 
 import aiosmtplib
 
-from bridge.classify import Outcome, Verdict, classify_exception, classify_smtp_reply
-from bridge.notifiers.base import Message, render_template
-from bridge.notifiers.util import scrub
+from bridge.channels.base import Message
+from bridge.channels.compose import render_template
+from bridge.channels.email.answers import classify_smtp_reply
+from bridge.channels.email.config import EmailTarget, SmtpConfig
+from bridge.channels.webhook import scrub
+from bridge.classify import Outcome, Verdict, classify_exception
 from bridge.payload import Payload
 from bridge.render import Digest, Renderer
-from sheepdog.config import SmtpConfig, TargetConfig
 
 __all__ = ["EmailNotifier", "build_email", "tls_context"]
 
@@ -29,8 +31,7 @@ SUBJECT_LIMIT: Final = 250
 
 
 class EmailNotifier:
-    def __init__(self, target: TargetConfig, renderer: Renderer, timeout: float) -> None:
-        assert target.smtp is not None
+    def __init__(self, target: EmailTarget, renderer: Renderer, timeout: float) -> None:
         self.target = target
         self._renderer = renderer
         self._timeout = timeout
@@ -99,9 +100,8 @@ class EmailNotifier:
         return f"{', '.join(self.target.to)} via {self._smtp.host}:{self._smtp.port}"
 
 
-def build_email(target: TargetConfig, body: dict[str, Any]) -> EmailMessage:
+def build_email(target: EmailTarget, body: dict[str, Any]) -> EmailMessage:
     """The MIME message: text and HTML alternatives, UTF-8, with the rendered subject."""
-    assert target.from_address is not None
     email = EmailMessage()
     email["Subject"] = body["subject"]
     email["From"] = target.from_address

@@ -1,0 +1,2 @@
+"""The channels, one package each (``wechat``, ``slack``, ``email``, ``log``), behind
+:class:`~bridge.channels.base.Channel`; :mod:`bridge.channels.registry` lists them."""

@@ -1,0 +1,87 @@
+"""WeChat Work (企业微信) group robots: everything about the ``wechat`` channel.
+
+- :mod:`.config`: a target's keys (``url``, ``mentions``, ``rate_per_minute`` 20).
+- :mod:`.answers`: what the robot's errcodes mean.
+- :mod:`.markup`: how alert text is kept from acting as markdown.
+- :mod:`.notifier`: composing (parts of at most 4096 bytes, the mention follow-up) and sending.
+- ``templates/wechat.md.j2``: the built-in message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from bridge.channels.base import Channel, Message, hashed_key
+from bridge.channels.wechat import answers, markup
+from bridge.channels.wechat.config import WeChatTarget
+from bridge.render import severity_colorizer
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from bridge.channels.base import Notifier
+    from bridge.render import Renderer
+
+__all__ = ["CHANNEL", "WeChat"]
+
+# WeChat markdown knows three named colours only.
+_COLORS: Final = {
+    "critical": "warning",
+    "error": "warning",
+    "warning": "warning",
+    "info": "comment",
+    "resolved": "info",
+    "other": "comment",
+}
+
+
+class WeChat(Channel):
+    name = "wechat"
+    config = WeChatTarget
+    templates = ("wechat.md.j2",)
+    template_dir = Path(__file__).parent / "templates"
+    reasons = answers.REASONS
+
+    def jinja_options(self) -> dict[str, Any]:
+        return {"autoescape": False, "finalize": markup.finalize}
+
+    def filters(self) -> Mapping[str, Callable[..., Any]]:
+        return {
+            "severity_color": severity_colorizer(_COLORS),
+            "markdown_link": markup.markdown_link,
+            "join_markup": markup.join_markup,
+        }
+
+    def notifier(
+        self,
+        target: WeChatTarget,
+        renderer: Renderer,
+        session: aiohttp.ClientSession | None,
+        timeout: float,
+    ) -> Notifier:
+        from bridge.channels.wechat.notifier import WeChatNotifier
+
+        return WeChatNotifier(target, renderer, session, timeout)
+
+    def destination_key(self, target: WeChatTarget) -> str:
+        # The robot is the URL (its key): two targets posting to it share its 20 a minute.
+        return hashed_key(self.name, target.url.reveal())
+
+    def describe_destination(self, target: WeChatTarget) -> str:
+        from bridge.channels.webhook import url_host
+
+        return url_host(target.url.reveal())
+
+    def describe_message(self, message: Message) -> str:
+        from bridge.channels.wechat.notifier import MARKDOWN_LIMIT
+
+        if message.kind == "markdown":
+            size = len(message.body["markdown"]["content"].encode("utf-8"))
+            return f"WeChat markdown, {size} of {MARKDOWN_LIMIT} bytes"
+        mobiles = ", ".join(message.body["text"].get("mentioned_mobile_list", []))
+        return f"WeChat text mentioning {mobiles}"
+
+
+CHANNEL: Final = WeChat()

@@ -1,0 +1,95 @@
+"""The bridge's section of the config (``bridge:``): time zone, templates, retries, targets.
+
+A target's keys are its channel's (``bridge/channels/<type>/config.py``): ``targets`` is a
+union of the registered channels' models, told apart by ``type``.
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Final, Union
+
+from pydantic import BeforeValidator, Field, field_validator
+
+from bridge.channels.base import TargetConfig as TargetConfig
+from bridge.channels.registry import CHANNELS
+from sheepdog.core.config import (
+    NAME_PATTERN,
+    ConfigModel,
+    ConfigPath,
+    PositiveNumber,
+    Text,
+    config_error,
+    section,
+    whole_number,
+)
+
+__all__ = ["BridgeConfig", "RetryConfig", "TargetConfig"]
+
+_MIB: Final = 1024 * 1024
+
+if TYPE_CHECKING:
+    AnyTarget = TargetConfig
+else:
+    AnyTarget = Annotated[
+        Union[tuple(channel.config for channel in CHANNELS.values())],  # noqa: UP007
+        Field(discriminator="type"),
+    ]
+
+
+class RetryConfig(ConfigModel):
+    initial_seconds: PositiveNumber = 1.0
+    max_seconds: PositiveNumber = 300.0
+    give_up_after_seconds: PositiveNumber = 24 * 3600.0
+    timeout_seconds: PositiveNumber = 10.0
+    """One delivery attempt, connection included."""
+
+
+def _named_targets(targets: Any) -> Any:
+    """Each target gets its name (its key); names become label values and URL segments."""
+    if not isinstance(targets, dict):
+        return targets
+    named = {}
+    for name, target in targets.items():
+        if not isinstance(name, str) or not NAME_PATTERN.match(name):
+            raise config_error(
+                "target names use letters, digits, '_', '.', '-' (at most 64)", str(name)
+            )
+        if isinstance(target, dict):
+            if "name" in target:
+                raise config_error("unknown key", name, "name")
+            target = {**target, "name": name}
+        named[name] = target
+    return named
+
+
+class BridgeConfig(ConfigModel):
+    timezone: Text = "Asia/Shanghai"
+    """Times in messages are shown in this zone."""
+    templates_dir: ConfigPath | None = None
+    """Files here override built-in templates by name."""
+    targets: Annotated[Mapping[str, AnyTarget], BeforeValidator(_named_targets)] = Field(
+        default_factory=lambda: {"default": {"type": "log"}}, validate_default=True
+    )
+    retry: RetryConfig = section()
+    max_body_bytes: Annotated[int, whole_number(minimum=1024)] = 4 * _MIB
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, timezone: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+            raise config_error(
+                f"unknown time zone {timezone!r} (e.g. Asia/Shanghai, UTC)"
+            ) from None
+        return timezone
+
+    @field_validator("templates_dir")
+    @classmethod
+    def _is_directory(cls, path: Path | None) -> Path | None:
+        if path is not None and not path.is_dir():
+            raise config_error(f"{path} is not a directory")
+        return path
