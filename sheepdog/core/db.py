@@ -18,12 +18,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-log = logging.getLogger("sheepdog.core.db")
+log = logging.getLogger("sheepdog.db")
 
 T = TypeVar("T")
 Schema = Callable[[sqlite3.Connection], None]
 
-DATABASE_FILE = "sheepdog.core.db"
+DATABASE_FILE = "sheepdog.db"
 
 
 class DatabaseUnavailable(Exception):

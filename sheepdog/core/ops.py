@@ -19,7 +19,7 @@ from sheepdog.core.exposition import render
 from sheepdog.core.runtime import RUNTIME, Prepared
 from sheepdog.core.settings import CoreSettings
 
-log = logging.getLogger("sheepdog.core.ops")
+log = logging.getLogger("sheepdog.ops")
 
 
 class OpsMetrics:

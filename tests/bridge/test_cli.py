@@ -174,7 +174,7 @@ def test_outbox_lists_and_requeues(
     assert code == 0 and "no outbox yet" in out
 
     (tmp_path / "state").mkdir()
-    with closing(sqlite3.connect(tmp_path / "state" / "sheepdog.core.db")) as conn, conn:
+    with closing(sqlite3.connect(tmp_path / "state" / "sheepdog.db")) as conn, conn:
         _schema(conn)
         for name in ("Alpha", "Beta", "Gamma"):
             add_row(conn, "ops-wechat", validate_payload(make_payload(2, name=name)), 1.0, 60)
@@ -207,7 +207,7 @@ def test_outbox_lists_and_requeues(
 
     code, out, err = run(capsys, "outbox", "retry", "--all-dead", "--config", str(config_file))
     assert code == 0 and "queued again: 2, 3" in out
-    with closing(sqlite3.connect(tmp_path / "state" / "sheepdog.core.db")) as conn, conn:
+    with closing(sqlite3.connect(tmp_path / "state" / "sheepdog.db")) as conn, conn:
         statuses = conn.execute("SELECT status, attempts FROM outbox_notifications").fetchall()
     assert statuses == [("pending", 0)] * 3
     code, _, err = run(capsys, "outbox", "retry", "1", "7", "--config", str(config_file))

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 
 def _statuses(state: Path) -> list[str]:
-    with closing(sqlite3.connect(state / "sheepdog.core.db")) as conn:
+    with closing(sqlite3.connect(state / "sheepdog.db")) as conn:
         return [
             row[0] for row in conn.execute("SELECT status FROM outbox_notifications ORDER BY id")
         ]

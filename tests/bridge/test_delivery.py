@@ -42,7 +42,7 @@ def write_config(tmp_path: Path, document: dict[str, Any]) -> tuple[Path, Config
 
 
 def outbox_rows(tmp_path: Path) -> list[dict[str, Any]]:
-    with closing(sqlite3.connect(tmp_path / "state" / "sheepdog.core.db")) as conn, conn:
+    with closing(sqlite3.connect(tmp_path / "state" / "sheepdog.db")) as conn, conn:
         conn.row_factory = sqlite3.Row
         return [
             dict(row)
@@ -103,7 +103,7 @@ async def test_rows_left_by_a_crash_go_out_after_restart_in_order(
     for name in ("First", "Second", "Third"):
         response = await first.post("/alerts/ops", json=make_payload(1, name=name), headers=AUTH)
         assert response.status == 200
-    with closing(sqlite3.connect(tmp_path / "state" / "sheepdog.core.db")) as conn, conn:
+    with closing(sqlite3.connect(tmp_path / "state" / "sheepdog.db")) as conn, conn:
         conn.execute("UPDATE outbox_notifications SET status = 'in_flight' WHERE id = 1")
     await first.close()
     assert [row["status"] for row in outbox_rows(tmp_path)] == ["in_flight", "pending", "pending"]

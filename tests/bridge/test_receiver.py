@@ -28,7 +28,7 @@ LOG_TARGETS = {"ops": {"type": "log"}, "other": {"type": "log"}}
 
 
 def _rows(tmp_path: Path) -> list[tuple[Any, ...]]:
-    with closing(sqlite3.connect(tmp_path / "state" / "sheepdog.core.db")) as conn, conn:
+    with closing(sqlite3.connect(tmp_path / "state" / "sheepdog.db")) as conn, conn:
         return conn.execute(
             "SELECT id, target, status, alert_status, payload FROM outbox_notifications"
         ).fetchall()

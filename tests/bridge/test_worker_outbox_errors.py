@@ -26,7 +26,7 @@ from tests.peers.wechat import Answer, WeChatRobot
 
 
 def _statuses(tmp_path: Path) -> list[str]:
-    with closing(sqlite3.connect(tmp_path / "state" / "sheepdog.core.db")) as conn:
+    with closing(sqlite3.connect(tmp_path / "state" / "sheepdog.db")) as conn:
         return [row[0] for row in conn.execute("SELECT status FROM outbox_notifications")]
 
 
@@ -37,7 +37,7 @@ def _failing(times: int, method: Callable[..., Any]) -> Callable[..., Any]:
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         calls["n"] += 1
         if calls["n"] <= times:
-            raise DatabaseUnavailable("sheepdog.core.db: database or disk is full")
+            raise DatabaseUnavailable("sheepdog.db: database or disk is full")
         return await method(*args, **kwargs)
 
     return wrapper

@@ -40,7 +40,7 @@ FLAKY = (Answer(http_status=500, body="upstream busy"), Answer(errcode=-1), None
 
 def _rows(state: Path) -> dict[int, tuple[str, str]]:
     """Outbox rows by id: (status, alert name)."""
-    with closing(sqlite3.connect(state / "sheepdog.core.db")) as conn:
+    with closing(sqlite3.connect(state / "sheepdog.db")) as conn:
         return {
             row_id: (status, json.loads(names)[0])
             for row_id, status, names in conn.execute(

@@ -367,7 +367,7 @@ def test_after_the_fuzzing_the_service_is_healthy_and_delivered_everything(
     assert service.accepted, "the fuzzing accepted nothing"
 
     def statuses() -> dict[int, tuple[str, str | None]]:
-        with closing(sqlite3.connect(service.state_dir / "sheepdog.core.db")) as conn:
+        with closing(sqlite3.connect(service.state_dir / "sheepdog.db")) as conn:
             return {
                 row_id: (status, error)
                 for row_id, status, error in conn.execute(

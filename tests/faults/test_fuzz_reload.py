@@ -197,7 +197,7 @@ def test_after_the_reloads_the_service_is_ready_and_delivers(service: Service) -
     assert status == 200
 
     def waiting() -> int:
-        with closing(sqlite3.connect(service.state_dir / "sheepdog.core.db")) as conn:
+        with closing(sqlite3.connect(service.state_dir / "sheepdog.db")) as conn:
             row = conn.execute(
                 "SELECT COUNT(*) FROM outbox_notifications WHERE status != 'sent'"
             ).fetchone()

@@ -63,7 +63,7 @@ def write_config(tmp_path: Path, targets: dict[str, Any], **retry: float) -> tup
 
 
 def rows(tmp_path: Path, target: str) -> list[dict[str, Any]]:
-    with closing(sqlite3.connect(tmp_path / "state" / "sheepdog.core.db")) as conn:
+    with closing(sqlite3.connect(tmp_path / "state" / "sheepdog.db")) as conn:
         conn.row_factory = sqlite3.Row
         return [
             dict(row)

@@ -1,13 +1,16 @@
 """A local Slack incoming webhook: ``ok`` on success, Slack's error words otherwise.
 
 Checks what Slack checks (valid JSON, some text or blocks, at most 50 blocks, section text up to
-3000 characters, text up to 40,000) and records every message it accepts. Answers can be
+3000 characters, text up to 40,000) and records every message it accepts. :func:`mrkdwn_actions`
+parses mrkdwn as Slack does: ``<@U123>`` and ``<!channel>`` mention, ``<url|text>`` links;
+``&lt;`` is the text ``<``. Answers can be
 scripted: 429 with ``Retry-After``, 404 ``channel_not_found``, 400 ``invalid_payload``, 500 ….
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -17,7 +20,40 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-__all__ = ["Reply", "SlackWebhook"]
+__all__ = ["Reply", "SlackWebhook", "mrkdwn_actions", "visible_text"]
+
+_ANGLE = re.compile(r"<([^<>]*)>")
+
+
+def mrkdwn_actions(text: str) -> list[tuple[str, str]]:
+    """What Slack acts on in mrkdwn ``text``: ``("mention", "@U1")``, ``("mention", "!channel")``,
+    ``("link", url)``, in order."""
+    actions = []
+    for match in _ANGLE.finditer(text):
+        inner = match.group(1).split("|", 1)[0]
+        if inner.startswith(("@", "!", "#")):
+            actions.append(("mention", inner))
+        elif inner:
+            actions.append(("link", inner))
+    return actions
+
+
+def visible_text(text: str) -> str:
+    """Escaped text as Slack shows it."""
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+def message_texts(body: dict[str, Any]) -> list[str]:
+    """Every mrkdwn text of a message: its ``text`` and each block's."""
+    texts = [str(body.get("text", ""))]
+    blocks = list(body.get("blocks") or [])
+    for attachment in body.get("attachments") or []:
+        blocks += attachment.get("blocks") or []
+    for block in blocks:
+        if isinstance(block.get("text"), dict):
+            texts.append(str(block["text"].get("text", "")))
+        texts += [str(e.get("text", "")) for e in block.get("elements", []) if isinstance(e, dict)]
+    return texts
 
 HOOK_PATH = "/services/T0SHEEP/B0DOG/sl4ckt0k3n"
 

@@ -6,6 +6,10 @@ real robot it answers HTTP 200 with an ``errcode``: 0 ok, 93000 unknown key, 400
 The minute is measured on an injectable clock, so tests can move time by hand. Answers can be
 scripted (``errcode -1``, HTTP 500, a non-JSON body) and every accepted message is recorded.
 
+Like the real client it parses the markdown for what it would act on (:func:`markdown_actions`):
+``<@userid>`` mentions, ``[text](url)`` links and ``<font color=...>`` tags, so tests can assert
+that alert text never becomes any of them.
+
 An outage (:meth:`WeChatRobot.fail`) answers every request with failures in turn, until it is
 ended by hand or the clock reaches its end; ``None`` among the failures lets that request through,
 for a robot that fails some of the time. Every request's arrival time is kept in ``arrivals``.
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
@@ -24,7 +29,27 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-__all__ = ["Answer", "Delivered", "WeChatRobot"]
+__all__ = ["Answer", "Delivered", "WeChatRobot", "markdown_actions", "visible_text"]
+
+_MENTION = re.compile(r"<@([^<>\s]+)>")
+_LINK = re.compile(r"\[([^\[\]]*)\]\(([^()\s]*)\)")
+_FONT = re.compile(r"<font\s+color\s*=\s*[\"']?([^\"'>\s]+)[\"']?\s*>")
+_ZERO_WIDTH = "\u200b"
+
+
+def markdown_actions(content: str) -> list[tuple[str, str]]:
+    """What the robot's markdown acts on in ``content``: ``("mention", userid)``,
+    ``("link", url)`` and ``("font", colour)``, in order of appearance."""
+    found: list[tuple[int, tuple[str, str]]] = []
+    found += [(m.start(), ("mention", m.group(1))) for m in _MENTION.finditer(content)]
+    found += [(m.start(), ("link", m.group(2))) for m in _LINK.finditer(content)]
+    found += [(m.start(), ("font", m.group(1))) for m in _FONT.finditer(content)]
+    return [action for _, action in sorted(found)]
+
+
+def visible_text(content: str) -> str:
+    """The text as a reader sees it (zero-width characters show as nothing)."""
+    return content.replace(_ZERO_WIDTH, "")
 
 
 @dataclass
@@ -48,6 +73,15 @@ class Delivered:
     def content(self) -> str:
         kind = self.body.get("msgtype", "")
         return str(self.body.get(kind, {}).get("content", ""))
+
+    @property
+    def actions(self) -> list[tuple[str, str]]:
+        """What the robot acted on: markdown's mentions, links and colours; a text message's
+        ``mentioned_mobile_list`` entries."""
+        if self.body.get("msgtype") == "markdown":
+            return markdown_actions(self.content)
+        mobiles = self.body.get("text", {}).get("mentioned_mobile_list", [])
+        return [("mention", str(mobile)) for mobile in mobiles]
 
 
 @dataclass

@@ -210,7 +210,7 @@ def test_empty_ledger_gives_an_empty_well_formed_report(
     config = str(write_config(tmp_path))
     if with_database:
         (tmp_path / "state").mkdir()
-        with sqlite3.connect(tmp_path / "state" / "sheepdog.core.db") as conn:
+        with sqlite3.connect(tmp_path / "state" / "sheepdog.db") as conn:
             conn.execute("CREATE TABLE outbox (id INTEGER)")
     document = json.loads(
         report(capsys, "--month", "2026-10", "--format", "json", "--config", config)
