@@ -109,6 +109,8 @@ def compose_parts(
             plan.append((alone, split(render(alone, None))))
             start += 1
     total = sum(1 if pieces is None else len(pieces) for _, pieces in plan)
+    if total == 1 and plan[0][1] is not None:
+        return plan[0][1]  # cut within one message (Slack's sections): no part to number
     messages: list[M] = []
     for chunk, pieces in plan:
         if pieces is None:

@@ -55,6 +55,7 @@ def message_texts(body: dict[str, Any]) -> list[str]:
         texts += [str(e.get("text", "")) for e in block.get("elements", []) if isinstance(e, dict)]
     return texts
 
+
 HOOK_PATH = "/services/T0SHEEP/B0DOG/sl4ckt0k3n"
 
 
