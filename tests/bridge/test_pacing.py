@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.pacing import RateLimiter, backoff_delay
+from bridge.channels.base import Limit
+from bridge.pacing import RateLimiter, RateLimits, backoff_delay, combine_limits
 
 
 def _send_greedily(limiter: RateLimiter, count: int, start: float = 0.0) -> list[float]:
@@ -74,3 +75,41 @@ def test_backoff_doubles_with_jitter_up_to_the_maximum() -> None:
         for _ in range(50):
             delay = backoff_delay(attempt, 1.0, 300.0, rng)
             assert step / 2 <= delay <= step
+
+
+def _send_greedily_all(limits: RateLimits, count: int) -> list[float]:
+    now, times = 0.0, []
+    while len(times) < count:
+        now += limits.wait_time(now)
+        assert limits.available(now) > 0
+        limits.record(now)
+        times.append(now)
+    return times
+
+
+def test_several_windows_hold_at_once() -> None:
+    """100 a minute and 5 a second (a Feishu bot): neither is ever exceeded."""
+    limits = RateLimits([Limit(100, 60.0), Limit(5, 1.0)])
+    times = _send_greedily_all(limits, 300)
+    for index, start in enumerate(times):
+        assert sum(1 for t in times[index:] if t < start + 1.0) <= 5
+        assert sum(1 for t in times[index:] if t < start + 60.0) <= 100
+    assert times[:5] == [0.0] * 5 and times[5] == 1.0
+
+
+def test_reconfiguring_keeps_the_history() -> None:
+    """A destination that just took 20 sends, given its limit again (a reload), still waits."""
+    limits = RateLimits([Limit(20, 60.0)])
+    for _ in range(20):
+        limits.record(10.0)
+    limits.configure([Limit(20, 60.0)])
+    assert limits.available(11.0) == 0
+    assert limits.wait_time(11.0) == 59.0
+    unlimited = RateLimits()
+    assert unlimited.available(0.0) > 1000 and unlimited.wait_time(0.0) == 0.0
+
+
+def test_a_destination_takes_the_strictest_of_its_targets_limits() -> None:
+    """Two targets on one robot with different rates: the robot gets the smaller one."""
+    combined = combine_limits([[Limit(20, 60.0)], [Limit(10, 60.0), Limit(5, 1.0)], []])
+    assert combined == (Limit(5, 1.0), Limit(10, 60.0))
