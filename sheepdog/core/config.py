@@ -30,7 +30,7 @@ from pydantic import model_validator as model_validator
 from pydantic_core import PydanticCustomError
 
 from sheepdog.core.envsubst import Expanded, expand_tree
-from sheepdog.core.errors import ConfigError
+from sheepdog.core.errors import ConfigError, kind_of
 from sheepdog.core.secret import Secret
 
 __all__ = [
@@ -64,21 +64,6 @@ def config_error(message: str, *at: str | int) -> PydanticCustomError:
     """An error for :func:`validate_document`; ``at`` continues the key path of the model (or
     field) whose validator raises it."""
     return PydanticCustomError(_ERROR, "{message}", {"message": message, "at": at})
-
-
-def kind_of(value: Any) -> str:
-    """How an error names the type of a value it got (never the value itself)."""
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list | tuple):
-        return "a list"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, int | float):
-        return "a number"
-    return type(value).__name__
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, PlainValidator
 
 from sheepdog.core.config import ConfigModel, ConfigPath, Text, config_error, section
+from sheepdog.core.errors import kind_of
 from sheepdog.core.secret import Secret
 
 __all__ = ["AuthConfig", "BasicAuth", "CoreSettings", "ListenAddress", "LogFormat", "LogLevel"]
@@ -44,7 +45,7 @@ class ListenAddress:
         if isinstance(value, ListenAddress):
             return value
         if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise config_error("must be a string, got a " + type(value).__name__)
+            raise config_error(f"must be a string, got {kind_of(value)}")
         text = str(value)
         host, sep, port_text = text.rpartition(":")
         if not sep or not port_text.isdigit() or not host:
