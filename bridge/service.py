@@ -322,6 +322,26 @@ class Bridge:
             return f"bridge workers not running: {', '.join(stopped + missing)}"
         return None
 
+    def adopt(self, plan: Plan) -> None:
+        """Make ``plan`` the current one (a reload's commit). Cannot fail: it assigns, creates
+        metric series and starts or stops worker tasks."""
+        old = set(self.plan.routes)
+        new = set(plan.routes)
+        self.plan = plan
+        for name in sorted(old - new):
+            stats = self._stats.get(name)
+            if stats is not None and stats.waiting:
+                log.warning(
+                    "target removed from the config; its notifications stay in the "
+                    "outbox until it comes back",
+                    extra={"target": name, "waiting": stats.waiting},
+                )
+        self.metrics.remove_targets(old - new)
+        reasons = self._reasons(plan.config)
+        self.metrics.add_targets({name: reasons[name] for name in sorted(new - old)}, self.age_of)
+        self._reconcile_workers()
+        self._refresh_soon()
+
     def prepare(self, config: BridgeConfig) -> PreparedBridge:
         """Everything built from ``config`` (templates compiled once, notifiers, destinations),
         raising :class:`ConfigError` if anything is wrong; nothing changes until commit."""
@@ -336,23 +356,7 @@ class PreparedBridge:
         self.plan = plan
 
     def commit(self) -> None:
-        bridge = self._bridge
-        old = set(bridge.plan.routes)
-        new = set(self.plan.routes)
-        bridge.plan = self.plan
-        for name in sorted(old - new):
-            stats = bridge._stats.get(name)
-            if stats is not None and stats.waiting:
-                log.warning(
-                    "target removed from the config; its notifications stay in the "
-                    "outbox until it comes back",
-                    extra={"target": name, "waiting": stats.waiting},
-                )
-        bridge.metrics.remove_targets(old - new)
-        reasons = Bridge._reasons(self.plan.config)
-        bridge.metrics.add_targets({n: reasons[n] for n in sorted(new - old)}, bridge.age_of)
-        bridge._reconcile_workers()
-        bridge._refresh_soon()
+        self._bridge.adopt(self.plan)
 
 
 def describe_target(target: TargetConfig) -> str:
