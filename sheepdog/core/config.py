@@ -16,6 +16,7 @@ import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Final, TypeVar, get_args, get_origin
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -25,8 +26,8 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    model_validator,
 )
-from pydantic import model_validator as model_validator
 from pydantic_core import PydanticCustomError
 
 from sheepdog.core.envsubst import Expanded, expand_tree
@@ -129,8 +130,6 @@ def _http_url(value: Any) -> str:
 
 def check_http_url(url: str) -> None:
     """Raise unless ``url`` is http(s) with a host; says what is wrong without echoing it."""
-    from urllib.parse import urlsplit
-
     try:
         parts = urlsplit(url)
     except ValueError:
