@@ -65,9 +65,11 @@ def _accounts(relay: Relay) -> Accounts:
 
 
 def _prepare_series(relay: Relay) -> None:
+    # The models the operator named, not the whole catalogue: a price file can price thousands,
+    # and series for each of them times each client would swamp /metrics. Others start at first use.
     settings = relay.settings
     relay.metrics.prepare_series(
-        (*settings.prices.models, OTHER_MODEL), settings.clients.names or (ANONYMOUS,)
+        (*settings.prices.named, OTHER_MODEL), settings.clients.names or (ANONYMOUS,)
     )
 
 

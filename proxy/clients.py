@@ -1,4 +1,8 @@
-"""Who is calling: client keys from ``Authorization: Bearer <key>``.
+"""Who is calling: client keys from ``Authorization: Bearer <key>``, or ``x-api-key: <key>``.
+
+The anthropic SDKs and Claude Code send ``x-api-key``; the openai SDKs ``Authorization``. The key
+is read from ``Authorization`` when a request has that header, else from ``x-api-key``, on every
+route.
 
 Lookup is a dict keyed by the SHA-256 digest of each configured key, then a constant-time
 comparison with the key found. The dict lookup's timing depends only on the digest of what was
@@ -64,15 +68,21 @@ class ClientDirectory:
             if caller.monthly_budget_usd is not None
         }
 
-    def authenticate(self, authorization: str | None) -> Caller | AuthFailure:
-        """The caller that ``authorization`` (the header's value) identifies, or why not."""
+    def authenticate(
+        self, authorization: str | None, api_key: str | None = None
+    ) -> Caller | AuthFailure:
+        """The caller the ``Authorization`` (else ``x-api-key``) header value identifies, or why
+        not."""
         if self.is_open:
             return _ANONYMOUS_CALLER
-        if not authorization:
-            return "missing_key"
-        scheme, _, key = authorization.partition(" ")
-        key = key.strip()
-        if scheme.lower() != "bearer" or not key:
+        if authorization:
+            scheme, _, key = authorization.partition(" ")
+            key = key.strip()
+            if scheme.lower() != "bearer":
+                key = ""
+        else:
+            key = (api_key or "").strip()
+        if not key:
             return "missing_key"
         presented = key.encode("utf-8", "surrogateescape")
         client = self._by_digest.get(_digest(presented))

@@ -9,12 +9,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BeforeValidator, PrivateAttr, ValidationInfo, field_validator, model_validator
 
-from proxy.price_table import DEFAULT_PRICING
+from proxy.litellm_prices import PriceFileError, read_litellm_prices
+from proxy.models import OTHER_MODEL
+from proxy.price_table import catalogue_prices
+from proxy.pricing import Price, PriceBook, Rates, Tier
 from sheepdog.core.config import (
     NAME_PATTERN,
     ConfigModel,
+    ConfigPath,
     HttpUrl,
     NonNegativeNumber,
     PositiveNumber,
@@ -30,8 +34,8 @@ __all__ = [
     "ClientConfig",
     "ModelPrice",
     "ProxyConfig",
+    "TierPrice",
     "UpstreamConfig",
-    "default_pricing",
 ]
 
 _MIB = 1024 * 1024
@@ -47,6 +51,10 @@ def _optional_key(value: Any) -> Secret | None:
 
 class UpstreamConfig(ConfigModel):
     base_url: HttpUrl = "https://api.holysheep.ai/v1"
+    # Where /v1/messages goes: {anthropic_base_url}/messages. Relays such as HolySheep serve both
+    # APIs under one /v1, so it defaults to base_url; DeepSeek, Kimi and GLM serve the Anthropic
+    # API under a path of its own (https://api.deepseek.com/anthropic/v1).
+    anthropic_base_url: HttpUrl | None = None
     api_key: Annotated[Secret | None, BeforeValidator(_optional_key)] = None
     timeout_seconds: PositiveNumber = 120.0
     connect_timeout_seconds: PositiveNumber = 10.0
@@ -61,10 +69,10 @@ class UpstreamConfig(ConfigModel):
                 data = {**data, "api_key": key}
         return data
 
-    @field_validator("base_url")
+    @field_validator("base_url", "anthropic_base_url")
     @classmethod
-    def _no_trailing_slash(cls, value: str) -> str:
-        return value.rstrip("/")
+    def _no_trailing_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value is not None else None
 
 
 class ClientConfig(ConfigModel):
@@ -91,32 +99,104 @@ class BillingConfig(ConfigModel):
     market_usd_rate: PositiveNumber = 7.3
 
 
+class TierPrice(ConfigModel):
+    """Rates for requests with more than ``above_input_tokens`` input tokens (USD per 1M)."""
+
+    above_input_tokens: Annotated[int, whole_number(minimum=1)]
+    input: NonNegativeNumber | None = None
+    output: NonNegativeNumber | None = None
+    cache_read: NonNegativeNumber | None = None
+    cache_write: NonNegativeNumber | None = None
+    cache_write_1h: NonNegativeNumber | None = None
+    reasoning: NonNegativeNumber | None = None
+
+
 class ModelPrice(ConfigModel):
-    """USD per 1M tokens."""
+    """USD per 1M tokens of each kind; see :mod:`proxy.pricing` for what an absent rate means."""
 
     input: NonNegativeNumber
     output: NonNegativeNumber
+    cache_read: NonNegativeNumber | None = None
+    cache_write: NonNegativeNumber | None = None
+    cache_write_1h: NonNegativeNumber | None = None
+    reasoning: NonNegativeNumber | None = None
+    tiers: tuple[TierPrice, ...] = ()
 
-
-def default_pricing() -> dict[str, ModelPrice]:
-    return {
-        model: ModelPrice(input=input_price, output=output_price)
-        for model, (input_price, output_price) in DEFAULT_PRICING.items()
-    }
+    def price(self) -> Price:
+        return Price(
+            self.input,
+            self.output,
+            self.cache_read,
+            self.cache_write,
+            self.cache_write_1h,
+            self.reasoning,
+            tuple(
+                Tier(
+                    tier.above_input_tokens,
+                    Rates(
+                        tier.input,
+                        tier.output,
+                        tier.cache_read,
+                        tier.cache_write,
+                        tier.cache_write_1h,
+                        tier.reasoning,
+                    ),
+                )
+                for tier in self.tiers
+            ),
+        )
 
 
 class ProxyConfig(ConfigModel):
     upstream: UpstreamConfig = section()
     clients: tuple[ClientConfig, ...] = ()
     billing: BillingConfig = section()
-    pricing: Mapping[Text, ModelPrice] = Field(default_factory=default_pricing)
-    """The shipped prices, with the configured ones added or put in their place."""
+    pricing: Mapping[Text, ModelPrice] = {}
+    """Prices configured here, over the price file and the shipped catalogue."""
+    pricing_file: ConfigPath | None = None
+    """A catalogue in LiteLLM's model_prices_and_context_window.json format."""
+    model_aliases: Mapping[Text, Text] = {}
+    """Client-sent names priced as another model: ``{my-claude: claude-sonnet-4.5}``."""
     max_body_bytes: Annotated[int, whole_number(minimum=1024)] = 20 * _MIB
+    _prices: PriceBook = PrivateAttr()
+    _file_count: int = PrivateAttr(default=0)
 
-    @field_validator("pricing")
-    @classmethod
-    def _over_defaults(cls, pricing: Mapping[str, ModelPrice]) -> dict[str, ModelPrice]:
-        return {**default_pricing(), **pricing}
+    @model_validator(mode="after")
+    def _build_prices(self) -> ProxyConfig:
+        file_prices: dict[str, Price] = {}
+        if self.pricing_file is not None:
+            try:
+                file_prices = read_litellm_prices(self.pricing_file)
+            except PriceFileError as exc:
+                raise config_error(str(exc), "pricing_file") from None
+        self._file_count = len(file_prices)
+        configured = {name: price.price() for name, price in self.pricing.items()}
+        layers = (catalogue_prices(), file_prices, configured)
+        unaliased = PriceBook(*layers)
+        for alias, target in self.model_aliases.items():
+            if unaliased.label(target) == OTHER_MODEL:
+                raise config_error(
+                    f"{target!r} has no price: alias it to a priced model or price it under "
+                    "proxy.pricing",
+                    "model_aliases",
+                    alias,
+                )
+        self._prices = PriceBook(
+            *layers,
+            aliases=self.model_aliases,
+            named=(*self.pricing, *self.model_aliases.values()),
+        )
+        return self
+
+    @property
+    def prices(self) -> PriceBook:
+        """Every price (catalogue, file, configured) and how client-sent names resolve."""
+        return self._prices
+
+    @property
+    def file_models(self) -> int:
+        """How many models the price file priced (0 without one)."""
+        return self._file_count
 
     @field_validator("clients")
     @classmethod

@@ -1,18 +1,25 @@
-"""Errors the proxy itself answers with, shaped as the OpenAI API shapes them.
+"""Errors the proxy itself answers with, shaped as the API the client speaks shapes them.
 
-``{"error": {"message", "type", "code"}}``: the openai SDKs turn these into their usual exception
-classes (``AuthenticationError``, ``RateLimitError``, ...). No message ever echoes a key.
+OpenAI routes: ``{"error": {"message", "type", "code"}}``; the Anthropic Messages API:
+``{"type": "error", "error": {"type", "message"}}``. Either SDK turns these into its usual
+exception classes (``AuthenticationError``, ``RateLimitError``, ...), and ``x-should-retry:
+false`` tells both not to retry what a retry cannot fix. No message ever echoes a key.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Final
 
 from aiohttp import hdrs, web
 
 __all__ = [
+    "ANTHROPIC",
+    "OPENAI",
+    "ErrorShape",
+    "anthropic_error_response",
     "body_too_large",
     "budget_exceeded",
     "error_response",
@@ -51,7 +58,8 @@ _CHALLENGE: Final = {hdrs.WWW_AUTHENTICATE: 'Bearer realm="sheepdog"', **_NO_RET
 def missing_key() -> web.Response:
     return error_response(
         401,
-        "No API key provided. Send your sheepdog client key as 'Authorization: Bearer <key>'.",
+        "No API key provided. Send your sheepdog client key as 'Authorization: Bearer <key>' "
+        "or 'x-api-key: <key>'.",
         "invalid_request_error",
         "missing_api_key",
         _CHALLENGE,
@@ -116,3 +124,72 @@ def upstream_timeout() -> web.Response:
         "server_error",
         "upstream_timeout",
     )
+
+
+# --------------------------------------------------------------------------------------------
+# The Anthropic shape, for /v1/messages (its types as Anthropic's API documents them).
+
+
+def anthropic_error_response(
+    status: int, message: str, error_type: str, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    """An Anthropic-shaped error body with ``status``."""
+    body = {"type": "error", "error": {"type": error_type, "message": message}}
+    return web.Response(
+        status=status,
+        body=json.dumps(body).encode("utf-8"),
+        content_type=_JSON,
+        headers=headers,
+    )
+
+
+def _anthropic(
+    openai_error: Callable[..., web.Response], error_type: str
+) -> Callable[..., web.Response]:
+    """The Anthropic form of one OpenAI-shaped error: same status, message and headers."""
+
+    def make(*args: object) -> web.Response:
+        openai = openai_error(*args)
+        assert isinstance(openai.body, bytes)
+        message = json.loads(openai.body)["error"]["message"]
+        headers = {
+            key: value
+            for key, value in openai.headers.items()
+            if key.lower() not in ("content-type", "content-length")
+        }
+        return anthropic_error_response(openai.status, message, error_type, headers)
+
+    return make
+
+
+@dataclass(frozen=True)
+class ErrorShape:
+    """The errors sheepdog answers with, for one API."""
+
+    missing_key: Callable[[], web.Response]
+    invalid_key: Callable[[], web.Response]
+    budget_exceeded: Callable[[str, float, int], web.Response]
+    path_not_relayed: Callable[[], web.Response]
+    body_too_large: Callable[[int], web.Response]
+    upstream_unreachable: Callable[[], web.Response]
+    upstream_timeout: Callable[[], web.Response]
+
+
+OPENAI: Final = ErrorShape(
+    missing_key,
+    invalid_key,
+    budget_exceeded,
+    path_not_relayed,
+    body_too_large,
+    upstream_unreachable,
+    upstream_timeout,
+)
+ANTHROPIC: Final = ErrorShape(
+    _anthropic(missing_key, "authentication_error"),
+    _anthropic(invalid_key, "authentication_error"),
+    _anthropic(budget_exceeded, "rate_limit_error"),
+    _anthropic(path_not_relayed, "invalid_request_error"),
+    _anthropic(body_too_large, "request_too_large"),
+    _anthropic(upstream_unreachable, "api_error"),
+    _anthropic(upstream_timeout, "timeout_error"),
+)

@@ -9,7 +9,12 @@ number that could be quietly wrong:
   decode). Their tokens are not in ``llm_tokens_total``: sheepdog never estimates.
 - ``llm_upstream_interrupted_total{model,route,reason}``: responses the upstream broke off (reason
   ``timeout`` or ``error``) after the status had already been sent, so ``code`` still shows it;
-  the client saw a truncated response, never a clean end.
+  the client saw a truncated response, never a clean end; or ended with an error event inside a
+  stream (reason ``stream_error``: Anthropic's ``overloaded_error`` mid-stream).
+
+And one for what the prompt cache is worth: ``llm_cache_savings_usd_total{model,client}``, the USD
+that cache reads saved against the model's input price (the premium paid for cache writes is in
+``llm_cost_usd_total`` already).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Final
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 
-from proxy.pricing import Usage
+from proxy.tokens import Usage
 from sheepdog.core.exposition import (
     CounterChild,
     FastCollector,
@@ -41,6 +46,7 @@ TTFT_BUCKETS: Final = (
 )  # fmt: skip
 AUTH_FAILURE_REASONS: Final = ("missing_key", "invalid_key", "upstream_rejected")
 TOKEN_TYPES: Final = ("input", "output")
+TOKEN_DETAIL_TYPES: Final = ("cache_read", "cache_write", "reasoning")
 
 
 @dataclass(frozen=True)
@@ -135,7 +141,17 @@ class ProxyMetrics:
         )
         self.cost = FastCounter(
             "llm_cost_usd_total",
-            "Cost of the reported tokens in USD at list price (input and output prices).",
+            "Cost of the reported tokens in USD at list price, each kind of token at its rate.",
+            ["model", "client"],
+        )
+        self.token_details = FastCounter(
+            "llm_token_details_total",
+            "Cache reads and writes (of the input tokens) and reasoning (of the output tokens).",
+            ["model", "type", "client"],
+        )
+        self.cache_savings = FastCounter(
+            "llm_cache_savings_usd_total",
+            "USD that cache reads saved against the model's input price, at list price.",
             ["model", "client"],
         )
         self.active = FastGauge(
@@ -166,6 +182,8 @@ class ProxyMetrics:
                     self.time_to_first_token,
                     self.tokens,
                     self.cost,
+                    self.token_details,
+                    self.cache_savings,
                     self.active,
                     self.auth_failures,
                     self.usage_missing,
@@ -175,9 +193,7 @@ class ProxyMetrics:
         )
         registry.register(_AccountsCollector(accounts))
         self._request_children: dict[tuple[str, str, str, str], CounterChild] = {}
-        self._token_children: dict[
-            tuple[str, str], tuple[CounterChild, CounterChild, CounterChild]
-        ] = {}
+        self._token_children: dict[tuple[str, str], _UsageCounters] = {}
         self._active_children: dict[str, GaugeChild] = {}
         self._duration_children: dict[tuple[str, str], HistogramChild] = {}
         for reason in AUTH_FAILURE_REASONS:
@@ -214,21 +230,45 @@ class ProxyMetrics:
             child = self._active_children[model] = self.active.labels(model)
         return child
 
-    def count_usage(self, model: str, client: str, usage: Usage, usd: float) -> None:
-        input_counter, output_counter, cost_counter = self._usage_counters(model, client)
-        input_counter.inc(usage.input_tokens)
-        output_counter.inc(usage.output_tokens)
-        cost_counter.inc(usd)
+    def count_usage(
+        self, model: str, client: str, usage: Usage, usd: float, cache_savings_usd: float = 0.0
+    ) -> None:
+        counters = self._usage_counters(model, client)
+        counters.input.inc(usage.input_tokens)
+        counters.output.inc(usage.output_tokens)
+        counters.cost.inc(usd)
+        if usage.cache_read_tokens:
+            counters.cache_read.inc(usage.cache_read_tokens)
+            counters.savings.inc(cache_savings_usd)
+        if usage.cache_write_tokens:
+            counters.cache_write.inc(usage.cache_write_tokens)
+        if usage.reasoning_tokens:
+            counters.reasoning.inc(usage.reasoning_tokens)
 
-    def _usage_counters(
-        self, model: str, client: str
-    ) -> tuple[CounterChild, CounterChild, CounterChild]:
+    def _usage_counters(self, model: str, client: str) -> _UsageCounters:
         key = (model, client)
         children = self._token_children.get(key)
         if children is None:
-            children = self._token_children[key] = (
+            children = self._token_children[key] = _UsageCounters(
                 self.tokens.labels(model, "input", client),
                 self.tokens.labels(model, "output", client),
                 self.cost.labels(model, client),
+                self.token_details.labels(model, "cache_read", client),
+                self.token_details.labels(model, "cache_write", client),
+                self.token_details.labels(model, "reasoning", client),
+                self.cache_savings.labels(model, client),
             )
         return children
+
+
+@dataclass(frozen=True, slots=True)
+class _UsageCounters:
+    """The series one (model, client) pair's usage adds to, created together."""
+
+    input: CounterChild
+    output: CounterChild
+    cost: CounterChild
+    cache_read: CounterChild
+    cache_write: CounterChild
+    reasoning: CounterChild
+    savings: CounterChild

@@ -28,11 +28,13 @@ from proxy.clients import ANONYMOUS, Caller
 from proxy.encoding import IDENTITY, decoder_for
 from proxy.headers import client_response_headers, upstream_request_headers
 from proxy.ledger import SpendLedger
+from proxy.messages import MessagesMeter, speaks_anthropic
 from proxy.metrics import ProxyMetrics
 from proxy.pricing import OTHER_MODEL, PriceBook, Usage
 from proxy.request import Call, read_call
 from proxy.settings import ProxySettings
 from proxy.streaming import SseMeter
+from proxy.tokens import anthropic_usage
 from proxy.usage import BodyMeter
 from sheepdog.core.clock import Clock
 
@@ -45,6 +47,7 @@ _ROUTES: Final = {
     "/v1/completions": "completions",
     "/v1/embeddings": "embeddings",
     "/v1/responses": "responses",
+    "/v1/messages": "messages",
 }
 OTHER_ROUTE: Final = "other"
 METERED_ROUTES: Final = frozenset(_ROUTES.values())
@@ -53,10 +56,11 @@ CLIENT_CLOSED_REQUEST: Final = 499
 # sent in one write with its headers: one system call instead of two, the largest single cost
 # sheepdog had over a bare pass-through (see bench/RESULTS.md).
 _WHOLE_BODY_LIMIT: Final = 1024 * 1024
+_API_KEY: Final = "x-api-key"
 
 
 def route_of(method: str, path: str) -> str:
-    """The ``route`` label: the four metered POST endpoints by name, anything else ``other``."""
+    """The ``route`` label: the metered POST endpoints by name, anything else ``other``."""
     if method != hdrs.METH_POST:
         return OTHER_ROUTE
     return _ROUTES.get(path, OTHER_ROUTE)
@@ -95,13 +99,20 @@ class _Exchange:
     """One request's outcome, filled in as it goes and counted once at the end."""
 
     route: str
+    anthropic: bool = False  # speaks the Anthropic API (proxy.messages.speaks_anthropic)
     model: str = OTHER_MODEL
+    requested: str | None = None  # the name a client sent that resolved to "other"
     client: str = ANONYMOUS
     code: int = 500  # what aiohttp answers if the handler fails unexpectedly
     relayed: bool = False
     upstream_status: int | None = None
     sse: SseMeter | None = None
     body: BodyMeter | None = None
+
+    @property
+    def errors(self) -> errors.ErrorShape:
+        """The shape of the errors sheepdog answers this request with."""
+        return errors.ANTHROPIC if self.anthropic else errors.OPENAI
 
     def usage(self) -> Usage | None:
         if self.sse is not None:
@@ -139,22 +150,27 @@ class Relay:
         started = self.clock.monotonic()
         settings = self.settings  # one config for the whole request, even across a reload
         exchange = _Exchange(route=route_of(request.method, request.path))
+        headers = request.headers
+        exchange.anthropic = speaks_anthropic(request.path, headers)
+        shape = exchange.errors
         active = None
         try:
-            caller = settings.clients.authenticate(request.headers.get(hdrs.AUTHORIZATION))
+            caller = settings.clients.authenticate(
+                headers.get(hdrs.AUTHORIZATION), headers.get(_API_KEY)
+            )
             if not isinstance(caller, Caller):
                 self.metrics.auth_failures.labels(caller).inc()
                 exchange.code = 401
-                return errors.missing_key() if caller == "missing_key" else errors.invalid_key()
+                return shape.missing_key() if caller == "missing_key" else shape.invalid_key()
             exchange.client = caller.name
             if _escapes_v1(request.path):
                 exchange.code = 400
-                return errors.path_not_relayed()
+                return shape.path_not_relayed()
 
             body = await _read_body(request, settings.max_body_bytes)
             if body is None:
                 exchange.code = 413
-                return errors.body_too_large(settings.max_body_bytes)
+                return shape.body_too_large(settings.max_body_bytes)
             call = read_call(
                 exchange.route,
                 body,
@@ -162,8 +178,9 @@ class Relay:
                 metered=exchange.route in METERED_ROUTES,
             )
             exchange.model = call.model
+            exchange.requested = call.requested
 
-            refusal = self._over_budget(caller)
+            refusal = self._over_budget(caller, shape)
             if refusal is not None:
                 exchange.code = 429
                 return refusal
@@ -183,11 +200,11 @@ class Relay:
                 active.dec()
             self._settle(exchange, settings.prices, started)
 
-    def _over_budget(self, caller: Caller) -> web.Response | None:
+    def _over_budget(self, caller: Caller, shape: errors.ErrorShape) -> web.Response | None:
         budget = caller.monthly_budget_usd
         if budget is None or self.ledger.month_spend(caller.name) < budget:
             return None
-        return errors.budget_exceeded(caller.name, budget, _seconds_to_next_month(self.clock.now()))
+        return shape.budget_exceeded(caller.name, budget, _seconds_to_next_month(self.clock.now()))
 
     async def _relay(
         self,
@@ -197,17 +214,26 @@ class Relay:
         exchange: _Exchange,
     ) -> web.StreamResponse:
         assert self.session is not None, "the upstream session is opened at start-up"
-        authorization = settings.upstream_authorization
+        anthropic = exchange.anthropic
+        authorization = None if anthropic else settings.upstream_authorization
         headers = upstream_request_headers(
             request.headers,
             authorization.reveal() if authorization is not None else None,
             stream=call.stream,
         )
+        if anthropic:
+            # The Anthropic API takes its key as x-api-key; anthropic-version and
+            # anthropic-beta pass through as the client sent them.
+            if settings.upstream_key is not None:
+                headers[_API_KEY] = settings.upstream_key.reveal()
+            url = settings.anthropic_url(request.raw_path)
+        else:
+            url = settings.upstream_url(request.raw_path)
         exchange.relayed = True
         try:
             upstream = await self.session.request(
                 request.method,
-                settings.upstream_url(request.raw_path),
+                url,
                 data=call.body or None,
                 headers=headers,
                 allow_redirects=False,
@@ -216,11 +242,11 @@ class Relay:
         except TimeoutError:
             log.warning("upstream timed out", extra=_where(exchange))
             exchange.code = 504
-            return errors.upstream_timeout()
+            return exchange.errors.upstream_timeout()
         except (aiohttp.ClientError, OSError) as exc:
             log.warning("upstream unreachable", extra={**_where(exchange), "reason": _reason(exc)})
             exchange.code = 502
-            return errors.upstream_unreachable()
+            return exchange.errors.upstream_unreachable()
         try:
             exchange.upstream_status = upstream.status
             if upstream.status in (401, 403):
@@ -243,14 +269,18 @@ class Relay:
         metered = exchange.route in METERED_ROUTES and exchange.usage_expected
         # The usage-only chunk can only be taken out of a stream that is not compressed.
         drop_usage_only = call.drop_usage_only and (encoding or IDENTITY).lower() == IDENTITY
-        sse = None
+        messages = exchange.route == "messages"
+        sse: SseMeter | None = None
         if is_event_stream and metered and decoder is not None:
-            sse = SseMeter(
-                drop_usage_only=drop_usage_only, monotonic=self.clock.monotonic, decoder=decoder
-            )
+            if messages:
+                sse = MessagesMeter(monotonic=self.clock.monotonic, decoder=decoder)
+            else:
+                sse = SseMeter(
+                    drop_usage_only=drop_usage_only, monotonic=self.clock.monotonic, decoder=decoder
+                )
             exchange.sse = sse
         elif metered and decoder is not None:
-            exchange.body = BodyMeter(decoder)
+            exchange.body = BodyMeter(decoder, anthropic_usage) if messages else BodyMeter(decoder)
         body_meter = exchange.body
         length = upstream.content_length
         if not is_event_stream and length is not None and length <= _WHOLE_BODY_LIMIT:
@@ -303,12 +333,12 @@ class Relay:
         except TimeoutError:
             log.warning("upstream failed before answering", extra=_where(exchange))
             exchange.code = 504
-            return errors.upstream_timeout()
+            return exchange.errors.upstream_timeout()
         except (aiohttp.ClientError, OSError) as exc:
             details = {**_where(exchange), "reason": _reason(exc)}
             log.warning("upstream failed before answering", extra=details)
             exchange.code = 502
-            return errors.upstream_unreachable()
+            return exchange.errors.upstream_unreachable()
         if exchange.body is not None:
             exchange.body.feed(body)
         exchange.code = upstream.status
@@ -333,9 +363,9 @@ class Relay:
             log.warning("upstream failed before answering", extra=details)
             if reason == "timeout":
                 exchange.code = 504
-                return errors.upstream_timeout()
+                return exchange.errors.upstream_timeout()
             exchange.code = 502
-            return errors.upstream_unreachable()
+            return exchange.errors.upstream_unreachable()
         log.warning("upstream broke off the response", extra=details)
         self.metrics.upstream_interrupted.labels(exchange.model, exchange.route, reason).inc()
         exchange.code = response.status
@@ -351,18 +381,22 @@ class Relay:
             return
         metrics.observe_duration(model, route, self.clock.monotonic() - started)
         sse = exchange.sse
-        if sse is not None and sse.first_token_at is not None:
-            metrics.time_to_first_token.labels(model).observe(sse.first_token_at - started)
+        if sse is not None:
+            if sse.first_token_at is not None:
+                metrics.time_to_first_token.labels(model).observe(sse.first_token_at - started)
+            if sse.stream_error:
+                metrics.upstream_interrupted.labels(model, route, "stream_error").inc()
         if route not in METERED_ROUTES:
             return
         usage = exchange.usage()
-        usd = 0.0
+        usd = saved = 0.0
         if usage is not None:
             usd = prices.cost_usd(model, usage)
-            metrics.count_usage(model, exchange.client, usage, usd)
+            saved = prices.cache_savings_usd(model, usage) if usage.cache_read_tokens else 0.0
+            metrics.count_usage(model, exchange.client, usage, usd, saved)
         elif exchange.usage_expected:
             metrics.usage_missing.labels(model, route).inc()
-        self.ledger.record(exchange.client, model, usage, usd)
+        self.ledger.record(exchange.client, model, usage, usd, exchange.requested, saved)
 
 
 async def _start(

@@ -172,6 +172,8 @@ class Call:
     stream: bool
     drop_usage_only: bool
     body: bytes
+    requested: str | None = None
+    """The model name as sent, when it resolved to ``other`` (for the ledger's unpriced names)."""
 
 
 def read_call(route: str, body: bytes, prices: PriceBook, *, metered: bool) -> Call:
@@ -183,20 +185,23 @@ def read_call(route: str, body: bytes, prices: PriceBook, *, metered: bool) -> C
         # Not a JSON object: relayed as it is, for the upstream to say what is wrong with it.
         return Call(OTHER_MODEL, False, False, body)
     values, members = found
-    model = prices.label(values.get("model"))
+    sent = values.get("model")
+    model = prices.label(sent)
+    requested = sent if model == OTHER_MODEL and isinstance(sent, str) else None
     stream = values.get("stream") is True
     options = values.get("stream_options")
     if not stream or route not in _USAGE_OPTION_ROUTES:
-        return Call(model, stream, False, body)
+        return Call(model, stream, False, body, requested)
     if isinstance(options, dict) and options.get("include_usage") is True:
-        return Call(model, stream, False, body)
+        return Call(model, stream, False, body, requested)
     if options is not None and not isinstance(options, dict):
-        return Call(model, stream, False, body)  # malformed: the upstream will say so
+        return Call(model, stream, False, body, requested)  # malformed: the upstream will say so
     try:
         with_usage = _with_include_usage(body, members, options)
     except RecursionError:
-        return Call(model, stream, False, body)  # nested too deeply to write back: as it came
-    return Call(model, stream, True, with_usage)
+        # Nested too deeply to write back: as it came.
+        return Call(model, stream, False, body, requested)
+    return Call(model, stream, True, with_usage, requested)
 
 
 def _with_include_usage(body: bytes, members: Members, options: dict[str, Any] | None) -> bytes:

@@ -19,6 +19,8 @@ __all__ = ["ProxySettings"]
 class ProxySettings:
     upstream_base_url: str
     upstream_authorization: Secret | None
+    upstream_anthropic_base_url: str
+    upstream_key: Secret | None
     timeout: ClientTimeout
     max_body_bytes: int
     clients: ClientDirectory
@@ -34,6 +36,8 @@ class ProxySettings:
         return cls(
             upstream_base_url=upstream.base_url,
             upstream_authorization=Secret(f"Bearer {key.reveal()}") if key is not None else None,
+            upstream_anthropic_base_url=upstream.anthropic_base_url or upstream.base_url,
+            upstream_key=key,
             timeout=ClientTimeout(
                 total=upstream.timeout_seconds,
                 connect=upstream.connect_timeout_seconds,
@@ -41,7 +45,7 @@ class ProxySettings:
             ),
             max_body_bytes=proxy.max_body_bytes,
             clients=ClientDirectory(proxy.clients),
-            prices=PriceBook(proxy.pricing),
+            prices=proxy.prices,
             billing=proxy.billing,
         )
 
@@ -52,3 +56,7 @@ class ProxySettings:
         decoded and re-encoded on the way.
         """
         return URL(self.upstream_base_url + raw_path[3:], encoded=True)
+
+    def anthropic_url(self, raw_path: str) -> URL:
+        """The upstream URL for an Anthropic API request: ``anthropic_base_url`` + ``<rest>``."""
+        return URL(self.upstream_anthropic_base_url + raw_path[3:], encoded=True)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from proxy.encoding import Decoder
-from proxy.pricing import Usage
+from proxy.tokens import Usage
 from proxy.usage import usage_from
 
 __all__ = ["SseMeter"]
@@ -76,6 +76,7 @@ class SseMeter:
         "_pending",
         "_scanned",
         "first_token_at",
+        "stream_error",
         "usage",
     )
 
@@ -88,6 +89,8 @@ class SseMeter:
         self._pending = bytearray()
         self._scanned = 0  # bytes of _pending already searched for an event end
         self.first_token_at: float | None = None
+        # The upstream reported an error inside the stream, after a 2xx status went out.
+        self.stream_error = False
         self.usage: Usage | None = None
 
     def feed(self, chunk: bytes) -> bytes:

@@ -1,10 +1,9 @@
 """Reading token usage out of what the upstream answered, without holding up the answer.
 
-The OpenAI-compatible shapes: chat and legacy completions report ``usage.prompt_tokens`` and
-``usage.completion_tokens``; embeddings ``usage.prompt_tokens`` only; the Responses API
-``usage.input_tokens`` and ``usage.output_tokens`` (in a stream, inside ``response.completed``).
-Reasoning tokens are part of the output count and cached input tokens part of the input count, so
-both are metered at the model's list price.
+The ``usage`` object is found where each API puts it: top-level in a chat, completion, embedding or
+Messages body, inside ``response`` in a Responses API body or stream event
+(``response.completed``, ``response.incomplete``). What its fields mean is the business of the
+protocol's reader in :mod:`proxy.tokens` (cache reads and writes, reasoning, upstream quirks).
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import re
 from typing import Any, Final
 
 from proxy.encoding import Decoder
-from proxy.pricing import Usage
+from proxy.tokens import Usage, UsageReader, openai_usage
 
 __all__ = ["BodyMeter", "usage_from"]
 
@@ -27,26 +26,11 @@ _TAIL_BYTES: Final = 64 * 1024
 _USAGE_OBJECT: Final = re.compile(rb'"usage"\s*:\s*(\{(?:[^{}]|\{[^{}]*\})*\})')
 
 
-def _count(value: Any) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    return None
+usage_from_object: UsageReader = openai_usage
+"""Usage from a ``usage`` object of any of the OpenAI-compatible shapes, if it is one."""
 
 
-def usage_from_object(usage: Any) -> Usage | None:
-    """Usage from a ``usage`` object of any of the OpenAI-compatible shapes, if it is one."""
-    if not isinstance(usage, dict):
-        return None
-    input_tokens = _count(usage.get("prompt_tokens", usage.get("input_tokens")))
-    if input_tokens is None:
-        return None
-    output_tokens = _count(usage.get("completion_tokens", usage.get("output_tokens", 0)))
-    if output_tokens is None:
-        return None
-    return Usage(input_tokens, output_tokens)
-
-
-def usage_from(payload: Any) -> Usage | None:
+def usage_from(payload: Any, reader: UsageReader = openai_usage) -> Usage | None:
     """Usage from a response body or a stream event: top-level ``usage``, or ``response.usage``."""
     if not isinstance(payload, dict):
         return None
@@ -55,16 +39,17 @@ def usage_from(payload: Any) -> Usage | None:
         response = payload.get("response")
         if isinstance(response, dict):
             usage = response.get("usage")
-    return usage_from_object(usage)
+    return reader(usage)
 
 
 class BodyMeter:
     """Keeps a decoded copy of a JSON body as it passes through, to read ``usage`` at the end."""
 
-    __slots__ = ("_buffer", "_decoder", "_tail_only")
+    __slots__ = ("_buffer", "_decoder", "_reader", "_tail_only")
 
-    def __init__(self, decoder: Decoder) -> None:
+    def __init__(self, decoder: Decoder, reader: UsageReader = openai_usage) -> None:
         self._decoder = decoder
+        self._reader = reader
         self._buffer = bytearray()
         self._tail_only = False
 
@@ -82,13 +67,13 @@ class BodyMeter:
             return None
         if not self._tail_only:
             try:
-                return usage_from(json.loads(self._buffer))
+                return usage_from(json.loads(self._buffer), self._reader)
             except (ValueError, RecursionError):
                 return None
         found = _USAGE_OBJECT.findall(self._buffer)
         if not found:
             return None
         try:
-            return usage_from_object(json.loads(found[-1]))
+            return self._reader(json.loads(found[-1]))
         except ValueError:
             return None
