@@ -1,9 +1,11 @@
 """``sheepdog report``: a month of the spend ledger, per model and per client, in money.
 
 For each model and each client (and each client's use of each model): requests, input and output
-tokens, USD at list price, what the relay bills for it in its currency (``usd × usd_rate``), what
+tokens, of them cache reads, cache writes and reasoning, USD at list price, what the cache reads
+saved, what the relay bills for it in its currency (``usd × usd_rate``), what
 the same usage costs at the market rate (``usd × market_usd_rate``), and the savings between the
-two; totals; and the month-end projection at the current pace (for the current month: spend
+two; totals; the names clients sent that had no price (metered as ``other``), with their request
+counts, so an operator knows what to price; and the month-end projection at the current pace (for the current month: spend
 divided by the elapsed fraction of the month; for a past month, its total).
 
 The ledger is read through a read-only SQLite connection, so a report can be made while
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from proxy.config import BillingConfig, ProxyConfig
-from proxy.ledger import LedgerRow, month_of, read_month
+from proxy.ledger import LedgerRow, UnpricedRow, month_of, read_month, read_unpriced
 from sheepdog.core.clock import SystemClock
 from sheepdog.core.db import DATABASE_FILE
 
@@ -61,17 +63,18 @@ def _month_bounds(month: str) -> tuple[datetime, datetime]:
     return start, end
 
 
-def read_ledger(state_dir: Path, month: str) -> list[LedgerRow]:
-    """The ledger's rows for ``month``; none if there is no ledger yet. Never writes."""
+def read_ledger(state_dir: Path, month: str) -> tuple[list[LedgerRow], list[UnpricedRow]]:
+    """The ledger's rows and unpriced names for ``month``; none if there is no ledger yet.
+    Never writes."""
     path = state_dir / DATABASE_FILE
     if not path.is_file():
-        return []
+        return [], []
     conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
     try:
-        return read_month(conn, month)
+        return read_month(conn, month), read_unpriced(conn, month)
     except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return []  # a database the proxy has not written to yet
+        if "no such table" in str(exc) or "no such column" in str(exc):
+            return [], []  # a database the proxy (0.2) has not written to yet
         raise
     finally:
         conn.close()
@@ -83,6 +86,10 @@ class Totals:
     input_tokens: int = 0
     output_tokens: int = 0
     usd: float = 0.0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    cache_savings_usd: float = 0.0
 
     def plus(self, row: LedgerRow) -> Totals:
         return Totals(
@@ -90,6 +97,10 @@ class Totals:
             self.input_tokens + row.input_tokens,
             self.output_tokens + row.output_tokens,
             self.usd + row.usd,
+            self.cache_read_tokens + row.cache_read_tokens,
+            self.cache_write_tokens + row.cache_write_tokens,
+            self.reasoning_tokens + row.reasoning_tokens,
+            self.cache_savings_usd + row.cache_savings_usd,
         )
 
 
@@ -103,6 +114,7 @@ class Report:
     by_client_model: dict[tuple[str, str], Totals]
     total: Totals
     generated_at: datetime
+    unpriced: tuple[UnpricedRow, ...] = ()
 
     def billed(self, usd: float) -> float:
         return usd * self.billing.usd_rate
@@ -121,7 +133,11 @@ class Report:
 
 
 def build_report(
-    rows: Iterable[LedgerRow], month: str, billing: BillingConfig, now: datetime
+    rows: Iterable[LedgerRow],
+    month: str,
+    billing: BillingConfig,
+    now: datetime,
+    unpriced: Iterable[UnpricedRow] = (),
 ) -> Report:
     """Add up ``month``'s ledger rows; ``now`` decides how much of the month has passed."""
     start, end = _month_bounds(month)
@@ -150,6 +166,7 @@ def build_report(
         by_client_model=dict(sorted(by_client_model.items())),
         total=total,
         generated_at=now,
+        unpriced=tuple(unpriced),
     )
 
 
@@ -180,6 +197,10 @@ def _figures(report: Report, totals: Totals) -> dict[str, Any]:
         "market": _money(report.market(totals.usd)),
         "savings": _money(report.savings(totals.usd)),
         "projected_usd": _money(report.projected(totals.usd)),
+        "cache_read_tokens": totals.cache_read_tokens,
+        "cache_write_tokens": totals.cache_write_tokens,
+        "reasoning_tokens": totals.reasoning_tokens,
+        "cache_savings_usd": _money(totals.cache_savings_usd),
     }
 
 
@@ -197,6 +218,10 @@ _CSV_COLUMNS: Final = (
     "savings",
     "projected_usd",
     "currency",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "cache_savings_usd",
 )
 
 
@@ -224,6 +249,19 @@ def _csv(report: Report) -> str:
     for (client, model), totals in report.by_client_model.items():
         row("client_model", client, model, totals)
     row("total", "", "", report.total)
+    for unpriced in report.unpriced:
+        writer.writerow(
+            {
+                "month": report.month,
+                "group": "unpriced",
+                "client": "",
+                "model": unpriced.name,
+                "requests": unpriced.requests,
+                "input_tokens": unpriced.input_tokens,
+                "output_tokens": unpriced.output_tokens,
+                "currency": report.billing.currency,
+            }
+        )
     return out.getvalue()
 
 
@@ -254,6 +292,15 @@ def _json(report: Report) -> str:
             for (client, model), totals in report.by_client_model.items()
         ],
         "total": _figures(report, report.total),
+        "unpriced": [
+            {
+                "name": row.name,
+                "requests": row.requests,
+                "input_tokens": row.input_tokens,
+                "output_tokens": row.output_tokens,
+            }
+            for row in report.unpriced
+        ],
     }
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 
@@ -277,7 +324,11 @@ def _table_rows(report: Report, names: dict[str, Totals]) -> list[list[str]]:
             _count(totals.requests),
             _count(totals.input_tokens),
             _count(totals.output_tokens),
+            _count(totals.cache_read_tokens),
+            _count(totals.cache_write_tokens),
+            _count(totals.reasoning_tokens),
             _amount(totals.usd),
+            _amount(totals.cache_savings_usd),
             _amount(report.billed(totals.usd)),
             _amount(report.market(totals.usd)),
             _amount(report.savings(totals.usd)),
@@ -312,14 +363,40 @@ def _table(report: Report) -> str:
         f"The relay bills {billing.usd_rate:g} {currency} per USD of list price; "
         f"the market rate is {billing.market_usd_rate:g} {currency}."
     )
-    money = ["USD (list)", f"Billed {currency}", f"Market {currency}", f"Saved {currency}"]
-    counts = ["Requests", "Input tokens", "Output tokens"]
+    money = [
+        "USD (list)",
+        "Cache saved USD",
+        f"Billed {currency}",
+        f"Market {currency}",
+        f"Saved {currency}",
+    ]
+    counts = ["Requests", "Input tokens", "Output tokens", "Cache read", "Cache write", "Reasoning"]
     total = _table_rows(report, {"TOTAL": report.total})[0]
     for title, names in (("Model", report.by_model), ("Client", report.by_client)):
         lines.append("")
         lines.extend(_aligned([title, *counts, *money], _table_rows(report, names), total))
     if not report.by_model:
         lines.extend(["", f"No usage recorded for {report.month}."])
+    if report.unpriced:
+        lines.extend(["", "Model names without a price (metered as 'other', at no cost):"])
+        rows = [
+            [
+                row.name or "(other names, past the first 100)",
+                _count(row.requests),
+                _count(row.input_tokens),
+                _count(row.output_tokens),
+            ]
+            for row in report.unpriced
+        ]
+        header = ["Name", "Requests", "Input tokens", "Output tokens"]
+        widths = [max(len(line[i]) for line in (header, *rows)) for i in range(len(header))]
+        for cells in (header, *rows):
+            lines.append(
+                "  ".join(
+                    [cells[0].ljust(widths[0])]
+                    + [cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True)]
+                ).rstrip()
+            )
     usd = report.projected(report.total.usd)
     lines.append("")
     if 0.0 < report.elapsed_fraction < 1.0:
@@ -350,10 +427,11 @@ def report_command(
     now = SystemClock().now()
     month = month or month_of(now)
     try:
-        rows = read_ledger(state_dir, month)
+        rows, unpriced = read_ledger(state_dir, month)
     except sqlite3.Error as exc:
         path = state_dir / DATABASE_FILE
         print(f"sheepdog: cannot read the spend ledger {path}: {exc}", file=sys.stderr)
         return 1
-    sys.stdout.write(render(build_report(rows, month, config.billing, now), output_format))
+    report = build_report(rows, month, config.billing, now, unpriced)
+    sys.stdout.write(render(report, output_format))
     return 0

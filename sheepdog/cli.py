@@ -170,7 +170,12 @@ def describe(config: Config) -> str:
         f"proxy.billing: {billing.currency} {billing.usd_rate:g} per USD "
         f"(market {billing.market_usd_rate:g})"
     )
-    lines.append(f"proxy.pricing: {len(config.proxy.pricing)} models")
+    proxy = config.proxy
+    source = f", {proxy.file_models} from {proxy.pricing_file}" if proxy.pricing_file else ""
+    lines.append(
+        f"proxy prices: {len(proxy.prices.models)} models ({len(proxy.pricing)} in proxy.pricing"
+        f"{source}), {len(proxy.model_aliases)} aliases"
+    )
     lines.append(f"bridge.timezone: {config.bridge.timezone}")
     if config.bridge.templates_dir is not None:
         lines.append(f"bridge.templates_dir: {config.bridge.templates_dir}")

@@ -66,7 +66,7 @@ def test_empty_file_is_a_valid_config_with_complete_defaults(tmp_path: Path) -> 
     assert config.proxy.upstream.api_key is None
     assert config.state_dir == tmp_path / "var"
     assert [(t.name, t.type) for t in config.bridge.targets.values()] == [("default", "log")]
-    assert config.proxy.pricing["gpt-4.1"].output == 8.00
+    assert config.proxy.prices.prices["gpt-4.1"].output == 8.00
     assert config.bridge.timezone == "Asia/Shanghai"
 
 

@@ -130,9 +130,9 @@ async def test_ten_thousand_models_and_bogus_keys_leave_the_series_count_bounded
     added = sorted(set(after_first_tenth) - set(at_start))
     assert len(added) <= 120, added
     allowed = {
-        "model": set(config.proxy.pricing) | {"other"},
+        "model": set(config.proxy.prices.models) | {"other"},
         "client": {"relayed", "refused", "anonymous"},
-        "route": {"chat", "completions", "embeddings", "responses", "other"},
+        "route": {"chat", "completions", "embeddings", "responses", "messages", "other"},
         "target": {"ops"},
     }
     for line in at_start + added:

@@ -223,7 +223,7 @@ def test_after_the_fuzzing_nothing_is_active_and_labels_stay_bounded(service: Se
                 models.add(sample.labels["model"])
             if sample.name == "llm_active_requests":
                 assert sample.value == 0, sample
-    assert models <= set(service.served.app[RUNTIME].settings.proxy.pricing) | {"other"}
+    assert models <= set(service.served.app[RUNTIME].settings.proxy.prices.models) | {"other"}
     assert service.upstream.active == 0
     requests = sum(
         sample.value

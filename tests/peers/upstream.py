@@ -8,7 +8,12 @@ the proxy in each direction. Unscripted models get a plain successful answer.
 Shapes follow the OpenAI API reference: ``chat.completion`` and ``chat.completion.chunk`` (with
 ``stream_options.include_usage``: ``"usage": null`` on every chunk, then a chunk with
 ``"choices": []`` and the usage before ``data: [DONE]``), legacy ``text_completion``, embeddings,
-and Responses API events ending in ``response.completed`` (no ``[DONE]``).
+and Responses API events ending in ``response.completed`` (or ``response.incomplete``; no
+``[DONE]``). Usage carries cached and reasoning tokens where scripted, in the shape of the
+upstream being imitated (``usage_style``): OpenAI's ``*_tokens_details``; DeepSeek's
+``prompt_cache_hit_tokens``; or Gemini's OpenAI-compatible endpoint, whose ``completion_tokens``
+leaves thinking out (``total_tokens`` has it) and whose stream has a running usage in every chunk.
+The Anthropic Messages API is served too, by :mod:`tests.peers.anthropic`.
 """
 
 from __future__ import annotations
@@ -24,9 +29,12 @@ from typing import Any, Literal
 from aiohttp import web
 from multidict import CIMultiDict
 
+from tests.peers.anthropic import AnthropicPeer
+
 __all__ = ["FakeUpstream", "Received", "Script"]
 
 WriteMode = Literal["per-event", "split", "batched"]
+UsageStyle = Literal["openai", "deepseek", "gemini"]
 
 
 @dataclass
@@ -34,8 +42,13 @@ class Script:
     """How the upstream answers requests for one model."""
 
     content: Sequence[str] = ("Hello", ", ", "world", "!")
-    prompt_tokens: int = 12
-    completion_tokens: int = 4
+    prompt_tokens: int = 12  # cached tokens included
+    completion_tokens: int = 4  # reasoning tokens included
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    usage_style: UsageStyle = "openai"
+    # Responses API: end with response.incomplete (max_output_tokens reached) instead.
+    incomplete: bool = False
     status: int = 200
     # Report usage at all (a stream then never sends the usage chunk, a body has no "usage").
     usage: bool = True
@@ -75,6 +88,7 @@ class FakeUpstream:
     sent: list[bytes] = field(default_factory=list)
     active: int = 0
     disconnects: int = 0
+    anthropic: AnthropicPeer = field(default_factory=AnthropicPeer)
     _runner: web.AppRunner | None = None
     _port: int = 0
     _ids: itertools.count[int] = field(default_factory=itertools.count)
@@ -96,6 +110,7 @@ class FakeUpstream:
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_post("/v1/responses", self._responses)
         app.router.add_get("/v1/models", self._models)
+        self.anthropic.add_routes(app, self._record, self.sent.append)
         # Cancelled on disconnect, so a caller going away is seen at once and counted.
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
@@ -194,22 +209,42 @@ class FakeUpstream:
             )
         )
 
-    def _usage(self, kind: str, script: Script) -> dict[str, Any]:
+    def _usage(self, kind: str, script: Script, completed: int | None = None) -> dict[str, Any]:
+        """The usage object; ``completed``: output tokens so far (a running usage)."""
+        output = script.completion_tokens if completed is None else completed
+        total = script.prompt_tokens + output
         if kind == "responses":
             return {
                 "input_tokens": script.prompt_tokens,
-                "input_tokens_details": {"cached_tokens": 0},
-                "output_tokens": script.completion_tokens,
-                "output_tokens_details": {"reasoning_tokens": 0},
-                "total_tokens": script.prompt_tokens + script.completion_tokens,
+                "input_tokens_details": {"cached_tokens": script.cached_tokens},
+                "output_tokens": output,
+                "output_tokens_details": {"reasoning_tokens": script.reasoning_tokens},
+                "total_tokens": total,
             }
         if kind == "embeddings":
             return {"prompt_tokens": script.prompt_tokens, "total_tokens": script.prompt_tokens}
-        return {
+        if script.usage_style == "gemini":
+            # Thinking is counted in total_tokens only.
+            usage: dict[str, Any] = {
+                "prompt_tokens": script.prompt_tokens,
+                "completion_tokens": max(0, output - script.reasoning_tokens),
+                "total_tokens": total,
+            }
+            if script.cached_tokens:
+                usage["prompt_tokens_details"] = {"cached_tokens": script.cached_tokens}
+            return usage
+        usage = {
             "prompt_tokens": script.prompt_tokens,
-            "completion_tokens": script.completion_tokens,
-            "total_tokens": script.prompt_tokens + script.completion_tokens,
+            "completion_tokens": output,
+            "total_tokens": total,
         }
+        if script.usage_style == "deepseek":
+            usage["prompt_cache_hit_tokens"] = script.cached_tokens
+            usage["prompt_cache_miss_tokens"] = script.prompt_tokens - script.cached_tokens
+        else:
+            usage["prompt_tokens_details"] = {"cached_tokens": script.cached_tokens}
+        usage["completion_tokens_details"] = {"reasoning_tokens": script.reasoning_tokens}
+        return usage
 
     def _body(self, kind: str, payload: dict[str, Any], script: Script) -> dict[str, Any]:
         model = payload.get("model", "")
@@ -258,7 +293,7 @@ class FakeUpstream:
 
     def _response_object(self, number: int, model: str, text: str, status: str) -> dict[str, Any]:
         output = []
-        if status == "completed":
+        if status in ("completed", "incomplete"):
             output = [
                 {
                     "type": "message",
@@ -279,6 +314,11 @@ class FakeUpstream:
             "tool_choice": "auto",
             "tools": [],
             "usage": None,
+            **(
+                {"incomplete_details": {"reason": "max_output_tokens"}}
+                if status == "incomplete"
+                else {}
+            ),
         }
 
     def _events(self, kind: str, payload: dict[str, Any], script: Script) -> list[bytes]:
@@ -310,16 +350,17 @@ class FakeUpstream:
                     },
                     "response.output_text.delta",
                 )
-            done = self._response_object(number, model, "".join(script.content), "completed")
+            status = "incomplete" if script.incomplete else "completed"
+            done = self._response_object(number, model, "".join(script.content), status)
             if script.usage:
                 done["usage"] = self._usage(kind, script)
             data(
                 {
-                    "type": "response.completed",
+                    "type": f"response.{status}",
                     "sequence_number": len(script.content) + 1,
                     "response": done,
                 },
-                "response.completed",
+                f"response.{status}",
             )
             return events
 
@@ -342,12 +383,21 @@ class FakeUpstream:
                 return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
             return {"index": 0, "text": piece or "", "logprobs": None, "finish_reason": finish}
 
+        gemini = script.usage_style == "gemini" and script.usage
+        pieces = len(script.content)
+
+        def running(done: int) -> dict[str, Any]:
+            # Gemini: a running usage in every chunk, whether asked for or not.
+            if not gemini:
+                return extra
+            return {"usage": self._usage(kind, script, script.completion_tokens * done // pieces)}
+
         if chat:
-            data({**base, "choices": [choice("", None)], **extra})
-        for piece in script.content:
-            data({**base, "choices": [choice(piece, None)], **extra})
-        data({**base, "choices": [choice(None, "stop")], **extra})
-        if include_usage and script.usage:
+            data({**base, "choices": [choice("", None)], **running(0)})
+        for index, piece in enumerate(script.content, start=1):
+            data({**base, "choices": [choice(piece, None)], **running(index)})
+        data({**base, "choices": [choice(None, "stop")], **running(pieces)})
+        if include_usage and script.usage and not gemini:
             data({**base, "choices": [], "usage": self._usage(kind, script)})
         events.append(f"data: [DONE]{end}{end}".encode())
         return events

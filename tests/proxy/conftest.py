@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 import yaml
@@ -73,6 +74,16 @@ class Proxy:
         options.setdefault("max_retries", 0)
         return openai.OpenAI(base_url=self.base_url, api_key=key, **options)
 
+    def anthropic(self, key: str = TEAM_A_KEY, **options: Any) -> anthropic.AsyncAnthropic:
+        """The async anthropic SDK with ``key`` (as x-api-key), pointed at sheepdog's root as
+        at an Anthropic base URL; no retries unless ``max_retries`` is given."""
+        options.setdefault("max_retries", 0)
+        return anthropic.AsyncAnthropic(base_url=self.url(""), api_key=key, **options)
+
+    def sync_anthropic(self, key: str = TEAM_A_KEY, **options: Any) -> anthropic.Anthropic:
+        options.setdefault("max_retries", 0)
+        return anthropic.Anthropic(base_url=self.url(""), api_key=key, **options)
+
     async def flush_ledger(self) -> None:
         await self.app[RELAY].ledger.flush()
 
@@ -81,7 +92,8 @@ class Proxy:
 
 
 def proxy_config(fake: FakeUpstream, /, **proxy_overrides: Any) -> dict[str, Any]:
-    """A config with two clients (team-a with a $10 budget) in front of the ``fake`` upstream.
+    """A config with two clients (team-a with a $10 budget) in front of the ``fake`` upstream,
+    pricing gpt-4.1 and deepseek-v3.2 as the catalogue does.
 
     ``proxy_overrides`` replace keys of ``proxy:``; mappings are merged one level deep.
     """
@@ -97,6 +109,11 @@ def proxy_config(fake: FakeUpstream, /, **proxy_overrides: Any) -> dict[str, Any
             {"name": "team-b", "key": TEAM_B_KEY},
         ],
         "billing": {"currency": "CNY", "usd_rate": 1.0, "market_usd_rate": 7.3},
+        # As the SPEC's example does: the models a team uses, named (their series start at zero).
+        "pricing": {
+            "gpt-4.1": {"input": 2.00, "output": 8.00, "cache_read": 0.50},
+            "deepseek-v3.2": {"input": 0.28, "output": 0.42, "cache_read": 0.028},
+        },
     }
     for key, value in proxy_overrides.items():
         if isinstance(value, dict) and isinstance(proxy.get(key), dict):

@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.config import ModelPrice
+from proxy.pricing import Price
 from proxy.pricing import PriceBook
 from proxy.request import read_call, top_level_members
 
 WANTED = frozenset({"model", "stream", "stream_options"})
-PRICES = PriceBook({"gpt-4.1": ModelPrice(input=2.0, output=8.0)})
+PRICES = PriceBook({"gpt-4.1": Price(input=2.0, output=8.0)})
 
 json_values = st.recursive(
     st.none()
