@@ -5,8 +5,9 @@ tokens, of them cache reads, cache writes and reasoning, USD at list price, what
 saved, what the relay bills for it in its currency (``usd × usd_rate``), what
 the same usage costs at the market rate (``usd × market_usd_rate``), and the savings between the
 two; totals; the names clients sent that had no price (metered as ``other``), with their request
-counts, so an operator knows what to price; and the month-end projection at the current pace (for the current month: spend
-divided by the elapsed fraction of the month; for a past month, its total).
+counts, so an operator knows what to price; and the month-end projection at the current pace
+(for the current month: spend divided by the elapsed fraction of the month; for a past month,
+its total).
 
 The ledger is read through a read-only SQLite connection, so a report can be made while
 ``sheepdog serve`` runs; up to the last second of spend may not be written yet (see

@@ -10,8 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.pricing import Price
-from proxy.pricing import PriceBook
+from proxy.pricing import Price, PriceBook
 from proxy.request import read_call, top_level_members
 
 WANTED = frozenset({"model", "stream", "stream_options"})
