@@ -155,16 +155,22 @@ class _Layered:
 
     def add_layer(self, layer: Mapping[str, Price]) -> None:
         below = dict(self.labels)
-        for name, price in layer.items():
-            if name in self.prices:
-                self.prices[name] = price
-                continue
-            label = below.get(canonical_name(name))
-            if label is not None:
-                self.prices[label] = price
-            else:
-                self.prices[name] = price
-                self.labels.setdefault(canonical_name(name), name)
+        groups: dict[str, list[str]] = {}
+        for name in layer:
+            groups.setdefault(canonical_name(name), []).append(name)
+        for canonical, names in groups.items():
+            # The group's plainest spelling stands for the model below; other spellings in the
+            # same layer (a dated snapshot priced apart) are models of their own.
+            representative = min(names, key=lambda name: (len(name), name))
+            for name in names:
+                label = below.get(canonical) if name == representative else None
+                if name in self.prices:
+                    self.prices[name] = layer[name]
+                elif label is not None:
+                    self.prices[label] = layer[name]
+                else:
+                    self.prices[name] = layer[name]
+                    self.labels.setdefault(canonical, name)
 
 
 class PriceBook:
