@@ -174,7 +174,8 @@ def test_usage_readers_follow_each_protocol_and_its_quirks() -> None:
 OPENAI_CASES = {
     # name: (script, expected tokens (input, output, cache_read, reasoning), expected USD)
     "cached gpt-4.1": (
-        {"model": "gpt-4.1", "prompt_tokens": 10_000, "completion_tokens": 500, "cached_tokens": 8000},
+        {"model": "gpt-4.1", "prompt_tokens": 10_000, "completion_tokens": 500,
+         "cached_tokens": 8000},
         (10_000, 500, 8000, 0),
         (2000 * 2.00 + 8000 * 0.50 + 500 * 8.00) / 1e6,
     ),
@@ -291,7 +292,8 @@ def litellm_excerpt() -> dict[str, object]:
             "output_cost_per_token_above_200k_tokens": 2.25e-05,
         },
         "dashscope/qwen3-max": {"litellm_provider": "dashscope", "mode": "chat", "tiered_pricing": [
-            {"input_cost_per_token": 1.2e-06, "output_cost_per_token": 6e-06, "range": [0, 32000.0]},
+            {"input_cost_per_token": 1.2e-06, "output_cost_per_token": 6e-06,
+             "range": [0, 32000.0]},
             {"input_cost_per_token": 2.4e-06, "output_cost_per_token": 1.2e-05,
              "range": [32000.0, 128000.0]}]},
         "openrouter/vendor/house-model": {"input_cost_per_token": 9e-06,
