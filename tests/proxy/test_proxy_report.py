@@ -68,6 +68,10 @@ def figures(
         "market": pytest.approx(usd * 7.3, abs=1e-6),
         "savings": pytest.approx(usd * (7.3 - rate), abs=1e-6),
         "projected_usd": pytest.approx(usd, abs=1e-6),
+        "cache_read_tokens": 0,
+        "cache_write_tokens": 0,
+        "reasoning_tokens": 0,
+        "cache_savings_usd": 0.0,
     }
 
 
@@ -118,6 +122,7 @@ async def test_report_shows_known_traffic_exactly_in_every_format(
     assert list(rows[0]) == [
         "month", "group", "client", "model", "requests", "input_tokens", "output_tokens",
         "usd", "billed", "market", "savings", "projected_usd", "currency",
+        "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "cache_savings_usd",
     ]  # fmt: skip
     total = rows[-1]
     assert total["group"] == "total"
@@ -225,6 +230,10 @@ def test_empty_ledger_gives_an_empty_well_formed_report(
         "market": 0.0,
         "savings": 0.0,
         "projected_usd": 0.0,
+        "cache_read_tokens": 0,
+        "cache_write_tokens": 0,
+        "reasoning_tokens": 0,
+        "cache_savings_usd": 0.0,
     }
     rows = list(
         csv.DictReader(
