@@ -107,6 +107,9 @@ class SampleExporter:
                     for kind in ("input", "output"):
                         m["llm_tokens_total"].labels(model, kind, client).inc(500)
                     m["llm_cost_usd_total"].labels(model, client).inc(0.01)
+                    for kind in ("cache_read", "cache_write", "reasoning"):
+                        m["llm_token_details_total"].labels(model, kind, client).inc(100)
+                    m["llm_cache_savings_usd_total"].labels(model, client).inc(0.002)
                 m["llm_request_duration_seconds"].labels(model, "chat").observe(3.2)
                 m["llm_time_to_first_token_seconds"].labels(model).observe(0.6)
                 m["llm_usage_missing_total"].labels(model, "chat").inc()

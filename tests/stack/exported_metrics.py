@@ -49,9 +49,11 @@ METRICS: tuple[Metric, ...] = (
     Metric("sheepdog_notification_duration_seconds", "histogram", ("target",)),
     Metric("sheepdog_outbox_pending", "gauge", ("target",)),
     Metric("sheepdog_outbox_oldest_seconds", "gauge", ("target",)),
+    Metric("llm_token_details_total", "counter", ("model", "type", "client")),
     # Beyond the SPEC. The proxy: where metering is incomplete (docs/proxy.md).
     Metric("llm_usage_missing_total", "counter", ("model", "route")),
     Metric("llm_upstream_interrupted_total", "counter", ("model", "route", "reason")),
+    Metric("llm_cache_savings_usd_total", "counter", ("model", "client")),
     # The service itself (README "Metrics").
     Metric("sheepdog_build_info", "gauge", ("version", "python")),
     Metric("sheepdog_config_last_reload_successful", "gauge", ()),
