@@ -15,6 +15,7 @@ from pydantic import BeforeValidator, Field, field_validator
 
 from bridge.channels.base import TargetConfig as TargetConfig
 from bridge.channels.registry import CHANNELS
+from bridge.language import Language
 from sheepdog.core.config import (
     NAME_PATTERN,
     ConfigModel,
@@ -68,6 +69,8 @@ def _named_targets(targets: Any) -> Any:
 class BridgeConfig(ConfigModel):
     timezone: Text = "Asia/Shanghai"
     """Times in messages are shown in this zone."""
+    language: Language = "en"
+    """The words of the built-in templates: ``en`` or ``zh`` (``bridge/language.py``)."""
     templates_dir: ConfigPath | None = None
     """Files here override built-in templates by name."""
     targets: Annotated[Mapping[str, AnyTarget], BeforeValidator(_named_targets)] = Field(

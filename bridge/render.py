@@ -9,6 +9,11 @@ Each channel has its own environment, because escaping differs: the channel give
 and filters (HTML autoescapes for email; every ``{{ … }}`` of the Slack template is escaped for
 a JSON string and for mrkdwn; WeChat's cannot start a mention, tag or link). The filters here
 are the ones every channel shares.
+
+Words come from ``bridge.language`` (``_("Firing for")``, durations, "still firing"), in the
+language of ``bridge.language``; the payload's ``notification_reason`` (Alertmanager 0.32 and
+later) is in the context as ``reason`` and, worded for a reader, ``reason_text``; ``reminder`` is
+true when Alertmanager sends a still-firing group again.
 """
 
 from __future__ import annotations
@@ -24,6 +29,14 @@ from urllib.parse import quote
 
 import jinja2
 
+from bridge.language import (
+    REMINDER_REASON,
+    as_language,
+    gettext_for,
+    humanize_seconds,
+    ngettext_for,
+    reason_words,
+)
 from bridge.payload import Payload, parse_time, validate_payload
 from bridge.sample import SAMPLE_PAYLOAD
 from sheepdog.core.errors import ConfigError
@@ -100,6 +113,8 @@ class Renderer:
     def __init__(self, config: BridgeConfig, channels: Mapping[str, Channel]) -> None:
         self.config = config
         self.zone = zoneinfo.ZoneInfo(config.timezone)
+        self.language = config.language
+        self._gettext = gettext_for(config.language)
         builtin = jinja2.ChoiceLoader(
             [jinja2.FileSystemLoader(str(channel.template_dir)) for channel in channels.values()]
         )
@@ -111,6 +126,10 @@ class Renderer:
         self._builtin = {
             name: self._environment(channel, builtin, None) for name, channel in channels.items()
         }
+
+    def gettext(self, message: str) -> str:
+        """``message`` (English) in the configured language, for words a notifier writes itself."""
+        return self._gettext(message)
 
     def render(
         self,
@@ -196,6 +215,8 @@ class Renderer:
         firing = [alert for alert in alerts if alert["status"] == "firing"]
         resolved = [alert for alert in alerts if alert["status"] != "firing"]
         every = payload["alerts"]
+        reason = payload.get("notification_reason")
+        reason = reason if isinstance(reason, str) else ""
         context = dict(payload)
         context.update(
             alerts=list(alerts),
@@ -213,6 +234,10 @@ class Renderer:
             part=part,
             digest=digest,
             mentions=dict(mentions or {}),
+            language=self.language,
+            reason=reason,
+            reason_text=reason_words(reason, self.language),
+            reminder=reason.strip().lower() == REMINDER_REASON,
         )
         return context
 
@@ -231,8 +256,13 @@ class Renderer:
             trim_blocks=True,
             lstrip_blocks=True,
             keep_trailing_newline=False,
-            extensions=["jinja2.ext.loopcontrols", "jinja2.ext.do"],
+            extensions=["jinja2.ext.loopcontrols", "jinja2.ext.do", "jinja2.ext.i18n"],
             **channel.jinja_options(),
+        )
+        # Old-style gettext: ``_()`` gives a plain string, which the channel escapes as it
+        # escapes any other value.
+        environment.install_gettext_callables(  # type: ignore[attr-defined]
+            self._gettext, ngettext_for(self.language), newstyle=False
         )
         environment.filters.update(
             localtime=self._localtime,
@@ -252,7 +282,7 @@ class Renderer:
         "still firing"."""
         moment = value if isinstance(value, datetime) else parse_time(str(value))
         if moment is None:
-            return "still firing"
+            return self._gettext("still firing")
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
         return moment.astimezone(self.zone).strftime(fmt)
@@ -261,11 +291,12 @@ class Renderer:
 @jinja2.pass_context
 def _duration(context: Any, value: Any, end: Any = None) -> str:
     """Humanised length: of ``value`` seconds, or from time ``value`` to ``end`` (default now,
-    also when ``end`` is the zero time of a still-firing alert)."""
+    also when ``end`` is the zero time of a still-firing alert), in the template's language."""
+    language = as_language(context.get("language"))
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return humanize_seconds(float(value))
+        return humanize_seconds(float(value), language)
     if isinstance(value, timedelta):
-        return humanize_seconds(value.total_seconds())
+        return humanize_seconds(value.total_seconds(), language)
     start = value if isinstance(value, datetime) else parse_time(str(value))
     if start is None:
         return ""
@@ -273,22 +304,7 @@ def _duration(context: Any, value: Any, end: Any = None) -> str:
     if stop is None:
         now = context.get("now")
         stop = now if isinstance(now, datetime) else datetime.now(UTC)
-    return humanize_seconds((stop - start).total_seconds())
-
-
-def humanize_seconds(seconds: float) -> str:
-    """``2h 5m``, ``3d 4h``, ``45s``: the two largest units, rounded down."""
-    total = max(0, int(seconds))
-    units = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
-    parts: list[str] = []
-    for suffix, size in units:
-        amount, total = divmod(total, size)
-        if amount or parts:
-            parts.append(f"{amount}{suffix}")
-        if len(parts) == 2:
-            break
-    parts = [part for part in parts if not part.startswith("0")] or ["0s"]
-    return " ".join(parts)
+    return humanize_seconds((stop - start).total_seconds(), language)
 
 
 def severity_colorizer(palette: Mapping[str, str]) -> Callable[..., str]:

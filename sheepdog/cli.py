@@ -177,6 +177,7 @@ def describe(config: Config) -> str:
         f"{source}), {len(proxy.model_aliases)} aliases"
     )
     lines.append(f"bridge.timezone: {config.bridge.timezone}")
+    lines.append(f"bridge.language: {config.bridge.language}")
     if config.bridge.templates_dir is not None:
         lines.append(f"bridge.templates_dir: {config.bridge.templates_dir}")
     lines.append(f"bridge.targets: {len(config.bridge.targets)}")

@@ -118,6 +118,8 @@ async def test_each_reload_compiles_every_template_once(
         "w": {"type": "wechat", "url": "https://qyapi.weixin.qq.com/x?key=k"},
         "w2": {"type": "wechat", "url": "https://qyapi.weixin.qq.com/x?key=other"},
         "s": {"type": "slack", "url": "https://hooks.slack.com/services/T/B/x"},
+        "d": {"type": "dingtalk", "url": "https://oapi.dingtalk.com/robot/send?access_token=t"},
+        "f": {"type": "feishu", "url": "https://open.feishu.cn/open-apis/bot/v2/hook/h"},
         "m": {
             "type": "email",
             "smtp": {"host": "smtp.example.com"},
@@ -134,6 +136,10 @@ async def test_each_reload_compiles_every_template_once(
     assert sorted(compiled) == sorted(
         [
             "wechat.md.j2",
+            "wechat.md_v2.j2",
+            "dingtalk.md.j2",
+            "dingtalk.title.j2",
+            "feishu.json.j2",
             "slack.json.j2",
             "email.subject.j2",
             "email.txt.j2",

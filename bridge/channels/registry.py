@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from bridge.channels import email, log, slack, wechat
+from bridge.channels import dingtalk, email, feishu, log, slack, wechat
 from bridge.channels.base import Channel
 
 __all__ = ["CHANNELS", "channel_of"]
@@ -17,6 +17,8 @@ CHANNELS: Final[dict[str, Channel]] = {
     channel.name: channel
     for channel in (
         wechat.CHANNEL,
+        dingtalk.CHANNEL,
+        feishu.CHANNEL,
         slack.CHANNEL,
         email.CHANNEL,
         log.CHANNEL,

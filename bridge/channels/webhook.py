@@ -22,6 +22,7 @@ from bridge.render import Renderer
 __all__ = [
     "Classifier",
     "WebhookNotifier",
+    "json_bytes",
     "post_json",
     "redact_url",
     "scrub",
@@ -67,6 +68,11 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
+def json_bytes(body: Mapping[str, Any]) -> bytes:
+    """``body`` as it goes on the wire: what a channel's size limit is measured on."""
+    return json.dumps(body, ensure_ascii=False).encode("utf-8")
+
+
 async def post_json(
     session: aiohttp.ClientSession,
     url: str,
@@ -81,7 +87,7 @@ async def post_json(
     Never raises for a delivery problem, and the verdict's detail holds neither the URL nor
     any of ``secrets``.
     """
-    data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+    data = json_bytes(body)
     try:
         async with session.post(
             url,
@@ -127,6 +133,11 @@ class WebhookNotifier:
         """What the channel's answer means."""
         raise NotImplementedError
 
+    def secrets(self) -> list[str]:
+        """Everything that must be scrubbed from what comes back: the URL's pieces, and a
+        channel's signing secret."""
+        return url_secrets(self.target.url.reveal())
+
     def request(self, message: Message) -> tuple[str, Mapping[str, Any]]:
         """The URL and body of one attempt at sending ``message``; computed at every attempt,
         so a signature made here is always fresh."""
@@ -142,7 +153,7 @@ class WebhookNotifier:
             body,
             self.classify,
             timeout=self._timeout,
-            secrets=url_secrets(self.target.url.reveal()),
+            secrets=self.secrets(),
         )
 
     def preview(self, message: Message) -> str:

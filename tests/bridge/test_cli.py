@@ -214,3 +214,85 @@ def test_outbox_lists_and_requeues(
     assert code == 1
     assert "not queued: 1 is pending, not dead" in err
     assert "not queued: 7 no such notification" in err
+
+
+DINGTALK_TOKEN = "SENTINEL-cli-dingtalk-token-11f0"
+DINGTALK_SECRET = "SECSENTINEL-cli-dingtalk-secret"
+FEISHU_HOOK = "SENTINEL-cli-feishu-hook-9c2e"
+FEISHU_SECRET = "SENTINEL-cli-feishu-secret"
+ROBOTS = {
+    "ops-dingtalk": {
+        "type": "dingtalk",
+        "url": f"https://oapi.dingtalk.com/robot/send?access_token={DINGTALK_TOKEN}",
+        "secret": DINGTALK_SECRET,
+        "mentions": {"mobiles": ["13800000000"]},
+    },
+    "ops-feishu": {
+        "type": "feishu",
+        "url": f"https://open.feishu.cn/open-apis/bot/v2/hook/{FEISHU_HOOK}",
+        "secret": FEISHU_SECRET,
+        "mentions": {"user_ids": ["ou_1f2e3d"]},
+    },
+    "ops-wechat-v2": {
+        "type": "wechat",
+        "url": f"https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key={ROBOT_KEY}",
+        "format": "markdown_v2",
+    },
+}
+ROBOT_SECRETS = (DINGTALK_TOKEN, DINGTALK_SECRET, FEISHU_HOOK, FEISHU_SECRET, ROBOT_KEY)
+
+
+def _robots_config(tmp_path: Path, language: str) -> Path:
+    path = tmp_path / f"robots-{language}.yaml"
+    document = {
+        "state_dir": str(tmp_path / "state"),
+        "bridge": {"language": language, "targets": ROBOTS},
+    }
+    path.write_text(yaml.safe_dump(document, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("language", ["en", "zh"])
+def test_render_shows_dingtalk_feishu_and_markdown_v2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], language: str
+) -> None:
+    """`render` prints the DingTalk markdown with its at list, the Feishu card with the place of
+    its signature, and the markdown_v2 table: never a token or a signing secret."""
+    path = _robots_config(tmp_path, language)
+    code, out, _ = run(capsys, "render", "ops-dingtalk", "--config", str(path))
+    assert code == 0
+    assert out.startswith(
+        "# target ops-dingtalk (dingtalk) → https://oapi.dingtalk.com/<redacted>, signed when "
+        "sent (加签): 1 message(s)"
+    )
+    assert "--- message 1/1: DingTalk markdown, " in out and "mentioning 13800000000 ---" in out
+    body = json.loads(out.split(" ---\n", 1)[1])
+    assert body["at"]["atMobiles"] == ["13800000000"]
+    firing = "告警触发" if language == "zh" else "FIRING"
+    assert body["markdown"]["title"] == f"🔥 {firing} LLMRelayHighErrorRate ×2"
+
+    code, out, _ = run(capsys, "render", "ops-feishu", "--config", str(path))
+    assert code == 0
+    assert "--- message 1/1: Feishu/Lark card, " in out and "mentioning ou_1f2e3d ---" in out
+    card = json.loads(out.split(" ---\n", 1)[1])
+    assert card["timestamp"] == "<when sent>" and card["sign"] == "<computed when sent>"
+    assert card["card"]["header"]["template"] == "red"
+
+    code, out, _ = run(capsys, "render", "ops-wechat-v2", "--config", str(path))
+    assert code == 0
+    assert "--- message 1/1: WeChat markdown_v2, " in out
+    for secret in ROBOT_SECRETS:
+        assert secret not in out
+
+
+def test_check_config_describes_the_robots(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`check-config` names each robot's host, that it signs, and its pace, and no secret."""
+    code, out, _ = run(capsys, "check-config", "--config", str(_robots_config(tmp_path, "zh")))
+    assert code == 0
+    assert "bridge.language: zh" in out
+    assert "  ops-dingtalk: dingtalk → oapi.dingtalk.com, signed (加签), 20/min" in out
+    assert "  ops-feishu: feishu → open.feishu.cn (Feishu), at most 5/s, signed, 100/min" in out
+    for secret in ROBOT_SECRETS:
+        assert secret not in out

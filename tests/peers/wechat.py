@@ -1,14 +1,17 @@
 """A local WeChat Work group robot: the webhook API as its docs describe it, errors included.
 
-``POST /cgi-bin/webhook/send?key=KEY`` with ``{"msgtype": "markdown"|"text", ...}``. Like the
-real robot it answers HTTP 200 with an ``errcode``: 0 ok, 93000 unknown key, 40058 content over
-4096 bytes (markdown) or 2048 bytes (text), 45009 past 20 messages in any 60 seconds for a key.
+``POST /cgi-bin/webhook/send?key=KEY`` with ``{"msgtype": "markdown"|"markdown_v2"|"text",
+...}``. Like the real robot it answers HTTP 200 with an ``errcode``: 0 ok, 93000 unknown key,
+40058 content over 4096 bytes (markdown, markdown_v2) or 2048 bytes (text), 45009 past 20
+messages in any 60 seconds for a key.
 The minute is measured on an injectable clock, so tests can move time by hand. Answers can be
 scripted (``errcode -1``, HTTP 500, a non-JSON body) and every accepted message is recorded.
 
 Like the real client it parses the markdown for what it would act on (:func:`markdown_actions`):
-``<@userid>`` mentions, ``[text](url)`` links and ``<font color=...>`` tags, so tests can assert
-that alert text never becomes any of them.
+``<@userid>`` mentions, ``[text](url)`` links and ``<font color=...>`` tags; in markdown_v2
+(:func:`markdown_v2_actions`), which has no colours or mentions, links and ``![text](url)``
+images; in a text message, its ``mentioned_list`` and ``mentioned_mobile_list``. Tests can
+assert that alert text never becomes any of them.
 
 An outage (:meth:`WeChatRobot.fail`) answers every request with failures in turn, until it is
 ended by hand or the clock reaches its end; ``None`` among the failures lets that request through,
@@ -29,10 +32,19 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-__all__ = ["Answer", "Delivered", "WeChatRobot", "markdown_actions", "visible_text"]
+__all__ = [
+    "Answer",
+    "Delivered",
+    "WeChatRobot",
+    "markdown_actions",
+    "markdown_v2_actions",
+    "text_actions",
+    "visible_text",
+]
 
 _MENTION = re.compile(r"<@([^<>\s]+)>")
 _LINK = re.compile(r"\[([^\[\]]*)\]\(([^()\s]*)\)")
+_LINK_OR_IMAGE = re.compile(r"(!?)\[([^\[\]]*)\]\(([^()\s]*)\)")
 _FONT = re.compile(r"<font\s+color\s*=\s*[\"']?([^\"'>\s]+)[\"']?\s*>")
 _ZERO_WIDTH = "\u200b"
 
@@ -45,6 +57,20 @@ def markdown_actions(content: str) -> list[tuple[str, str]]:
     found += [(m.start(), ("link", m.group(2))) for m in _LINK.finditer(content)]
     found += [(m.start(), ("font", m.group(1))) for m in _FONT.finditer(content)]
     return [action for _, action in sorted(found)]
+
+
+def markdown_v2_actions(content: str) -> list[tuple[str, str]]:
+    """What the robot's markdown_v2 acts on: ``("link", url)`` and ``("image", url)``."""
+    return [
+        ("image" if match.group(1) else "link", match.group(3))
+        for match in _LINK_OR_IMAGE.finditer(content)
+    ]
+
+
+def text_actions(text: dict[str, Any]) -> list[tuple[str, str]]:
+    """Whom a text message mentions: its ``mentioned_list`` and ``mentioned_mobile_list``."""
+    people = [*text.get("mentioned_list", []), *text.get("mentioned_mobile_list", [])]
+    return [("mention", str(person)) for person in people]
 
 
 def visible_text(content: str) -> str:
@@ -76,12 +102,14 @@ class Delivered:
 
     @property
     def actions(self) -> list[tuple[str, str]]:
-        """What the robot acted on: markdown's mentions, links and colours; a text message's
-        ``mentioned_mobile_list`` entries."""
-        if self.body.get("msgtype") == "markdown":
+        """What the robot acted on: markdown's mentions, links and colours; markdown_v2's links
+        and images; a text message's mentions."""
+        kind = self.body.get("msgtype")
+        if kind == "markdown":
             return markdown_actions(self.content)
-        mobiles = self.body.get("text", {}).get("mentioned_mobile_list", [])
-        return [("mention", str(mobile)) for mobile in mobiles]
+        if kind == "markdown_v2":
+            return markdown_v2_actions(self.content)
+        return text_actions(self.body.get("text", {}))
 
 
 @dataclass
@@ -176,12 +204,12 @@ class WeChatRobot:
         except ValueError:
             return self._errcode(key, 40016, "invalid json")
         kind = body.get("msgtype") if isinstance(body, dict) else None
-        if kind not in ("markdown", "text"):
+        if kind not in ("markdown", "markdown_v2", "text"):
             return self._errcode(key, 40008, "invalid message type")
         content = body.get(kind, {}).get("content")
         if not isinstance(content, str) or not content:
             return self._errcode(key, 44004, "empty content")
-        limit = self.markdown_limit if kind == "markdown" else self.text_limit
+        limit = self.text_limit if kind == "text" else self.markdown_limit
         if len(content.encode("utf-8")) > limit:
             return self._errcode(key, 40058, f"content exceed max length {limit}")
         self.messages.append(Delivered(key, body, now))

@@ -1,10 +1,11 @@
 """WeChat Work (企业微信) group robots: everything about the ``wechat`` channel.
 
-- :mod:`.config`: a target's keys (``url``, ``mentions``, ``rate_per_minute`` 20).
+- :mod:`.config`: a target's keys (``url``, ``mentions``, ``rate_per_minute`` 20, ``format``).
 - :mod:`.answers`: what the robot's errcodes mean.
 - :mod:`.markup`: how alert text is kept from acting as markdown.
 - :mod:`.notifier`: composing (parts of at most 4096 bytes, the mention follow-up) and sending.
-- ``templates/wechat.md.j2``: the built-in message.
+- ``templates/wechat.md.j2``: the built-in ``markdown`` message; ``templates/wechat.md_v2.j2``
+  the ``markdown_v2`` one (tables, no colours).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CHANNEL", "WeChat"]
 
-# WeChat markdown knows three named colours only.
+# WeChat markdown knows three named colours only; markdown_v2 none, so it shows a coloured dot.
 _COLORS: Final = {
     "critical": "warning",
     "error": "warning",
@@ -35,12 +36,20 @@ _COLORS: Final = {
     "resolved": "info",
     "other": "comment",
 }
+_ICONS: Final = {
+    "critical": "🔴",
+    "error": "🔴",
+    "warning": "🟠",
+    "info": "🔵",
+    "resolved": "🟢",
+    "other": "⚪",
+}
 
 
 class WeChat(Channel):
     name = "wechat"
     config = WeChatTarget
-    templates = ("wechat.md.j2",)
+    templates = ("wechat.md.j2", "wechat.md_v2.j2")
     template_dir = Path(__file__).parent / "templates"
     reasons = answers.REASONS
 
@@ -50,8 +59,10 @@ class WeChat(Channel):
     def filters(self) -> Mapping[str, Callable[..., Any]]:
         return {
             "severity_color": severity_colorizer(_COLORS),
+            "severity_icon": severity_colorizer(_ICONS),
             "markdown_link": markup.markdown_link,
             "join_markup": markup.join_markup,
+            "cell": markup.table_cell,
         }
 
     def notifier(
@@ -77,11 +88,12 @@ class WeChat(Channel):
     def describe_message(self, message: Message) -> str:
         from bridge.channels.wechat.notifier import MARKDOWN_LIMIT
 
-        if message.kind == "markdown":
-            size = len(message.body["markdown"]["content"].encode("utf-8"))
-            return f"WeChat markdown, {size} of {MARKDOWN_LIMIT} bytes"
-        mobiles = ", ".join(message.body["text"].get("mentioned_mobile_list", []))
-        return f"WeChat text mentioning {mobiles}"
+        if message.kind in ("markdown", "markdown_v2"):
+            size = len(message.body[message.kind]["content"].encode("utf-8"))
+            return f"WeChat {message.kind}, {size} of {MARKDOWN_LIMIT} bytes"
+        text = message.body["text"]
+        people = [*text.get("mentioned_list", []), *text.get("mentioned_mobile_list", [])]
+        return f"WeChat text mentioning {', '.join(dict.fromkeys(people))}"
 
 
 CHANNEL: Final = WeChat()

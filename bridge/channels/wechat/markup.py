@@ -1,48 +1,40 @@
 """Keeping alert text from acting as WeChat Work markdown.
 
-The robot's markdown acts on ``<@userid>`` (a mention), ``<font color=...>`` and
-``[text](url)`` (a link); it cannot mention everyone (``@all`` works only in text messages, and
-sheepdog puts only configured or annotated mobiles there). A label or annotation value is
-printed with a zero-width space (U+200B) after every ``<`` and between ``]`` and ``(``: the
-text looks the same, but no tag, mention or link can start in it. The robot documents no
-escape character, so this breaks the syntax rather than escaping it. The template's own markup
-(its literal text, and :func:`markdown_link`) is left as written.
+The robot's ``markdown`` acts on ``<@userid>`` (a mention), ``<font color=...>`` and
+``[text](url)`` (a link); ``markdown_v2`` on links and images (``![text](url)``), and it has
+tables and code blocks. Neither can mention everyone (``@all`` works only in text messages, and
+sheepdog puts only configured or annotated people there). Values are neutralized as
+:mod:`bridge.channels.markdown` describes (a zero-width space breaks the syntax; the text reads
+the same). In a ``markdown_v2`` table cell (:func:`table_cell`) a ``|`` is written ``\\|`` and a
+line break as a space, so that a value stays in its cell.
 """
 
 from __future__ import annotations
 
-from typing import Any, Final
-from urllib.parse import quote
+from typing import Any
 
 import jinja2
-from markupsafe import Markup
 
-__all__ = ["ZERO_WIDTH_SPACE", "finalize", "join_markup", "markdown_link", "neutralize"]
+from bridge.channels.markdown import (
+    ZERO_WIDTH_SPACE,
+    finalize,
+    join_markup,
+    markdown_link,
+    neutralize,
+)
 
-ZERO_WIDTH_SPACE: Final = "\u200b"
-
-
-def neutralize(text: str) -> str:
-    """``text`` shown as it reads, acted on as nothing."""
-    return text.replace("<", "<" + ZERO_WIDTH_SPACE).replace("](", "]" + ZERO_WIDTH_SPACE + "(")
-
-
-def finalize(value: Any) -> Any:
-    """Every ``{{ … }}`` of a WeChat template: values neutralized, Markup left as it is."""
-    if isinstance(value, Markup):
-        return value
-    if value is None or isinstance(value, jinja2.Undefined):
-        return ""
-    return neutralize(str(value))
+__all__ = [
+    "ZERO_WIDTH_SPACE",
+    "finalize",
+    "join_markup",
+    "markdown_link",
+    "neutralize",
+    "table_cell",
+]
 
 
-def markdown_link(url: Any, text: Any) -> Markup:
-    """``[text](url)``: a link the template means, its text neutralized and its URL quoted so
-    that nothing in it can end the link early."""
-    safe_url = quote(str(url), safe=":/?#@!$&'*+,;=%~._-")
-    return Markup(f"[{neutralize(str(text))}]({safe_url})")  # noqa: S704 - both parts made safe
-
-
-def join_markup(items: Any, separator: str = "") -> Markup:
-    """Join Markup pieces (links) into Markup; anything else in ``items`` is neutralized."""
-    return Markup(separator.join(str(finalize(item)) for item in items))  # noqa: S704
+def table_cell(value: Any) -> str:
+    """A value for a ``markdown_v2`` table cell: one line, its ``|`` escaped so that it cannot
+    end the cell (neutralized like any other value when printed)."""
+    text = "" if value is None or isinstance(value, jinja2.Undefined) else str(value)
+    return " ".join(text.split()).replace("|", "\\|")

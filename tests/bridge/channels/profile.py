@@ -8,7 +8,7 @@ without a profile fails the kit.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +49,10 @@ class Profile:
     codes: list[tuple[int, bytes, Outcome, str]] = field(default_factory=list)
     """Webhooks: the documented answers (status, body) and what each must mean."""
     size: SizeLimit | None = None
+    variants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Other ways to configure its targets (extra keys: a format, a signing secret), each run
+    through the markup and secret tests too. A value starting with ``SENTINEL`` is a secret
+    that must never show."""
 
 
 def profile_of(channel: str) -> Profile:

@@ -36,6 +36,13 @@ SECRET = "SENTINELkitSecret5e1f"
 NAMES = sorted(CHANNELS)
 WEBHOOKS = [name for name in NAMES if profile_of(name).url is not None]
 SIZED = [name for name in NAMES if profile_of(name).size is not None]
+# Each channel as it comes, and each of its variants (another format, a signing secret).
+VARIANTS = [
+    pytest.param(name, variant, id=f"{name}-{variant}" if variant else name)
+    for name in NAMES
+    for variant in ["", *profile_of(name).variants]
+]
+WEBHOOK_VARIANTS = [param for param in VARIANTS if param.values[0] in WEBHOOKS]
 INJECTIONS = [
     "<@userid>",
     "<!channel>",
@@ -43,22 +50,38 @@ INJECTIONS = [
     "<at id=all></at>",
     '<font color="warning">red</font>',
     "[x](http://evil.example/)",
+    "![x](http://evil.example/x.png)",
+    "<a href='http://evil.example/'>x</a>",
+    "@13800000000",
+    "```[x](http://evil.example/)```",
 ]
 
 
-def _config(name: str, url: str = "https://peer.example/hook") -> Config:
-    return parse_config({"bridge": {"targets": {"t": profile_of(name).target(url)}}}, env={})
+def _target(name: str, url: str, variant: str = "") -> dict[str, Any]:
+    profile = profile_of(name)
+    return {**profile.target(url), **(profile.variants[variant] if variant else {})}
 
 
-def _notifier(name: str, url: str = "https://peer.example/hook") -> Notifier:
-    config = _config(name, url)
+def _sentinels(name: str, variant: str) -> list[str]:
+    """The secrets of a variant (values starting with SENTINEL), besides the URL's key."""
+    values = profile_of(name).variants[variant].values() if variant else ()
+    return [value for value in values if isinstance(value, str) and value.startswith("SENTINEL")]
+
+
+def _config(name: str, url: str = "https://peer.example/hook", variant: str = "") -> Config:
+    return parse_config({"bridge": {"targets": {"t": _target(name, url, variant)}}}, env={})
+
+
+def _notifier(name: str, url: str = "https://peer.example/hook", variant: str = "") -> Notifier:
+    config = _config(name, url, variant)
     target = config.bridge.targets["t"]
     renderer = Renderer(config.bridge, CHANNELS)
     return CHANNELS[name].notifier(target, renderer, None, 10)
 
 
-def _compose(name: str, payload: dict[str, Any]) -> list[Message]:
-    return _notifier(name).compose(validate_payload(copy.deepcopy(payload)), now=NOW)
+def _compose(name: str, payload: dict[str, Any], variant: str = "") -> list[Message]:
+    notifier = _notifier(name, variant=variant)
+    return notifier.compose(validate_payload(copy.deepcopy(payload)), now=NOW)
 
 
 def _reasons(channel: Channel) -> set[str]:
@@ -231,16 +254,17 @@ async def echo_peer() -> AsyncIterator[EchoPeer]:
     await peer.close()
 
 
-@pytest.mark.parametrize("name", WEBHOOKS)
+@pytest.mark.parametrize(("name", "variant"), WEBHOOK_VARIANTS)
 @pytest.mark.parametrize("status", [200, 400, 404, 429, 500])
 async def test_no_error_detail_holds_the_url_key(
-    name: str, status: int, echo_peer: EchoPeer
+    name: str, variant: str, status: int, echo_peer: EchoPeer
 ) -> None:
-    """A peer echoing the request URL back: the verdict's detail never holds the key."""
+    """A peer echoing the request URL back: the verdict's detail never holds the key (nor a
+    signing secret)."""
     profile = profile_of(name)
     assert profile.url is not None
     echo_peer.status = status
-    config = _config(name, profile.url(echo_peer.base, SECRET))
+    config = _config(name, profile.url(echo_peer.base, SECRET), variant)
     target = config.bridge.targets["t"]
     async with aiohttp.ClientSession() as session:
         notifier = CHANNELS[name].notifier(target, Renderer(config.bridge, CHANNELS), session, 5)
@@ -248,24 +272,28 @@ async def test_no_error_detail_holds_the_url_key(
         verdict = await notifier.send(messages[0])
     assert echo_peer.requests == 1
     assert verdict.outcome is not Outcome.SENT
-    assert SECRET not in verdict.detail
-    assert SECRET not in notifier.destination()
+    for secret in [SECRET, *_sentinels(name, variant)]:
+        assert secret not in verdict.detail
+        assert secret not in notifier.destination()
+        assert secret not in notifier.preview(messages[0])
 
 
-@pytest.mark.parametrize("name", WEBHOOKS)
+@pytest.mark.parametrize(("name", "variant"), WEBHOOK_VARIANTS)
 async def test_no_log_line_or_metric_holds_the_url_key(
     name: str,
+    variant: str,
     echo_peer: EchoPeer,
     start_bridge: StartBridge,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Delivered through the whole bridge to a peer that echoes the URL, refused and
-    dead-lettered: no log line, metric or ``check-config`` line holds the key."""
+    dead-lettered: no log line, metric or ``check-config`` line holds the key (nor a signing
+    secret)."""
     profile = profile_of(name)
     assert profile.url is not None
     caplog.set_level(logging.DEBUG)
-    target = profile.target(profile.url(echo_peer.base, SECRET))
+    target = _target(name, profile.url(echo_peer.base, SECRET), variant)
     config = parse_config(targets_config(tmp_path, {"t": target}), env={})
     client = await start_bridge(config, fresh_registry=True)
     await client.post("/alerts/t", json=make_payload(), headers=AUTH)
@@ -278,20 +306,21 @@ async def test_no_log_line_or_metric_holds_the_url_key(
         if record.name.startswith("sheepdog")  # the peer's own access log is the peer's
     )
     assert "dead-lettered" in ours
-    assert SECRET not in ours
-    assert SECRET not in metrics
-    assert SECRET not in describe(config)
+    for secret in [SECRET, *_sentinels(name, variant)]:
+        assert secret not in ours
+        assert secret not in metrics
+        assert secret not in describe(config)
 
 
 # Markup injection ----------------------------------------------------------------------------
 
 
-def _with_text(text: str) -> dict[str, Any]:
-    payload = make_payload(extra_labels={"note": text})
+def _with_text(text: str, alerts: int = 1) -> dict[str, Any]:
+    payload = make_payload(alerts, extra_labels={"note": text})
     payload["commonLabels"]["team"] = text
-    alert = payload["alerts"][0]
-    alert["annotations"]["summary"] = f"summary {text}"
-    alert["annotations"]["description"] = f"description {text}"
+    for alert in payload["alerts"]:
+        alert["annotations"]["summary"] = f"summary {text}"
+        alert["annotations"]["description"] = f"description {text}"
     return payload
 
 
@@ -306,13 +335,15 @@ def _acted_on(profile: Profile, messages: list[Message]) -> list[list[tuple[str,
     ]
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize(("name", "variant"), VARIANTS)
 @pytest.mark.parametrize("text", INJECTIONS)
-def test_alert_text_cannot_act_as_markup(name: str, text: str) -> None:
-    """A label or annotation holding a mention, a colour or a link is shown as text: the
-    message acts on exactly what it acts on with plain text there, and the text reads as sent."""
+@pytest.mark.parametrize("alerts", [1, 5], ids=["one-alert", "five-alerts"])
+def test_alert_text_cannot_act_as_markup(name: str, variant: str, text: str, alerts: int) -> None:
+    """A label or annotation holding a mention, a colour or a link is shown as text, whether
+    the message shows one alert in full or several in a list or table: the message acts on
+    exactly what it acts on with plain text there, and the text reads as sent."""
     profile = profile_of(name)
-    plain = _compose(name, _with_text("plain-words"))
-    injected = _compose(name, _with_text(text))
+    plain = _compose(name, _with_text("plain-words", alerts), variant)
+    injected = _compose(name, _with_text(text, alerts), variant)
     assert _acted_on(profile, injected) == _acted_on(profile, plain)
     assert text in "\n".join(profile.visible(m) for m in injected)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import re
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,13 +19,27 @@ from bridge.channels.base import Message
 from bridge.channels.registry import CHANNELS, channel_of
 from bridge.channels.wechat import answers
 from bridge.channels.wechat.markup import ZERO_WIDTH_SPACE, neutralize
+from bridge.channels.wechat.notifier import MARKDOWN_LIMIT
 from bridge.classify import Outcome
 from bridge.payload import validate_payload
 from bridge.render import Renderer
 from sheepdog.config import parse_config
 from tests.bridge.channels.profile import Profile, SizeLimit
-from tests.bridge.conftest import make_payload
-from tests.peers.wechat import markdown_actions, visible_text
+from tests.bridge.conftest import (
+    AUTH,
+    StartBridge,
+    fixture_payload,
+    make_payload,
+    targets_config,
+    wait_for,
+)
+from tests.peers.wechat import (
+    WeChatRobot,
+    markdown_actions,
+    markdown_v2_actions,
+    text_actions,
+    visible_text,
+)
 
 SENT, RETRY, FAILED = Outcome.SENT, Outcome.RETRY, Outcome.FAILED
 
@@ -65,7 +80,9 @@ def _content(message: Message) -> str:
 def _actions(message: Message) -> list[tuple[str, str]]:
     if message.kind == "markdown":
         return markdown_actions(_content(message))
-    return [("mention", m) for m in message.body["text"].get("mentioned_mobile_list", [])]
+    if message.kind == "markdown_v2":
+        return markdown_v2_actions(_content(message))
+    return text_actions(message.body["text"])
 
 
 def _part(message: Message) -> tuple[int, int] | None:
@@ -75,7 +92,7 @@ def _part(message: Message) -> tuple[int, int] | None:
 
 
 def _markdown_bytes(message: Message) -> int:
-    return len(_content(message).encode("utf-8")) if message.kind == "markdown" else 0
+    return len(_content(message).encode("utf-8")) if message.kind != "text" else 0
 
 
 PROFILE = Profile(
@@ -93,6 +110,7 @@ PROFILE = Profile(
         part=_part,
         texts=lambda message: [_content(message)],
     ),
+    variants={"markdown_v2": {"format": "markdown_v2"}},
 )
 
 NOW = datetime(2026, 11, 26, 23, 2, 39, tzinfo=UTC)
@@ -145,3 +163,83 @@ def test_wechat_answers(status: int, body: str, outcome: Outcome, reason: str) -
     """errcode 0 sent; 45009 and -1 retried; 93000, 40058 and other errcodes final."""
     verdict = answers.classify(status, body.encode(), {})
     assert (verdict.outcome, verdict.reason) == (outcome, reason)
+
+
+# format: markdown_v2 -------------------------------------------------------------------------
+
+
+def test_markdown_v2_shows_several_alerts_as_a_table() -> None:
+    """Several alerts: one table row each, a coloured dot for the severity, no <font> tags."""
+    (markdown,) = _compose(make_payload(3), format="markdown_v2")
+    assert markdown.kind == "markdown_v2"
+    content = markdown.body["markdown_v2"]["content"]
+    rows = [line for line in content.splitlines() if line.startswith("| 🟠 |")]
+    assert len(rows) == 3
+    assert "| | Alert | Labels | Summary | Firing for | |" in content
+    assert "<font" not in content and "<@" not in content
+
+
+def test_a_pipe_in_alert_text_stays_in_its_table_cell() -> None:
+    """A label value holding | cannot add a column: every row has as many cells as the header."""
+    payload = make_payload(3, extra_labels={"note": "a | b || c"})
+    payload["alerts"][1]["annotations"]["summary"] = "x | y\nz"
+    (markdown,) = _compose(payload, format="markdown_v2")
+    content = markdown.body["markdown_v2"]["content"]
+    lines = [line for line in content.splitlines() if line.startswith("|")]
+
+    def cells(line: str) -> int:
+        return len(re.split(r"(?<!\\)\|", line)) - 2
+
+    assert len({cells(line) for line in lines}) == 1
+    assert "a \\| b \\|\\| c" in content
+
+
+def test_markdown_v2_mentions_everyone_in_a_text_message() -> None:
+    """markdown_v2 cannot mention: user ids, mobiles and @all all go in the text that follows."""
+    payload = fixture_payload("firing-one.json")
+    payload["alerts"][0]["annotations"]["mention"] = "lisi 13900000000 @all"
+    messages = _compose(
+        payload,
+        format="markdown_v2",
+        mentions={"userids": ["zhangsan"], "mobiles": ["13800000000"]},
+    )
+    assert [m.kind for m in messages] == ["markdown_v2", "text"]
+    text = messages[1].body["text"]
+    assert text["mentioned_list"] == ["zhangsan", "lisi", "@all"]
+    assert text["mentioned_mobile_list"] == ["13800000000", "13900000000"]
+    assert "<@" not in messages[0].body["markdown_v2"]["content"]
+
+
+def test_markdown_v2_splits_200_alerts_into_numbered_parts() -> None:
+    """200 alerts: numbered parts of at most 4096 bytes, each with its own table, all named."""
+    payload = make_payload(200, summary="上游中转服务不可用" * 4)
+    contents = [m.body["markdown_v2"]["content"] for m in _compose(payload, format="markdown_v2")]
+    assert len(contents) > 1
+    for number, content in enumerate(contents, 1):
+        assert len(content.encode()) <= MARKDOWN_LIMIT
+        assert f"({number}/{len(contents)})" in content.splitlines()[0]
+        assert "| :-: | :-- |" in content
+    joined = "\n".join(contents)
+    assert all(f"host-{index}:9100" in joined for index in range(200))
+
+
+async def test_markdown_v2_reaches_the_robot(
+    start_bridge: StartBridge, robot: WeChatRobot, tmp_path: Path
+) -> None:
+    """A markdown_v2 target delivers what the robot accepts, then the mention text."""
+    targets = {
+        "ops": {
+            "type": "wechat",
+            "url": robot.url(),
+            "format": "markdown_v2",
+            "mentions": {"userids": ["zhangsan"]},
+        }
+    }
+    config = parse_config(targets_config(tmp_path, targets), env={})
+    client = await start_bridge(config)
+    await client.post("/alerts/ops", json=make_payload(4), headers=AUTH)
+    await wait_for(lambda: len(robot.messages) == 2, what="markdown_v2 and mention")
+    markdown, text = robot.messages
+    assert markdown.body["msgtype"] == "markdown_v2"
+    assert robot.rejections == []
+    assert text.actions == [("mention", "zhangsan")]
