@@ -1,12 +1,13 @@
 """The whole stack, live: ``sheepdog serve``, the real Prometheus and Alertmanager run with the
 repository's own config files, and local peers (OpenAI-compatible upstream, WeChat robot, Slack
-webhook, SMTP server) standing in for the outside world.
+webhook, DingTalk robot, Feishu bot, SMTP server) standing in for the outside world.
 
 The configs are the repository's files, parsed and rewritten: addresses (compose service names,
 the upstream relay, the SMTP server, the secret files) become loopback ones, and intervals and
 ``for:`` durations are shortened. Nothing else changes: every expression, label, route, matcher and
-inhibit rule is the one that ships. alertmanager.yml gets its SMTP settings the way the container
-does, through alertmanager/render.sh.
+inhibit rule is the one that ships. alertmanager.yml has its optional DingTalk and Feishu blocks
+uncommented, as a user enables them, and gets its SMTP settings the way the container does,
+through alertmanager/render.sh.
 """
 
 from __future__ import annotations
@@ -25,10 +26,13 @@ import openai
 import pytest
 import yaml
 
+from tests.peers.dingtalk import DingTalkRobot
+from tests.peers.feishu import FeishuBot
 from tests.peers.slack import SlackWebhook
 from tests.peers.smtp import SmtpServer
 from tests.peers.upstream import FakeUpstream, Script
 from tests.peers.wechat import WeChatRobot
+from tests.stack._optional import enable
 from tests.stack._procs import (
     REPO,
     AlertmanagerProcess,
@@ -45,6 +49,11 @@ CLIENT_KEY = "sk-team-a-e2e"
 UPSTREAM_KEY = "sk-upstream-e2e"
 ALERT_TOKEN = "alertmanager-e2e-token"
 ROBOT_KEY = "robot-key"
+# The optional robots, both signing.
+DINGTALK_TOKEN = "dingtalk-e2e-token"
+DINGTALK_SECRET = "SECdingtalk-e2e-secret"
+FEISHU_HOOK = "feishu-e2e-hook"
+FEISHU_SECRET = "feishu-e2e-secret"
 # The SMTP account of .env, here the local SMTP server's (STARTTLS and AUTH required).
 SMTP_SETTINGS = {
     "SMTP_HOST": "127.0.0.1",
@@ -161,12 +170,14 @@ def prometheus_config(addresses: dict[str, str], rules_glob: str) -> dict[str, A
 
 
 def render_alertmanager_config(workdir: Path, settings: dict[str, str]) -> Path:
-    """alertmanager/alertmanager.yml with .env's ``settings`` filled in by render.sh, as the
-    container does before Alertmanager starts."""
+    """alertmanager/alertmanager.yml with its optional blocks uncommented, then .env's
+    ``settings`` filled in by render.sh, as the container does before Alertmanager starts."""
+    source = workdir / "alertmanager.yml"
+    shipped = (REPO / "alertmanager" / "alertmanager.yml").read_text(encoding="utf-8")
+    source.write_text(enable(shipped), encoding="utf-8")
     rendered = workdir / "alertmanager.rendered.yml"
     result = subprocess.run(
-        ["/bin/sh", str(REPO / "alertmanager" / "render.sh"),
-         str(REPO / "alertmanager" / "alertmanager.yml"), str(rendered)],
+        ["/bin/sh", str(REPO / "alertmanager" / "render.sh"), str(source), str(rendered)],
         env={"PATH": "/usr/bin:/bin", **settings},
         capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
@@ -282,6 +293,8 @@ class LiveStack:
     upstream: FakeUpstream
     robot: WeChatRobot
     slack: SlackWebhook
+    dingtalk: DingTalkRobot
+    feishu: FeishuBot
     smtp: SmtpServer
     sheepdog: SheepdogProcess
     alertmanager: AlertmanagerProcess
@@ -296,6 +309,8 @@ class LiveStack:
         """For a failure report: the processes' logs, and what the peers received."""
         wechat = [m.content.strip().split("\n")[0] for m in list(self.robot.messages)]
         slack = [str(m.get("text")) for m in list(self.slack.messages)]
+        dingtalk = [m.title for m in list(self.dingtalk.messages)]
+        feishu = [m.title for m in list(self.feishu.messages)]
         mail = [str(m.message["Subject"]) for m in list(self.smtp.received)]
         parts = [
             ("sheepdog", self.sheepdog.output),
@@ -305,6 +320,10 @@ class LiveStack:
             ("WeChat robot: first line of each message", "\n".join(wechat)),
             ("WeChat robot: errcodes answered", str(self.robot.rejections)),
             ("Slack: text of each message", "\n".join(slack)),
+            ("DingTalk: title of each message", "\n".join(dingtalk)),
+            ("DingTalk: errcodes answered", str(self.dingtalk.rejections)),
+            ("Feishu: title of each card", "\n".join(feishu)),
+            ("Feishu: codes answered", str(self.feishu.rejections)),
             ("SMTP: subject of each mail", "\n".join(mail)),
         ]
         return "\n".join(f"===== {name} =====\n{text[-20000:]}" for name, text in parts)
@@ -371,6 +390,10 @@ def running_stack(
         stack.callback(lambda: peers.run(robot.close()))
         slack = peers.run(SlackWebhook().start())
         stack.callback(lambda: peers.run(slack.close()))
+        dingtalk = peers.run(DingTalkRobot(tokens={DINGTALK_TOKEN: DINGTALK_SECRET}).start())
+        stack.callback(lambda: peers.run(dingtalk.close()))
+        feishu = peers.run(FeishuBot(hooks={FEISHU_HOOK: FEISHU_SECRET}).start())
+        stack.callback(lambda: peers.run(feishu.close()))
         username = SMTP_SETTINGS["SMTP_USERNAME"]
         # PLAIN only: Alertmanager's LOGIN client answers only the "Username:"/"Password:" prompts
         # that mail servers send, not aiosmtpd's "User Name"; it takes the first mechanism offered.
@@ -430,6 +453,16 @@ def running_stack(
         targets: dict[str, Any] = {
             "ops-wechat": {"type": "wechat", "url": robot.url(ROBOT_KEY)},
             "ops-slack": {"type": "slack", "url": slack.url},
+            "ops-dingtalk": {
+                "type": "dingtalk",
+                "url": dingtalk.url(DINGTALK_TOKEN),
+                "secret": DINGTALK_SECRET,
+            },
+            "ops-feishu": {
+                "type": "feishu",
+                "url": feishu.url(FEISHU_HOOK),
+                "secret": FEISHU_SECRET,
+            },
             "ops-email": {
                 "type": "email",
                 "smtp": {
@@ -453,7 +486,18 @@ def running_stack(
         sheepdog = SheepdogProcess(
             config_path, port, workdir, env={"NO_PROXY": "127.0.0.1,localhost"}
         )
-        live = LiveStack(peers, upstream, robot, slack, smtp, sheepdog, alertmanager, prometheus)
+        live = LiveStack(
+            peers,
+            upstream,
+            robot,
+            slack,
+            dingtalk,
+            feishu,
+            smtp,
+            sheepdog,
+            alertmanager,
+            prometheus,
+        )
         stack.callback(sheepdog.stop)
         stack.callback(alertmanager.stop)
         stack.callback(prometheus.stop)

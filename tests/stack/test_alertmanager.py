@@ -4,17 +4,23 @@ heartbeat and the bridge's own alerts take the routes that do not depend on the 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.stack._optional import OPTIONAL, enable, optional_blocks
 from tests.stack._procs import REPO, parse_duration, require_binary, run_tool
 from tests.stack._promql import alert_rules
 
 CONFIG = REPO / "alertmanager" / "alertmanager.yml"
+DEPLOY = REPO / "deploy" / "sheepdog.compose.yaml"
 ROUTE_CASES: list[dict[str, Any]] = yaml.safe_load(
     (REPO / "alertmanager" / "tests" / "routes.yml").read_text(encoding="utf-8")
+)
+OPTIONAL_ROUTE_CASES: list[dict[str, Any]] = yaml.safe_load(
+    (REPO / "alertmanager" / "tests" / "routes.optional.yml").read_text(encoding="utf-8")
 )
 TOKEN_FILE = "/run/secrets/sheepdog_alert_token"
 SMTP_PASSWORD_FILE = "/run/secrets/smtp_password"
@@ -46,9 +52,14 @@ def test_amtool_check_config() -> None:
     assert "SUCCESS" in result.stdout, result.stdout
 
 
-@pytest.mark.parametrize("case", ROUTE_CASES, ids=[case["name"] for case in ROUTE_CASES])
-def test_alert_routes_to_expected_receivers(case: dict[str, Any]) -> None:
-    """`amtool config routes test` sends the alert to exactly the listed receivers, in order."""
+def _enabled_config(tmp_path: Path, *names: str) -> Path:
+    """alertmanager.yml with optional blocks uncommented, as a user enables them."""
+    path = tmp_path / "alertmanager.yml"
+    path.write_text(enable(CONFIG.read_text(encoding="utf-8"), *names), encoding="utf-8")
+    return path
+
+
+def _routes_test(config: Path, case: dict[str, Any]) -> None:
     amtool = require_binary("amtool", "prometheus-alertmanager")
     labels = [f"{name}={value}" for name, value in case["labels"].items()]
     expected = ",".join(case["receivers"])
@@ -57,13 +68,54 @@ def test_alert_routes_to_expected_receivers(case: dict[str, Any]) -> None:
         "config",
         "routes",
         "test",
-        f"--config.file={CONFIG.relative_to(REPO)}",
+        f"--config.file={config}",
         f"--verify.receivers={expected}",
         *labels,
     )
     assert result.returncode == 0, (
         f"{case['labels']}: expected {expected}, got {result.stdout.strip()}\n{result.stderr}"
     )
+
+
+@pytest.mark.parametrize("case", ROUTE_CASES, ids=[case["name"] for case in ROUTE_CASES])
+def test_alert_routes_to_expected_receivers(case: dict[str, Any]) -> None:
+    """`amtool config routes test` sends the alert to exactly the listed receivers, in order."""
+    _routes_test(CONFIG.relative_to(REPO), case)
+
+
+@pytest.mark.parametrize(
+    "names", [(name,) for name in OPTIONAL] + [OPTIONAL], ids=[*OPTIONAL, "all-optional"]
+)
+def test_amtool_accepts_the_config_with_its_optional_receivers(
+    names: tuple[str, ...], tmp_path: Path
+) -> None:
+    """Uncommenting the DingTalk or Feishu blocks (or both) gives a config amtool accepts, whose
+    receivers are exactly the targets of the deploy config with the same blocks uncommented."""
+    amtool = require_binary("amtool", "prometheus-alertmanager")
+    path = _enabled_config(tmp_path, *names)
+    result = run_tool(amtool, "check-config", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    receivers = {r["name"] for r in config["receivers"] if "webhook_configs" in r} - {WATCHDOG}
+    deploy = yaml.safe_load(enable(DEPLOY.read_text(encoding="utf-8"), *names))
+    assert receivers == set(deploy["bridge"]["targets"])
+    assert receivers == BRIDGE_TARGETS | {f"ops-{name}" for name in names}
+
+
+@pytest.mark.parametrize(
+    "case", OPTIONAL_ROUTE_CASES, ids=[case["name"] for case in OPTIONAL_ROUTE_CASES]
+)
+def test_optional_receivers_get_what_their_routes_say(case: dict[str, Any], tmp_path: Path) -> None:
+    """With the optional blocks uncommented, each kind of alert reaches the listed receivers."""
+    _routes_test(_enabled_config(tmp_path), case)
+
+
+def test_the_optional_blocks_are_the_same_in_every_file() -> None:
+    """Each optional chat is a block in alertmanager.yml (route and receiver), the deploy config
+    and .env.example, so that enabling it means uncommenting the same name everywhere."""
+    assert optional_blocks(CONFIG.read_text(encoding="utf-8")) == [*OPTIONAL, *OPTIONAL]
+    assert optional_blocks(DEPLOY.read_text(encoding="utf-8")) == list(OPTIONAL)
+    assert optional_blocks((REPO / ".env.example").read_text(encoding="utf-8")) == list(OPTIONAL)
 
 
 def test_every_alert_and_severity_has_a_route_case() -> None:

@@ -15,6 +15,7 @@ import jsonschema
 import pytest
 import yaml
 
+from tests.stack._optional import enable
 from tests.stack._procs import REPO, parse_duration
 
 # The Compose Specification's JSON schema, as the dclint package on the npm registry ships it;
@@ -33,9 +34,11 @@ def _compose() -> dict[str, Any]:
     return doc
 
 
-def _env_example() -> dict[str, str]:
+def _env_example(optional: bool = False) -> dict[str, str]:
+    """NAME=value of .env.example; with ``optional``, its optional blocks' too, uncommented."""
+    text = (REPO / ".env.example").read_text(encoding="utf-8")
     values = {}
-    for line in (REPO / ".env.example").read_text(encoding="utf-8").splitlines():
+    for line in (enable(text) if optional else text).splitlines():
         if line.strip() and not line.lstrip().startswith("#"):
             name, sep, value = line.partition("=")
             assert sep, f".env.example: not NAME=value: {line!r}"
@@ -274,12 +277,14 @@ def test_secrets_in_compose_come_from_env_interpolation() -> None:
 
 
 def test_every_variable_is_documented_in_env_example() -> None:
-    """Each ${VAR} of compose.yaml, the compose config of sheepdog and alertmanager.yml has a line
-    in .env.example, and .env.example holds nothing unused."""
-    documented = set(_env_example())
+    """Each ${VAR} of compose.yaml, the compose config of sheepdog and alertmanager.yml (their
+    optional blocks uncommented) has a line in .env.example (in its optional blocks, for the
+    optional targets), and .env.example holds nothing unused."""
+    documented = set(_env_example(optional=True))
     used = set()
     for path in (REPO / "compose.yaml", DEPLOY_CONFIG, REPO / "alertmanager" / "alertmanager.yml"):
-        for text in _strings(yaml.safe_load(path.read_text(encoding="utf-8"))):
+        document = yaml.safe_load(enable(path.read_text(encoding="utf-8")))
+        for text in _strings(document):
             used |= {m["name"] for m in _INTERPOLATION.finditer(text)}
     assert used - documented == set(), "missing from .env.example"
     assert documented - used == set(), "in .env.example but never used"
@@ -287,18 +292,22 @@ def test_every_variable_is_documented_in_env_example() -> None:
 
 def test_env_example_holds_only_placeholders() -> None:
     """Secret values in .env.example are placeholders, so no real secret is committed."""
-    for name, value in _env_example().items():
-        if re.search(r"TOKEN|KEY|PASSWORD|WEBHOOK", name):
+    for name, value in _env_example(optional=True).items():
+        if re.search(r"TOKEN|KEY|PASSWORD|WEBHOOK|SECRET|HOOK_ID", name):
             assert re.search(r"replace|REPLACE", value), f"{name}={value!r}"
 
 
-def _check_deploy_config(tmp_path: Path, env: dict[str, str], secrets: dict[str, str]) -> Any:
-    """`sheepdog check-config` on deploy/sheepdog.compose.yaml with /run/secrets/ pointing at
-    ``secrets`` written to ``tmp_path``, and ``env`` as the environment."""
+def _check_deploy_config(
+    tmp_path: Path, env: dict[str, str], secrets: dict[str, str], *, optional: bool = False
+) -> Any:
+    """`sheepdog check-config` on deploy/sheepdog.compose.yaml (its optional blocks uncommented,
+    with ``optional``) with /run/secrets/ pointing at ``secrets`` written to ``tmp_path``, and
+    ``env`` as the environment."""
     for name, value in secrets.items():
         (tmp_path / name).write_text(value + "\n", encoding="utf-8")
     config = tmp_path / DEPLOY_CONFIG.name
     text = DEPLOY_CONFIG.read_text(encoding="utf-8")
+    text = enable(text) if optional else text
     assert "/run/secrets/" in text
     config.write_text(text.replace("/run/secrets/", f"{tmp_path}/"), encoding="utf-8")
     env = {key: value for key, value in env.items() if key != "SHEEPDOG_CONFIG"}
@@ -327,6 +336,19 @@ def test_compose_config_of_sheepdog_is_valid(tmp_path: Path) -> None:
     deploy = yaml.safe_load(DEPLOY_CONFIG.read_text(encoding="utf-8"))
     assert deploy["listen"] == "0.0.0.0:8000"
     assert set(deploy["bridge"]["targets"]) == {"ops-wechat", "ops-slack", "ops-email"}
+
+
+def test_compose_config_of_sheepdog_is_valid_with_the_optional_targets(tmp_path: Path) -> None:
+    """With its DingTalk and Feishu blocks uncommented and .env.example's optional values set,
+    the deploy config is valid and describes both robots as signed, printing no secret."""
+    env = {**os.environ, **_env_example(optional=True)}
+    result = _check_deploy_config(tmp_path, env, SECRET_FILES, optional=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ops-dingtalk: dingtalk → oapi.dingtalk.com, signed (加签), 20/min" in result.stdout
+    assert "ops-feishu: feishu → open.feishu.cn (Feishu), at most 5/s, signed" in result.stdout
+    for name, value in _env_example(optional=True).items():
+        if name.startswith(("DINGTALK_", "FEISHU_")):
+            assert value not in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("missing", sorted(SECRET_FILES))

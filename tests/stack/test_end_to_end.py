@@ -2,10 +2,11 @@
 
 ``sheepdog serve`` relays to a local OpenAI-compatible upstream; the real Prometheus scrapes it
 with the repository's scrape config and rules; the real Alertmanager routes with the
-repository's alertmanager.yml to sheepdog's bridge, which delivers to a local WeChat robot, Slack
-webhook and SMTP server. Only addresses are substituted, and intervals and ``for:`` durations
-shortened (see ``_live.py``), so the test takes seconds, not the ten minutes the alert waits in
-production.
+repository's alertmanager.yml (its optional DingTalk and Feishu blocks enabled) to sheepdog's
+bridge, which delivers to a local WeChat robot, Slack webhook, DingTalk robot and Feishu bot
+(both checking signatures) and SMTP server. Only addresses are substituted, and intervals and
+``for:`` durations shortened (see ``_live.py``), so the test takes seconds, not the ten minutes the
+alert waits in production.
 
 The same running stack then checks the stack's PromQL and the list of exported metrics against
 the real sheepdog, not the sample exporter the other stack tests use.
@@ -22,6 +23,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.peers.dingtalk import DingTalkRobot
+from tests.peers.feishu import FeishuBot
 from tests.peers.slack import SlackWebhook
 from tests.peers.smtp import ReceivedMail, SmtpServer
 from tests.peers.wechat import WeChatRobot
@@ -116,6 +119,24 @@ def _slack(slack: SlackWebhook, status: str) -> list[dict[str, Any]]:
     ]
 
 
+def _dingtalk(robot: DingTalkRobot, status: str) -> list[str]:
+    return [
+        message.text
+        for message in list(robot.messages)
+        if ALERT in message.title and MODEL in message.text and _status(message.title) == status
+    ]
+
+
+def _feishu(bot: FeishuBot, status: str) -> list[str]:
+    return [
+        message.title
+        for message in list(bot.messages)
+        if ALERT in message.title
+        and MODEL in "\n".join(message.texts)
+        and _status(message.title) == status
+    ]
+
+
 def _sample(text: str, name: str, **labels: str) -> float:
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -126,8 +147,8 @@ def _sample(text: str, name: str, **labels: str) -> float:
 
 def test_error_ratio_alert_reaches_wechat_and_resolves(stack: LiveStack) -> None:
     """Upstream 500s through the proxy fire LLMHighErrorRatio; Alertmanager routes it to the
-    bridge, which delivers it to the WeChat robot (and Slack); once errors stop while traffic
-    goes on, the resolved message follows."""
+    bridge, which delivers it to the WeChat robot (and Slack, DingTalk and Feishu, signed); once
+    errors stop while traffic goes on, the resolved message follows everywhere."""
     prometheus = stack.prometheus
     assert not _wechat(stack.robot, "firing")
     traffic = Traffic(stack.sheepdog.base_url, stack.upstream, model=MODEL, rate=20)
@@ -141,6 +162,8 @@ def test_error_ratio_alert_reaches_wechat_and_resolves(stack: LiveStack) -> None
             lambda: _wechat(stack.robot, "firing"), 45, f"a firing {ALERT} message on WeChat"
         )
         wait_for(lambda: _slack(stack.slack, "firing"), 10, f"a firing {ALERT} message on Slack")
+        wait_for(lambda: _dingtalk(stack.dingtalk, "firing"), 10, f"a firing {ALERT} on DingTalk")
+        wait_for(lambda: _feishu(stack.feishu, "firing"), 10, f"a firing {ALERT} on Feishu")
 
         traffic.fail_every = 0
         resolved = wait_for(
@@ -149,12 +172,22 @@ def test_error_ratio_alert_reaches_wechat_and_resolves(stack: LiveStack) -> None
         wait_for(
             lambda: _slack(stack.slack, "resolved"), 10, f"a resolved {ALERT} message on Slack"
         )
+        wait_for(
+            lambda: _dingtalk(stack.dingtalk, "resolved"), 10, f"a resolved {ALERT} on DingTalk"
+        )
+        wait_for(lambda: _feishu(stack.feishu, "resolved"), 10, f"a resolved {ALERT} on Feishu")
     finally:
         traffic.stop()
 
     assert not traffic.unexpected, "\n".join(traffic.unexpected[:20])
     assert traffic.failed > 0 and traffic.succeeded > 0
     assert stack.robot.rejections == []
+    # Both robots checked every request's signature and refused none.
+    assert stack.dingtalk.rejections == [] and stack.feishu.rejections == []
+    assert all(m.signed for m in [*stack.dingtalk.messages, *stack.feishu.messages])
+    for messages in (stack.dingtalk.messages, stack.feishu.messages):
+        statuses = [_status(m.title) for m in messages if ALERT in m.title]
+        assert statuses.index("firing") < statuses.index("resolved")
     # The firing message came first, and the bridge counted both ways through.
     contents = [message.content for message in stack.robot.messages]
     assert contents.index(firing[0]) < contents.index(resolved[0])
@@ -293,6 +326,8 @@ def test_watchdog_heartbeat_reaches_the_watchdog_target_and_no_person(stack: Liv
     wait_for(heartbeats, 30, "a Watchdog notification at /alerts/watchdog")
     assert not [m for m in stack.robot.messages if "Watchdog" in m.content]
     assert not [b for b in stack.slack.messages if "Watchdog" in json.dumps(b)]
+    assert not [m for m in stack.dingtalk.messages if "Watchdog" in m.text]
+    assert not [m for m in stack.feishu.messages if "Watchdog" in json.dumps(m.body)]
     assert not [m for m in stack.smtp.received if "Watchdog" in str(m.message["Subject"])]
 
 
