@@ -1,9 +1,10 @@
 """What a channel is: the shape every package in ``bridge/channels/`` fills in.
 
-A channel (``wechat``, ``slack``, ``email``, ``log``) holds everything about one kind of
-destination: its config model (and so its defaults), its built-in templates and their escaping,
-how its answers are classified, its notifier, how ``sheepdog render`` and ``check-config``
-describe it, its rate and size limits, and the key of the destination a target posts to. The
+A channel (``wechat``, ``dingtalk``, ``feishu``, ``slack``, ``email``, ``log``) holds everything
+about one kind of destination: its config model (and so its defaults), its built-in templates and
+their escaping, how its answers are classified, its notifier, how ``sheepdog render`` and
+``check-config`` describe it, its rate and size limits, and the key of the destination a target
+posts to. The
 rest of the bridge knows channels only through :class:`Channel` and the registry
 (:mod:`bridge.channels.registry`).
 """

@@ -3,13 +3,19 @@ mention."""
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Final, Literal
+
+from pydantic import field_validator
 
 from bridge.channels.base import WebhookTargetConfig
-from sheepdog.core.config import ConfigModel, NonNegativeNumber, Text, section
+from sheepdog.core.config import ConfigModel, NonNegativeNumber, Text, config_error, section
 from sheepdog.core.secret import Secret
 
-__all__ = ["DingTalkMentions", "DingTalkTarget"]
+__all__ = ["USER_ID", "DingTalkMentions", "DingTalkTarget"]
+
+USER_ID: Final = re.compile(r"^[\w.-]{1,64}$")
+"""A DingTalk user id: written as ``@<userid>`` in the text, so nothing that could be markup."""
 
 
 class DingTalkMentions(ConfigModel):
@@ -19,6 +25,16 @@ class DingTalkMentions(ConfigModel):
     """Mentioned by DingTalk user id (``at.atUserIds``, and ``@<userid>`` in the text)."""
     all: bool = False
     """Mention everyone (``at.isAtAll``) whenever something fires."""
+
+    @field_validator("userids")
+    @classmethod
+    def _plain_ids(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        for index, value in enumerate(values):
+            if not USER_ID.match(value):
+                raise config_error(
+                    f"{value!r} is not a DingTalk user id (letters, digits, '_', '.', '-')", index
+                )
+        return values
 
 
 class DingTalkTarget(WebhookTargetConfig):

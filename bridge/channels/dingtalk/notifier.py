@@ -26,7 +26,7 @@ from urllib.parse import quote_plus
 from bridge.channels.base import Message
 from bridge.channels.compose import as_text, compose_parts, mentions_for, render_parsed
 from bridge.channels.dingtalk import answers
-from bridge.channels.dingtalk.config import DingTalkTarget
+from bridge.channels.dingtalk.config import USER_ID, DingTalkTarget
 from bridge.channels.text import split_lines_to_fit, truncate_chars
 from bridge.channels.webhook import WebhookNotifier, json_bytes, redact_url
 from bridge.classify import Verdict
@@ -85,6 +85,8 @@ class DingTalkNotifier(WebhookNotifier):
         wanted = mentions_for(payload["alerts"], configured.userids, configured.mobiles)
         firing = any(alert["status"] == "firing" for alert in payload["alerts"])
         wanted["all"] = wanted["all"] or (configured.all and firing)
+        # An id from an annotation that is no user id is left out, not let into the text.
+        wanted["userids"] = [user for user in wanted["userids"] if USER_ID.match(user)]
         at = _at(wanted)
         suffix = _mention_text(wanted)
 

@@ -4,7 +4,8 @@
 ``{"msg_type": "interactive", "card": {…}}``, the request body at most 20 KB (taken here as
 20,000 bytes, the stricter reading); a card over it is cut at alert boundaries into numbered
 parts, and an alert too big alone has its long texts cut at line boundaries and its elements
-shared out over several cards. Mentions (``<at id=…></at>``) go in the first card only.
+shared out over several cards. Mentions (``<at id=…></at>``) go in the first card only, before
+its closing note.
 
 With a secret, every request is signed when it is sent (a retry an hour later too): the body gets
 ``"timestamp": "<s>"`` and ``"sign": base64(HMAC-SHA256(key = "<s>\\n<secret>", msg = ""))``;
@@ -162,11 +163,18 @@ def _mention_element(mentions: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 def _with_element(body: dict[str, Any], element: dict[str, Any] | None) -> dict[str, Any]:
+    """``body`` with ``element`` added last, but before the card's closing note if it has one."""
     if element is None:
         return body
     changed = copy.deepcopy(body)
-    _set_elements(changed, [*_elements(changed), element])
+    elements = list(_elements(changed))
+    at = len(elements) - 1 if elements and _is_note(elements[-1]) else len(elements)
+    _set_elements(changed, [*elements[:at], element, *elements[at:]])
     return changed
+
+
+def _is_note(element: Any) -> bool:
+    return isinstance(element, dict) and element.get("tag") == "note"
 
 
 def _label(body: dict[str, Any], part: Part) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from bridge.classify import Outcome
 from bridge.payload import validate_payload
 from bridge.render import Renderer
 from sheepdog.config import Config, parse_config
+from sheepdog.core.errors import ConfigError
 from tests.bridge.channels.profile import Profile, SizeLimit
 from tests.bridge.conftest import (
     AUTH,
@@ -166,6 +167,24 @@ def test_mentions_go_in_the_at_lists_and_the_text_of_the_first_part() -> None:
         ("mention", "lisi"),
         ("mention", "all"),
     }
+
+
+def test_an_annotation_cannot_mention_markup() -> None:
+    """A mention annotation holding something that is no user id (a link, a tag) is left out:
+    the text gets only real @mobile and @userid."""
+    payload = fixture_payload("firing-one.json")
+    payload["alerts"][0]["annotations"]["mention"] = "[x](http://evil.example/) <b>x zhangsan"
+    (message,) = _compose(payload)
+    assert message.body["at"]["atUserIds"] == ["zhangsan"]
+    text = message.body["markdown"]["text"]
+    assert text.endswith("\n\n@zhangsan")
+    assert [a for a in markdown_actions(text) if a[0] == "link" and "evil" in a[1]] == []
+
+
+def test_a_configured_user_id_that_is_not_one_is_a_config_error() -> None:
+    """``mentions.userids`` must be ids, since they are written into the text."""
+    with pytest.raises(ConfigError, match=r"mentions\.userids\[0\]: '<b>' is not a DingTalk"):
+        _notifier(mentions={"userids": ["<b>"]})
 
 
 def test_nobody_is_mentioned_for_a_resolution() -> None:
