@@ -14,6 +14,7 @@ from aiohttp import web
 from sheepdog import __version__
 from sheepdog.app import create_app
 from sheepdog.config import Config
+from sheepdog.core.heap import freeze_long_lived, tune_collector
 from sheepdog.core.logs import configure_logging
 from sheepdog.core.ops import reload_config
 from sheepdog.core.runtime import RUNTIME
@@ -31,10 +32,22 @@ class _Logging:
         configure_logging(self._new.log_format, self._new.log_level)
 
 
+class _Heap:
+    """Freezes a reloaded config's objects as start-up's were (see sheepdog/core/heap.py)."""
+
+    def __init__(self, new: Config) -> None:
+        return None
+
+    def commit(self) -> None:
+        freeze_long_lived()
+
+
 def serve(config: Config) -> int:
     configure_logging(config.log_format, config.log_level)
     app = create_app(config)
     app[RUNTIME].reload_parts.append(_Logging)
+    # Last, so that it is committed once every other part has swapped in what it built.
+    app[RUNTIME].reload_parts.append(_Heap)
     app.on_startup.append(_on_startup)
     try:
         web.run_app(
@@ -66,6 +79,9 @@ async def _on_startup(app: web.Application) -> None:
         task.add_done_callback(tasks.discard)
 
     loop.add_signal_handler(signal.SIGHUP, on_sighup)
+    # Every start-up step has run by now (on_startup runs the cleanup contexts first).
+    tune_collector()
+    freeze_long_lived()
     config = app[RUNTIME].settings
     log.info(
         "sheepdog started",
