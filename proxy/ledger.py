@@ -37,6 +37,7 @@ __all__ = [
     "SpendLedger",
     "UnpricedRow",
     "create_ledger_schema",
+    "month_bounds",
     "month_of",
     "read_month",
     "read_unpriced",
@@ -98,6 +99,14 @@ def month_of(moment: datetime) -> str:
     """The ledger's month key, ``YYYY-MM``, of the calendar month (UTC) holding ``moment``."""
     utc = moment.astimezone(UTC)
     return f"{utc.year:04d}-{utc.month:02d}"
+
+
+def month_bounds(moment: datetime) -> tuple[datetime, datetime]:
+    """The start of the calendar month (UTC) holding ``moment``, and the start of the next."""
+    utc = moment.astimezone(UTC)
+    start = datetime(utc.year, utc.month, 1, tzinfo=UTC)
+    year, month = (utc.year + 1, 1) if utc.month == 12 else (utc.year, utc.month + 1)
+    return start, datetime(year, month, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,7 +277,10 @@ class SpendLedger:
         self._db = db
         self._clock = clock
         self._flush_interval = flush_interval
-        self._month = month_of(clock.now())
+        now = clock.now()
+        self._month = month_of(now)
+        # Every request asks for the month: a comparison with its bounds is all it costs.
+        self._month_start, self._month_end = month_bounds(now)
         self._spend: dict[str, float] = {}
         self._pending: dict[_Key, _Delta] = {}
         self._pending_names: dict[_NameKey, _Delta] = {}
@@ -328,7 +340,11 @@ class SpendLedger:
         return self._problem
 
     def _current_month(self) -> str:
-        month = month_of(self._clock.now())
+        now = self._clock.now()
+        if self._month_start <= now < self._month_end:
+            return self._month
+        month = month_of(now)
+        self._month_start, self._month_end = month_bounds(now)
         if month != self._month:
             # A new month starts from zero; last month's unwritten changes stay pending.
             self._month = month

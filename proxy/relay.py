@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Final
 
 import aiohttp
@@ -27,7 +27,7 @@ from proxy import errors
 from proxy.clients import ANONYMOUS, Caller
 from proxy.encoding import IDENTITY, decoder_for
 from proxy.headers import client_response_headers, upstream_request_headers
-from proxy.ledger import SpendLedger
+from proxy.ledger import SpendLedger, month_bounds
 from proxy.messages import MessagesMeter, speaks_anthropic
 from proxy.metrics import ProxyMetrics
 from proxy.pricing import OTHER_MODEL, PriceBook, Usage
@@ -88,10 +88,8 @@ async def _read_body(request: web.Request, limit: int) -> bytes | None:
 
 
 def _seconds_to_next_month(now: datetime) -> int:
-    now = now.astimezone(UTC)
-    year, month = (now.year + 1, 1) if now.month == 12 else (now.year, now.month + 1)
-    start = datetime(year, month, 1, tzinfo=UTC)
-    return max(1, int((start - now).total_seconds()))
+    _, next_month = month_bounds(now)
+    return max(1, int((next_month - now).total_seconds()))
 
 
 @dataclass(slots=True)
