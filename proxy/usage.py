@@ -24,6 +24,9 @@ _FULL_PARSE_LIMIT: Final = 256 * 1024
 _TAIL_BYTES: Final = 64 * 1024
 # A "usage" object with at most one level of nested objects (prompt_tokens_details, ...).
 _USAGE_OBJECT: Final = re.compile(rb'"usage"\s*:\s*(\{(?:[^{}]|\{[^{}]*\})*\})')
+_USAGE_KEY: Final = re.compile(r'"usage"\s*:\s*(?=\{)')
+_DOCUMENT_END: Final = re.compile(r"\s*\}\s*")
+_JSON: Final = json.JSONDecoder()
 
 
 usage_from_object: UsageReader = openai_usage
@@ -40,6 +43,37 @@ def usage_from(payload: Any, reader: UsageReader = openai_usage) -> Usage | None
         if isinstance(response, dict):
             usage = response.get("usage")
     return reader(usage)
+
+
+def _last_member_usage(body: bytearray) -> Usage | None:
+    """Usage read without parsing the whole body, where it is the document's last member.
+
+    Chat, completions and embeddings answers end with their top-level ``usage``: parsing that
+    object alone costs a fraction of parsing the answer (the largest part of the relay's own work
+    per request, bench/analysis.md). The match is exact: a ``"usage":`` outside any string is a
+    key when what comes before it is ``{`` or ``,`` (a quote inside a string is escaped, so is
+    preceded by a backslash), and an object followed only by a closing brace is a member of the
+    object that brace closes, which at the end of the body is the top-level one.
+    Anything else (``response.usage``, ``"usage": null``, usage not last) gives None, and the
+    caller parses the whole body as before.
+    """
+    start = body.rfind(b'"usage"')
+    if start < 0:
+        return None
+    before = body[max(0, start - 64) : start].rstrip()
+    if not before.endswith((b"{", b",")):
+        return None
+    try:
+        text = body[start:].decode()
+        key = _USAGE_KEY.match(text)
+        if key is None:
+            return None
+        usage, end = _JSON.raw_decode(text, key.end())
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+    if _DOCUMENT_END.fullmatch(text, end) is None:
+        return None
+    return usage_from_object(usage)
 
 
 class BodyMeter:
@@ -66,6 +100,9 @@ class BodyMeter:
         if self._decoder.failed:
             return None
         if not self._tail_only:
+            last = _last_member_usage(self._buffer)
+            if last is not None:
+                return last
             try:
                 return usage_from(json.loads(self._buffer), self._reader)
             except (ValueError, RecursionError):

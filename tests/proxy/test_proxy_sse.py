@@ -7,7 +7,7 @@ import json
 import zlib
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -15,7 +15,7 @@ from proxy.encoding import Decoder, decoder_for, upstream_accept_encoding
 from proxy.headers import client_response_headers, upstream_request_headers
 from proxy.pricing import Usage
 from proxy.streaming import SseMeter
-from proxy.usage import BodyMeter
+from proxy.usage import BodyMeter, usage_from
 
 USAGE = {"prompt_tokens": 9, "completion_tokens": 5, "total_tokens": 14}
 
@@ -272,3 +272,50 @@ def test_header_filtering_in_both_directions() -> None:
         ("Set-Cookie", "b=2"),
         ("x-request-id", "req-1"),
     ]
+
+
+_KEYS = st.sampled_from(["usage", '"usage', "usage\\", "response", "choices", "x", ""])
+_USAGE_SHAPES = st.one_of(
+    st.none(),
+    st.fixed_dictionaries(
+        {"prompt_tokens": st.integers(0, 10**6)},
+        optional={
+            "completion_tokens": st.integers(0, 10**6),
+            "prompt_tokens_details": st.fixed_dictionaries({"cached_tokens": st.integers(0, 9)}),
+        },
+    ),
+)
+_VALUES = st.recursive(
+    st.one_of(_USAGE_SHAPES, st.text(max_size=12), st.sampled_from(['"usage":{}', "}", ","])),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(_KEYS, inner, max_size=3)),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@example(members=[('"usage', {"prompt_tokens": 5})], last_usage=None, spaces="")
+@example(members=[("x", ',"usage":{"prompt_tokens":5}')], last_usage=None, spaces="")
+@example(members=[("response", {"usage": {"prompt_tokens": 5}})], last_usage=None, spaces=" ")
+@given(
+    members=st.lists(st.tuples(_KEYS, _VALUES), max_size=5),
+    last_usage=_USAGE_SHAPES,
+    spaces=st.sampled_from(["", " ", "\n  "]),
+)
+def test_body_usage_is_what_a_full_parse_reads(
+    members: list[tuple[str, object]], last_usage: object, spaces: str
+) -> None:
+    """Usage read from an answer is the top-level ``usage`` a full JSON parse finds, whatever
+    else the body holds: nested ``usage`` objects, keys that contain ``usage``, strings that look
+    like JSON, usage that is not the last member."""
+    pairs = [*members, ("usage", last_usage)] if last_usage is not None else members
+    body = (
+        "{"
+        + ",".join(
+            f"{spaces}{json.dumps(key)}{spaces}:{spaces}{json.dumps(value)}" for key, value in pairs
+        )
+        + spaces
+        + "}"
+    ).encode()
+    meter = BodyMeter(Decoder("identity"))
+    meter.feed(body)
+    assert meter.usage() == usage_from(json.loads(body))
