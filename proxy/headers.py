@@ -8,7 +8,6 @@ can decode for metering (see :mod:`proxy.encoding`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Final
 
 from aiohttp import hdrs
@@ -45,20 +44,20 @@ _NOT_UPSTREAM: Final = _HOP_BY_HOP | {
 _NOT_DOWNSTREAM: Final = _HOP_BY_HOP | {"content-length"}
 
 
-def _named_by_connection(headers: Mapping[str, str]) -> frozenset[str]:
-    value = headers.get(hdrs.CONNECTION)
-    if not value:
-        return frozenset()
-    return frozenset(token.strip().lower() for token in value.split(","))
-
-
 def _copy(headers: CIMultiDictProxy[str], dropped: frozenset[str]) -> CIMultiDict[str]:
-    also_dropped = _named_by_connection(headers)
-    copy: CIMultiDict[str] = CIMultiDict()
-    for name, value in headers.items():
-        lowered = name.lower()
-        if lowered not in dropped and lowered not in also_dropped:
-            copy.add(name, value)
+    """``headers`` without ``dropped`` and those their ``Connection`` names, order kept.
+
+    Copied whole and then trimmed: multidict copies in C, and deleting the few names present
+    costs half of testing every header in Python (this runs twice a request).
+    """
+    copy = CIMultiDict(headers)
+    for name in dropped:
+        if name in copy:
+            del copy[name]
+    connection = headers.get(hdrs.CONNECTION)
+    if connection:
+        for token in connection.split(","):
+            copy.popall(token.strip(), None)
     return copy
 
 
