@@ -34,8 +34,10 @@ from bench.report import (
     NGINX,
     PASSTHROUGH,
     SHEEPDOG,
+    PhaseLoad,
     RelayRow,
     Results,
+    StreamLoadRow,
     machine_info,
     render,
 )
@@ -45,9 +47,13 @@ from bench.service import (
     client_headers,
     model_name,
     proxy_available,
+    start_robot,
     start_sheepdog,
+    start_upstream,
+    upstream_stats,
 )
 from bench.stats import LoadResult
+from bench.streaming import pace_headers
 
 T = TypeVar("T")
 
@@ -55,6 +61,7 @@ PROFILE_SECONDS = 8.0
 """How long each profile of sheepdog under load (``--profile``) samples."""
 
 PHASES = ("relay", "stream", "scrape", "bridge", "memory")
+"""``stream`` is both streaming measurements: many streams at once, and time to first token."""
 
 
 @dataclass(frozen=True)
@@ -65,12 +72,14 @@ class Settings:
     duration: float
     rounds: int
     concurrencies: tuple[int, ...]
+    stream_loads: tuple[int, ...]
+    stream_load_chunks: int
+    stream_load_delay_ms: float
+    stream_load_duration: float
+    stream_load_rounds: int
     stream_chunks: int
     stream_chunk_delay_ms: float
     stream_rounds: int
-    stream_concurrency: int
-    stream_concurrent_chunk_delay_ms: float
-    stream_duration: float
     memory_streams: int
     memory_rounds: int
     memory_chunks: int
@@ -87,15 +96,17 @@ class Settings:
 
 FULL = Settings(
     warmup=1,
-    duration=2,
-    rounds=3,
-    concurrencies=(1, 20, 100),
+    duration=3,
+    rounds=5,
+    concurrencies=(20, 100, 500),
+    stream_loads=(200, 1000),
+    stream_load_chunks=20,
+    stream_load_delay_ms=100,
+    stream_load_duration=6,
+    stream_load_rounds=3,
     stream_chunks=20,
     stream_chunk_delay_ms=2,
     stream_rounds=200,
-    stream_concurrency=100,
-    stream_concurrent_chunk_delay_ms=20,
-    stream_duration=5,
     memory_streams=1000,
     memory_rounds=2,
     memory_chunks=16,
@@ -113,13 +124,15 @@ QUICK = Settings(
     warmup=0,
     duration=1,
     rounds=1,
-    concurrencies=(1, 20),
+    concurrencies=(20,),
+    stream_loads=(20,),
+    stream_load_chunks=5,
+    stream_load_delay_ms=20,
+    stream_load_duration=1,
+    stream_load_rounds=1,
     stream_chunks=5,
     stream_chunk_delay_ms=1,
     stream_rounds=10,
-    stream_concurrency=10,
-    stream_concurrent_chunk_delay_ms=5,
-    stream_duration=1,
     memory_streams=50,
     memory_rounds=1,
     memory_chunks=4,
@@ -156,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         + ")",
         durations=(
             f"each relay figure is the median of {settings.rounds} rounds of "
-            f"{settings.duration:g} s, the paths taking turns round by round, after "
+            f"{settings.duration:g} s (streams: {settings.stream_load_rounds} of "
+            f"{settings.stream_load_duration:g} s), the paths taking turns round by round, after "
             f"{settings.warmup:g} s of warm-up"
             if settings.rounds > 1
             else f"each relay figure is one round of {settings.duration:g} s"
@@ -175,16 +189,17 @@ def main(argv: list[str] | None = None) -> int:
             run = _Run(group, settings, results, use_wrk, args)
             run.start_servers(phases, use_nginx=not args.no_nginx)
             if "relay" in phases:
-                run.relay()
+                _timed(results, group, "non-streaming relay", run.relay)
             if "stream" in phases:
-                run.stream()
+                _timed(results, group, "streams at once", run.stream_load)
+                _timed(results, group, "time to first token", run.stream)
             if "scrape" in phases:
-                run.scrape()
+                _timed(results, group, "/metrics scrape", run.scrape)
             if "bridge" in phases:
-                run.bridge()
+                _timed(results, group, "bridge", run.bridge)
             group.close()
             if "memory" in phases:
-                run.memory()
+                _timed(results, group, "memory", run.memory)
     _account_other_load(results, cpu_start, time.monotonic() - started)
     analysis = BENCH_ROOT / "analysis.md"
     report = render(
@@ -197,6 +212,17 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.out).write_text(report)
         print(f"written to {args.out}", file=sys.stderr)
     return 0
+
+
+def _timed(results: Results, group: ProcessGroup, phase: str, work: Callable[[], None]) -> None:
+    """Run one phase and note how much of the machine other processes took meanwhile."""
+    start, started = CpuSnapshot.take(group.servers), time.monotonic()
+    work()
+    end, elapsed = CpuSnapshot.take(group.servers), time.monotonic() - started
+    capacity = max(elapsed * (os.cpu_count() or 1), 1e-9)
+    results.phases.append(
+        PhaseLoad(phase, elapsed, other_cpu_seconds(start, end) / capacity, end.steal - start.steal)
+    )
 
 
 def _check_quiet(results: Results) -> None:
@@ -269,28 +295,23 @@ class _Run:
         self.bridge_ok = False
         self.bridge_why = ""
         self.robot: Server | None = None
+        self.upstream: Server | None = None
 
     def _note(self, text: str) -> None:
         self.results.notes.append(text)
         print(f"note: {text}", file=sys.stderr)
 
     def start_servers(self, phases: set[str], *, use_nginx: bool) -> None:
+        """The paths compared, in the order they take turns: each is a server on loopback.
+
+        Another path (a sheepdog with other settings, another relay) is one more entry in
+        ``self.paths``; every phase then measures it with the same figures.
+        """
         s = self.settings
-        port = free_port()
-        upstream = self.group.start(
-            "upstream",
-            [
-                *python_module("bench.upstream"),
-                "--port",
-                str(port),
-                "--chunks",
-                str(s.stream_chunks),
-                "--chunk-delay-ms",
-                str(s.stream_chunk_delay_ms),
-            ],
-            port,
-            health_url=f"http://127.0.0.1:{port}/bench/health",
+        upstream = start_upstream(
+            self.group, "upstream", chunks=s.stream_chunks, event_delay_ms=s.stream_chunk_delay_ms
         )
+        self.upstream = upstream
         self.paths[DIRECT] = upstream
         port = free_port()
         self.paths[PASSTHROUGH] = self.group.start(
@@ -303,13 +324,7 @@ class _Run:
             self.paths[NGINX] = start_nginx(self.group, free_port(), upstream.port)
         elif use_nginx:
             self._note("nginx is not installed: its rows are left out.")
-        port = free_port()
-        self.robot = self.group.start(
-            "wechat-robot",
-            [*python_module("bench.robot"), "--port", str(port)],
-            port,
-            health_url=f"http://127.0.0.1:{port}/bench/health",
-        )
+        self.robot = start_robot(self.group)
         if phases - {"memory"}:
             self.sheepdog = start_sheepdog(
                 self.group, "sheepdog", f"{upstream.url}/v1", self.robot.url
@@ -334,14 +349,26 @@ class _Run:
             print(f"profile: {recording.finish()}", file=sys.stderr)
 
     def relay(self) -> None:
-        """Each concurrency: every path in turn, ``rounds`` times over; the median round counts.
+        """Each concurrency: every path in turn, ``rounds`` times over; medians are reported.
 
         Interleaving the paths round by round means that a burst of other work on the machine
-        lowers all of them alike rather than one path's whole measurement.
+        lowers all of them alike rather than one path's whole measurement. The relay's CPU per
+        request is its process's user + system time over the round (from /proc) divided by the
+        requests wrk completed: what the relay itself spends, whatever else the cores were doing.
         """
         s = self.settings
+        self.results.relay_params = (
+            "`POST /v1/chat/completions` (a small request, a 300-byte answer with usage), "
+            "sheepdog with a client key, pricing and a budget, as users run it; wrk keeps "
+            "*concurrency* requests in flight. Each figure is the median of the rounds, their "
+            "range in brackets; latencies are those of the median round. *relay CPU* is the CPU "
+            "time (user + system) the relay process itself used per completed request, whatever "
+            "the load generator and the upstream cost; the ratios are to the bare aiohttp "
+            "pass-through at the same concurrency."
+        )
         for concurrency in s.concurrencies:
-            rounds: dict[str, list[tuple[LoadResult, float | None]]] = {p: [] for p in self.paths}
+            loads: dict[str, list[LoadResult]] = {name: [] for name in self.paths}
+            cpus: dict[str, list[float]] = {name: [] for name in self.paths}
             for server in self.paths.values():
                 if s.warmup:
                     run_load(self._chat(server), concurrency, s.warmup, use_wrk=self.use_wrk)
@@ -352,10 +379,10 @@ class _Run:
                     load = run_load(
                         self._chat(server), concurrency, s.duration, use_wrk=self.use_wrk
                     )
-                    cpu_us = None
+                    loads[name].append(load)
                     if relay_pid and load.ok:
-                        cpu_us = (tree_cpu_seconds(relay_pid) - cpu_before) / load.ok * 1e6
-                    rounds[name].append((load, cpu_us))
+                        used = tree_cpu_seconds(relay_pid) - cpu_before
+                        cpus[name].append(used / load.ok * 1e6)
             if SHEEPDOG in self.paths and concurrency == max(s.concurrencies):
                 # Profiled apart from the measured rounds: sampling costs the process some time.
                 recording = self._profile(f"relay-c{concurrency}", PROFILE_SECONDS)
@@ -363,13 +390,13 @@ class _Run:
                     request = self._chat(self.paths[SHEEPDOG])
                     run_load(request, concurrency, PROFILE_SECONDS, use_wrk=self.use_wrk)
                     self._finish_profile(recording)
-            for name, measured in rounds.items():
-                row = RelayRow.from_rounds(name, concurrency, measured)
+            for name in self.paths:
+                row = RelayRow(name, concurrency, loads[name], cpus[name])
                 self.results.relay.append(row)
+                cpu = f"{row.cpu:6.0f} µs/req" if row.cpu is not None else "     — µs/req"
                 print(
-                    f"relay {name:22} c={concurrency:<3} {row.load.rate:8,.0f} req/s "
-                    f"(rounds {', '.join(f'{load.rate:,.0f}' for load, _ in measured)})  "
-                    f"p50 {row.load.p50 * 1000:6.2f} ms  p99 {row.load.p99 * 1000:6.2f} ms",
+                    f"relay {name:22} c={concurrency:<4} {row.rate:8,.0f} req/s  CPU {cpu} "
+                    f"(rounds {', '.join(f'{c:.0f}' for c in row.cpu_us)})",
                     file=sys.stderr,
                 )
 
@@ -379,14 +406,86 @@ class _Run:
             f"{server.url}/v1/chat/completions", chat_body(model_name(0)), client_headers(0)
         )
 
+    def stream_load(self) -> None:
+        """Many streams at once, wrk keeping each connection on stream after stream.
+
+        Chunks are counted where they start, at the upstream (every event it wrote), so streams
+        still open when a round ends count too; the relay's CPU is read once the upstream has no
+        stream open any more, so what it spends finishing (or abandoning) them counts too.
+        """
+        s = self.settings
+        assert self.upstream is not None
+        self.results.stream_load_params = (
+            f"wrk keeps *streams* `POST /v1/chat/completions` streams open at once, each one "
+            f"{s.stream_load_chunks} content chunks {s.stream_load_delay_ms:g} ms apart "
+            "(the client does not ask for usage: sheepdog asks the upstream for it and removes "
+            "it), a new one as soon as one ends. *chunks/s* are the events the upstream sent "
+            "through the path per second; *stream* times are wrk's, from the request to the last "
+            "byte; *relay CPU* is the relay process's CPU time per chunk, the streams' set-up "
+            "included. Medians of the rounds, ranges in brackets."
+        )
+        pace = pace_headers(s.stream_load_chunks, s.stream_load_delay_ms)
+        for streams in s.stream_loads:
+            rates: dict[str, list[float]] = {name: [] for name in self.paths}
+            cpus: dict[str, list[float]] = {name: [] for name in self.paths}
+            loads: dict[str, list[LoadResult]] = {name: [] for name in self.paths}
+            for server in self.paths.values():
+                if s.warmup:
+                    run_load(self._stream(server, pace), streams, s.warmup, use_wrk=self.use_wrk)
+                    self._wait_streams_closed()
+            for _ in range(s.stream_load_rounds):
+                for name, server in self.paths.items():
+                    relay_pid = None if name == DIRECT else server.pid
+                    cpu_before = tree_cpu_seconds(relay_pid) if relay_pid else 0.0
+                    before = upstream_stats(self.upstream)["events"]
+                    load = run_load(
+                        self._stream(server, pace),
+                        streams,
+                        s.stream_load_duration,
+                        use_wrk=self.use_wrk,
+                    )
+                    during = upstream_stats(self.upstream)["events"] - before
+                    self._wait_streams_closed()
+                    total = upstream_stats(self.upstream)["events"] - before
+                    loads[name].append(load)
+                    rates[name].append(during / load.duration if load.duration else 0.0)
+                    if relay_pid and total:
+                        used = tree_cpu_seconds(relay_pid) - cpu_before
+                        cpus[name].append(used / total * 1e6)
+            for name in self.paths:
+                row = StreamLoadRow(name, streams, rates[name], cpus[name], loads[name])
+                self.results.stream_load.append(row)
+                cpu = f"{row.cpu:5.1f} µs/chunk" if row.cpu is not None else "    — µs/chunk"
+                print(
+                    f"streams {name:20} n={streams:<5} "
+                    f"{sorted(row.chunk_rates)[(len(row.chunk_rates) - 1) // 2]:8,.0f} chunks/s  "
+                    f"CPU {cpu}",
+                    file=sys.stderr,
+                )
+
+    def _stream(self, server: Server, pace: dict[str, str]) -> Request:
+        body = streaming.stream_body(model_name(0)).decode()
+        return Request(f"{server.url}/v1/chat/completions", body, {**client_headers(0), **pace})
+
+    def _wait_streams_closed(self, timeout: float = 30.0) -> None:
+        """Until the upstream has no stream open (the last round's have finished or gone)."""
+        assert self.upstream is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if upstream_stats(self.upstream)["active_streams"] == 0:
+                return
+            time.sleep(0.05)
+        self._note(f"streams still open at the upstream {timeout:g} s after a round ended")
+
     def stream(self) -> None:
+        """Time to first token: one stream at a time, the paths taking turns stream by stream."""
         s = self.settings
         self.results.stream_params = (
-            f"The upstream streams {s.stream_chunks} content chunks, "
-            f"{s.stream_chunk_delay_ms:g} ms apart in the sequential run and "
-            f"{s.stream_concurrent_chunk_delay_ms:g} ms apart in the concurrent one (a model's "
-            "pace of tokens); the client does not ask for usage (sheepdog asks the upstream for "
-            "it and removes it)."
+            f"One stream at a time, {s.stream_rounds} per path, the paths taking turns stream by "
+            f"stream. The upstream streams {s.stream_chunks} content chunks "
+            f"{s.stream_chunk_delay_ms:g} ms apart, the first at once (it carries the role: no "
+            "role-only opener), so time to first token is the relays' own; the client does not "
+            "ask for usage (sheepdog asks the upstream for it and removes it)."
         )
         paths = {
             name: (f"{server.url}/v1/chat/completions", client_headers(0))
@@ -396,34 +495,15 @@ class _Run:
         self.results.stream_sequential = asyncio.run(
             streaming.sequential(paths, model, s.stream_rounds)
         )
-        self.results.stream_unpaced = asyncio.run(
-            streaming.sequential(paths, model, s.stream_rounds, chunk_delay_ms=0)
-        )
-        self.results.stream_concurrency = s.stream_concurrency
-        for name, (url, headers) in paths.items():
-            self.results.stream_concurrent[name] = asyncio.run(
-                streaming.concurrent(
-                    url,
-                    headers,
-                    model,
-                    s.stream_concurrency,
-                    s.stream_duration,
-                    s.stream_concurrent_chunk_delay_ms,
-                )
-            )
-        if SHEEPDOG in paths:
+        if SHEEPDOG in self.paths:
             recording = self._profile("stream-concurrent", PROFILE_SECONDS)
             if recording is not None:
-                url, headers = paths[SHEEPDOG]
-                asyncio.run(
-                    streaming.concurrent(
-                        url,
-                        headers,
-                        model,
-                        s.stream_concurrency,
-                        PROFILE_SECONDS,
-                        s.stream_concurrent_chunk_delay_ms,
-                    )
+                pace = pace_headers(s.stream_load_chunks, s.stream_load_delay_ms)
+                run_load(
+                    self._stream(self.paths[SHEEPDOG], pace),
+                    max(s.stream_loads),
+                    PROFILE_SECONDS,
+                    use_wrk=self.use_wrk,
                 )
                 self._finish_profile(recording)
         for name, stats in self.results.stream_sequential.items():

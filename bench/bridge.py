@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
@@ -115,10 +117,18 @@ async def _post_spaced(base_url: str, run: str, count: int, interval: float) -> 
     return posted
 
 
+_TOKEN = re.compile(r"bench-[0-9a-f]+-[0-9]+")
+
+
 def _arrivals(robot_url: str) -> dict[str, float]:
-    with urllib.request.urlopen(f"{robot_url}/bench/arrivals", timeout=5) as response:
-        arrivals: dict[str, float] = json.loads(response.read())["arrivals"]
-        return arrivals
+    """Token → when the robot first received a message holding it (``time.monotonic()``)."""
+    with urllib.request.urlopen(f"{robot_url}/peer/messages", timeout=5) as response:
+        messages: list[dict[str, Any]] = json.loads(response.read())
+    arrivals: dict[str, float] = {}
+    for message in messages:
+        for token in _TOKEN.findall(message["content"]):
+            arrivals.setdefault(token, message["at"])
+    return arrivals
 
 
 def measure_delivery(

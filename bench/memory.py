@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
-import urllib.request
 from dataclasses import dataclass
 
 import aiohttp
 
-from bench.procs import ProcessGroup, free_port, peak_rss_bytes, python_module, rss_bytes
-from bench.service import client_headers, model_name, proxy_available, start_sheepdog
+from bench.procs import ProcessGroup, peak_rss_bytes, rss_bytes
+from bench.service import (
+    client_headers,
+    model_name,
+    proxy_available,
+    start_sheepdog,
+    start_upstream,
+    upstream_stats,
+)
 from bench.streaming import measure_stream, stream_body
 
 
@@ -32,12 +37,6 @@ class MemoryResult:
     idle_fds: int
     peak_fds: int
     after_fds: int
-
-
-def _upstream_stats(url: str) -> dict[str, int]:
-    with urllib.request.urlopen(f"{url}/bench/stats", timeout=5) as response:
-        stats: dict[str, int] = json.loads(response.read())
-        return stats
 
 
 async def _streams(url: str, count: int, ramp_seconds: float) -> tuple[int, int]:
@@ -117,21 +116,7 @@ def measure_memory(
     retained (by the allocator, or the pool of idle upstream connections) stays flat from one
     round to the next, where a leak would grow.
     """
-    upstream_port = free_port()
-    upstream = group.start(
-        "upstream-slow",
-        [
-            *python_module("bench.upstream"),
-            "--port",
-            str(upstream_port),
-            "--chunks",
-            str(chunks),
-            "--chunk-delay-ms",
-            str(chunk_delay_ms),
-        ],
-        upstream_port,
-        health_url=f"http://127.0.0.1:{upstream_port}/bench/health",
-    )
+    upstream = start_upstream(group, "upstream-slow", chunks=chunks, event_delay_ms=chunk_delay_ms)
     sheepdog = start_sheepdog(group, "sheepdog-memory", f"{upstream.url}/v1")
     try:
         available, why = proxy_available(sheepdog)
@@ -143,7 +128,7 @@ def measure_memory(
         )
         hwm = peak_rss_bytes(sheepdog.pid)
         after_fds = open_fds(sheepdog.pid)
-        upstream_peak = _upstream_stats(upstream.url)["peak_streams"]
+        upstream_peak = upstream_stats(upstream)["peak_streams"]
     finally:
         group.stop(sheepdog)
         group.stop(upstream)

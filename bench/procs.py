@@ -45,7 +45,8 @@ def sheepdog_command() -> list[str]:
 
 
 def python_module(module: str) -> list[str]:
-    """Run ``module`` with this Python (the bench's servers: ``bench.upstream`` and the rest)."""
+    """Run ``module`` with this Python (the bench's servers: ``tests.peers.upstream`` and the
+    rest)."""
     return [sys.executable, "-m", module]
 
 
@@ -207,7 +208,8 @@ class CpuSnapshot:
     own: float
 
     @classmethod
-    def take(cls) -> CpuSnapshot:
+    def take(cls, servers: list[Server] | None = None) -> CpuSnapshot:
+        """Now; ``servers`` (still running, so not among the reaped children) count as own."""
         fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
         ticks = [int(value) for value in fields]
         # user nice system idle iowait irq softirq steal ...
@@ -216,6 +218,9 @@ class CpuSnapshot:
         hz = os.sysconf("SC_CLK_TCK")
         times = os.times()
         own = times.user + times.system + times.children_user + times.children_system
+        for server in servers or ():
+            if server.process.poll() is None:
+                own += tree_cpu_seconds(server.pid)
         return cls(busy / hz, steal / hz, own)
 
 

@@ -30,22 +30,82 @@ RSS_LIMIT = 150 * MIB
 RSS_NEAR_IDLE = 1.25  # "back near the idle figure": within 25% of it
 
 
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[(len(ordered) - 1) // 2] if ordered else math.nan
+
+
+def _spread(values: list[float], digits: int = 0) -> str:
+    """``median (min–max)`` of ``values``, or just the one value."""
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return f"{values[0]:,.{digits}f}"
+    return f"{_median(values):,.{digits}f} ({min(values):,.{digits}f}–{max(values):,.{digits}f})"
+
+
 @dataclass
 class RelayRow:
+    """One path at one concurrency: every round's load and relay CPU per request."""
+
     path: str
     concurrency: int
-    load: LoadResult  # the median round
-    relay_cpu_us: float | None  # CPU the relay process itself used per successful request
-    round_rates: list[float] = field(default_factory=list)
+    loads: list[LoadResult]
+    cpu_us: list[float]  # CPU the relay process itself used per completed request, each round
 
-    @classmethod
-    def from_rounds(
-        cls, path: str, concurrency: int, rounds: list[tuple[LoadResult, float | None]]
-    ) -> RelayRow:
-        """The round with the median rate stands for all; every round's rate is kept."""
-        ordered = sorted(rounds, key=lambda measured: measured[0].rate)
-        load, cpu_us = ordered[(len(ordered) - 1) // 2]
-        return cls(path, concurrency, load, cpu_us, [measured.rate for measured, _ in rounds])
+    @property
+    def load(self) -> LoadResult:
+        """The round with the median rate (its latencies are the ones shown)."""
+        return sorted(self.loads, key=lambda load: load.rate)[(len(self.loads) - 1) // 2]
+
+    @property
+    def rate(self) -> float:
+        return _median([load.rate for load in self.loads])
+
+    @property
+    def cpu(self) -> float | None:
+        return _median(self.cpu_us) if self.cpu_us else None
+
+    @property
+    def errors(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for load in self.loads:
+            for kind, count in load.errors.items():
+                total[kind] = total.get(kind, 0) + count
+        return total
+
+
+@dataclass
+class StreamLoadRow:
+    """One path at one number of concurrent streams: chunks relayed and CPU per chunk."""
+
+    path: str
+    streams: int
+    chunk_rates: list[float]  # chunks per second the upstream sent through the path, each round
+    cpu_us: list[float]  # relay CPU per chunk, each round
+    loads: list[LoadResult]  # wrk's view: each "request" is a whole stream
+
+    @property
+    def load(self) -> LoadResult:
+        return sorted(self.loads, key=lambda load: load.rate)[(len(self.loads) - 1) // 2]
+
+    @property
+    def cpu(self) -> float | None:
+        return _median(self.cpu_us) if self.cpu_us else None
+
+    @property
+    def errors(self) -> int:
+        return sum(load.error_count for load in self.loads)
+
+
+@dataclass
+class PhaseLoad:
+    """How much of the machine other processes used while a phase ran."""
+
+    phase: str
+    seconds: float
+    other_share: float
+    steal_seconds: float
 
 
 @dataclass
@@ -54,12 +114,13 @@ class Results:
     command: str
     generator: str
     durations: str
+    relay_params: str = ""
     relay: list[RelayRow] = field(default_factory=list)
+    stream_load_params: str = ""
+    stream_load: list[StreamLoadRow] = field(default_factory=list)
     stream_params: str = ""
     stream_sequential: dict[str, StreamStats] = field(default_factory=dict)
-    stream_unpaced: dict[str, StreamStats] = field(default_factory=dict)
-    stream_concurrent: dict[str, StreamStats] = field(default_factory=dict)
-    stream_concurrency: int = 0
+    phases: list[PhaseLoad] = field(default_factory=list)
     memory: MemoryResult | str | None = None
     scrape: ScrapeResult | str | None = None
     bridge_accept: LoadResult | str | None = None
@@ -150,11 +211,22 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
-def _rate(results: Results, path: str, concurrency: int) -> float | None:
+def _relay_row(results: Results, path: str, concurrency: int) -> RelayRow | None:
     for row in results.relay:
         if row.path == path and row.concurrency == concurrency:
-            return row.load.rate
+            return row
     return None
+
+
+def _stream_row(results: Results, path: str, streams: int) -> StreamLoadRow | None:
+    for row in results.stream_load:
+        if row.path == path and row.streams == streams:
+            return row
+    return None
+
+
+CPU_RATIO_LIMIT = 1.25  # sheepdog's CPU per request or chunk, against the bare pass-through's
+TTFT_OVER_BARE_LIMIT = 0.0003  # seconds, sheepdog minus the bare pass-through, p50
 
 
 @dataclass
@@ -164,34 +236,77 @@ class Target:
     holds: bool | None  # None: not measured
 
 
+def _cpu_target(name: str, ours: float | None, floor: float | None, unit: str) -> Target:
+    if ours is None or not floor:
+        return Target(name, "not measured", None)
+    ratio = ours / floor
+    return Target(
+        name,
+        f"{ratio:.2f} × ({ours:,.0f} vs {floor:,.0f} µs/{unit})",
+        ratio <= CPU_RATIO_LIMIT,
+    )
+
+
 def targets(results: Results) -> list[Target]:
     found: list[Target] = []
     for concurrency in (20, 100):
-        ours = _rate(results, SHEEPDOG, concurrency)
-        floor = _rate(results, PASSTHROUGH, concurrency)
+        ours = _relay_row(results, SHEEPDOG, concurrency)
+        floor = _relay_row(results, PASSTHROUGH, concurrency)
         name = f"non-streaming throughput ≥ 0.8 × pass-through, c={concurrency}"
-        if ours is None or not floor:
+        if ours is None or floor is None or not floor.rate:
             found.append(Target(name, "not measured", None))
         else:
-            ratio = ours / floor
+            ratio = ours.rate / floor.rate
             found.append(
-                Target(name, f"{ratio:.2f} × ({ours:,.0f} vs {floor:,.0f} req/s)", ratio >= 0.8)
+                Target(
+                    name,
+                    f"{ratio:.2f} × ({ours.rate:,.0f} vs {floor.rate:,.0f} req/s)",
+                    ratio >= 0.8,
+                )
             )
+    for concurrency in (20, 100, 500):
+        ours = _relay_row(results, SHEEPDOG, concurrency)
+        floor = _relay_row(results, PASSTHROUGH, concurrency)
+        found.append(
+            _cpu_target(
+                f"relay CPU per request ≤ {CPU_RATIO_LIMIT} × pass-through, c={concurrency}",
+                ours.cpu if ours else None,
+                floor.cpu if floor else None,
+                "req",
+            )
+        )
+    for streams in (200, 1000):
+        ours_stream = _stream_row(results, SHEEPDOG, streams)
+        floor_stream = _stream_row(results, PASSTHROUGH, streams)
+        found.append(
+            _cpu_target(
+                f"relay CPU per chunk ≤ {CPU_RATIO_LIMIT} × pass-through, {streams:,} streams",
+                ours_stream.cpu if ours_stream else None,
+                floor_stream.cpu if floor_stream else None,
+                "chunk",
+            )
+        )
     seq = results.stream_sequential
     name = "added time to first token ≤ 1 ms at p50, sequential"
     if SHEEPDOG in seq and DIRECT in seq and seq[SHEEPDOG].ttft:
         added = _added(seq, SHEEPDOG, "ttft_p50")
         measured = f"{added * 1000:.2f} ms"
-        context = []
         if PASSTHROUGH in seq and seq[PASSTHROUGH].ttft:
-            floor = _added(seq, PASSTHROUGH, "ttft_p50")
-            context.append(f"the bare pass-through adds {floor * 1000:.2f} ms")
-        unpaced = results.stream_unpaced
-        if SHEEPDOG in unpaced and DIRECT in unpaced and unpaced[SHEEPDOG].ttft:
-            context.append(f"unpaced {_added(unpaced, SHEEPDOG, 'ttft_p50') * 1000:.2f} ms")
-        if context:
-            measured += f" ({'; '.join(context)})"
+            floor_added = _added(seq, PASSTHROUGH, "ttft_p50")
+            measured += f" (the bare pass-through adds {floor_added * 1000:.2f} ms)"
         found.append(Target(name, measured, added <= 0.001))
+    else:
+        found.append(Target(name, "not measured", None))
+    name = "time to first token over the bare pass-through ≤ 0.3 ms at p50, interleaved"
+    if SHEEPDOG in seq and PASSTHROUGH in seq and seq[SHEEPDOG].ttft and seq[PASSTHROUGH].ttft:
+        p50, p99 = (_over(seq, SHEEPDOG, PASSTHROUGH, key) for key in ("ttft_p50", "ttft_p99"))
+        found.append(
+            Target(
+                name,
+                f"{p50 * 1000:.2f} ms at p50 ({p99 * 1000:.2f} ms at p99)",
+                p50 <= TTFT_OVER_BARE_LIMIT,
+            )
+        )
     else:
         found.append(Target(name, "not measured", None))
     memory = results.memory
@@ -248,7 +363,11 @@ def targets(results: Results) -> list[Target]:
 
 
 def _added(stats: dict[str, StreamStats], path: str, key: str) -> float:
-    return stats[path].summary()[key] - stats[DIRECT].summary()[key]
+    return _over(stats, path, DIRECT, key)
+
+
+def _over(stats: dict[str, StreamStats], path: str, base: str, key: str) -> float:
+    return stats[path].summary()[key] - stats[base].summary()[key]
 
 
 def _stream_table(stats: dict[str, StreamStats]) -> list[str]:
@@ -294,6 +413,76 @@ def _stream_table(stats: dict[str, StreamStats]) -> list[str]:
     )
 
 
+def _relay_table(results: Results) -> list[str]:
+    floors = {row.concurrency: row for row in results.relay if row.path == PASSTHROUGH}
+    rows = []
+    for row in results.relay:
+        floor = floors.get(row.concurrency)
+        load = row.load
+        errors = ", ".join(f"{k} {v}" for k, v in row.errors.items()) or "0"
+        cpu, floor_cpu = row.cpu, floor.cpu if floor else None
+        rows.append(
+            [
+                row.path,
+                str(row.concurrency),
+                _spread([load.rate for load in row.loads]),
+                _ms(load.p50),
+                _ms(load.p99),
+                errors,
+                _spread(row.cpu_us) if row.cpu_us else "—",
+                f"{cpu / floor_cpu:.2f}" if cpu and floor_cpu else "—",
+                f"{row.rate / floor.rate:.2f}" if floor and floor.rate else "—",
+            ]
+        )
+    return _table(
+        [
+            "path",
+            "concurrency",
+            "req/s",
+            "p50 ms",
+            "p99 ms",
+            "errors",
+            "relay CPU µs/req",
+            "CPU × pass-through",
+            "req/s × pass-through",
+        ],
+        rows,
+    )
+
+
+def _stream_load_table(results: Results) -> list[str]:
+    floors = {row.streams: row for row in results.stream_load if row.path == PASSTHROUGH}
+    rows = []
+    for row in results.stream_load:
+        floor = floors.get(row.streams)
+        cpu, floor_cpu = row.cpu, floor.cpu if floor else None
+        rows.append(
+            [
+                row.path,
+                f"{row.streams:,}",
+                _spread(row.chunk_rates),
+                _ms(row.load.p50, 0),
+                _ms(row.load.p99, 0),
+                str(row.errors),
+                _spread(row.cpu_us, 1) if row.cpu_us else "—",
+                f"{cpu / floor_cpu:.2f}" if cpu and floor_cpu else "—",
+            ]
+        )
+    return _table(
+        [
+            "path",
+            "streams",
+            "chunks/s",
+            "stream p50 ms",
+            "stream p99 ms",
+            "errors",
+            "relay CPU µs/chunk",
+            "CPU × pass-through",
+        ],
+        rows,
+    )
+
+
 def render(results: Results, machine: dict[str, str], analysis: str = "") -> str:
     """The whole report as markdown; ``analysis`` (markdown) goes at the end."""
     out = [
@@ -320,81 +509,34 @@ def render(results: Results, machine: dict[str, str], analysis: str = "") -> str
         ),
     ]
     if results.relay:
-        floor = {r.concurrency: r.load.rate for r in results.relay if r.path == PASSTHROUGH}
-        rows = []
-        for row in results.relay:
-            load = row.load
-            ratio = floor.get(row.concurrency)
-            errors = ", ".join(f"{k} {v}" for k, v in load.errors.items()) or "0"
-            spread = (
-                f" ({min(row.round_rates):,.0f}–{max(row.round_rates):,.0f})"
-                if len(row.round_rates) > 1
-                else ""
-            )
-            rows.append(
-                [
-                    row.path,
-                    str(row.concurrency),
-                    f"{load.rate:,.0f}{spread}",
-                    _ms(load.p50),
-                    _ms(load.p99),
-                    errors,
-                    "—" if row.relay_cpu_us is None else f"{row.relay_cpu_us:,.0f}",
-                    f"{load.rate / ratio:.2f}" if ratio else "—",
-                ]
-            )
+        out += ["", "## Non-streaming relay", "", results.relay_params, "", *_relay_table(results)]
+    if results.stream_load:
         out += [
             "",
-            "## Non-streaming relay",
+            "## Streaming: many streams at once",
             "",
-            "`POST /v1/chat/completions` (a small request, a 300-byte answer with usage), "
-            "sheepdog with a client key, pricing and a budget, as users run it. "
-            "req/s is the median round (the range of the rounds in brackets), latencies in ms are "
-            "that round's. *relay CPU* is the CPU time the relay process itself used per "
-            "request (user + system), whatever the load generator and upstream cost.",
+            results.stream_load_params,
             "",
-            *_table(
-                [
-                    "path",
-                    "concurrency",
-                    "req/s",
-                    "p50",
-                    "p99",
-                    "errors",
-                    "relay CPU µs/req",
-                    "× pass-through",
-                ],
-                rows,
-            ),
+            *_stream_load_table(results),
         ]
     if results.stream_sequential:
+        seq = results.stream_sequential
+        summary = ""
+        if SHEEPDOG in seq and PASSTHROUGH in seq and seq[SHEEPDOG].ttft and seq[PASSTHROUGH].ttft:
+            over = [_over(seq, SHEEPDOG, PASSTHROUGH, key) for key in ("ttft_p50", "ttft_p99")]
+            summary = (
+                f" **sheepdog minus the bare pass-through: {_ms(over[0])} ms at p50, "
+                f"{_ms(over[1])} ms at p99** (each percentile of one path minus the other's)."
+            )
         out += [
             "",
-            "## Streaming",
+            "## Streaming: time to first token",
             "",
             f"{results.stream_params} Times in ms from sending the request: *TTFT* to the first "
             "chunk with content, *last* to `data: [DONE]`; *added* is the path's percentile minus "
-            "the direct path's.",
+            f"the direct path's.{summary}",
             "",
-            "Sequential (paths interleaved request by request):",
-            "",
-            *_stream_table(results.stream_sequential),
-        ]
-    if results.stream_unpaced:
-        out += [
-            "",
-            "Sequential, unpaced (the upstream sends every chunk at once, so the cores have no "
-            "time to fall idle between one hop and the next: what remains is the relays' own "
-            "work rather than the time a core takes to wake up):",
-            "",
-            *_stream_table(results.stream_unpaced),
-        ]
-    if results.stream_concurrent:
-        out += [
-            "",
-            f"Concurrency {results.stream_concurrency} (one path at a time):",
-            "",
-            *_stream_table(results.stream_concurrent),
+            *_stream_table(seq),
         ]
     out += ["", "## Memory", ""]
     memory = results.memory
@@ -492,9 +634,29 @@ def render(results: Results, machine: dict[str, str], analysis: str = "") -> str
         ]
     else:
         out.append(f"Delivery: not measured: {delivery or 'skipped'}.")
-    if results.notes:
+    if results.notes or results.phases:
         out += ["", "## Notes from this run", ""]
         out += [f"- {note}" for note in results.notes]
+        if results.phases:
+            out += [
+                "",
+                "How busy the machine was (CPU time of processes outside the bench, as a share of "
+                "both cores, and the hypervisor's steal): CPU per request and per chunk are the "
+                "relay process's own and barely move with it; req/s, chunks/s and latencies do.",
+                "",
+                *_table(
+                    ["phase", "seconds", "other processes", "steal"],
+                    [
+                        [
+                            phase.phase,
+                            f"{phase.seconds:.0f}",
+                            f"{phase.other_share:.0%}",
+                            f"{phase.steal_seconds:.1f} s",
+                        ]
+                        for phase in results.phases
+                    ],
+                ),
+            ]
     if analysis:
         out += ["", analysis.strip()]
     return "\n".join(out) + "\n"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from bench.procs import ProcessGroup, Server, free_port, sheepdog_command
+from bench.procs import ProcessGroup, Server, free_port, python_module, sheepdog_command
 
 CLIENTS = 20
 MODELS = 50
@@ -24,6 +24,54 @@ def client_key(index: int) -> str:
 
 def model_name(index: int) -> str:
     return f"bench-model-{index:02d}"
+
+
+ROBOT_KEYS = ("latency", "accept")
+
+
+def start_upstream(group: ProcessGroup, name: str, *, chunks: int, event_delay_ms: float) -> Server:
+    """The fake OpenAI upstream of the tests (tests/peers/upstream.py) in a process of its own.
+
+    Streams have ``chunks`` content events ``event_delay_ms`` apart, the first with the role and
+    sent at once (so time to first token is the relays' alone); a request can ask for another
+    pace with the headers of :mod:`bench.streaming`. Nothing is recorded.
+    """
+    port = free_port()
+    argv = [
+        *python_module("tests.peers.upstream"),
+        "--port",
+        str(port),
+        "--chunks",
+        str(chunks),
+        "--event-delay-ms",
+        str(event_delay_ms),
+        "--no-role-opener",
+    ]
+    return group.start(name, argv, port, health_url=f"http://127.0.0.1:{port}/v1/models")
+
+
+def upstream_stats(upstream: Server) -> dict[str, int]:
+    """The upstream's counters: requests, streams, active_streams, peak_streams, events."""
+    with urllib.request.urlopen(f"{upstream.url}/peer/stats", timeout=5) as response:
+        stats: dict[str, int] = json.loads(response.read())
+        return stats
+
+
+def start_robot(group: ProcessGroup) -> Server:
+    """The WeChat robot of the tests (tests/peers/wechat.py), never out of its rate."""
+    port = free_port()
+    argv = [
+        *python_module("tests.peers.wechat"),
+        "--port",
+        str(port),
+        "--keys",
+        ",".join(ROBOT_KEYS),
+        "--per-minute",
+        "1000000",
+    ]
+    return group.start(
+        "wechat-robot", argv, port, health_url=f"http://127.0.0.1:{port}/peer/messages"
+    )
 
 
 def write_config(
@@ -61,12 +109,12 @@ def write_config(
             "targets": {
                 LATENCY_TARGET: {
                     "type": "wechat",
-                    "url": f"{robot_url}/cgi-bin/webhook/send?key=latency",
+                    "url": f"{robot_url}/cgi-bin/webhook/send?key={ROBOT_KEYS[0]}",
                     "rate_per_minute": latency_rate_per_minute,
                 },
                 ACCEPT_TARGET: {
                     "type": "wechat",
-                    "url": f"{robot_url}/cgi-bin/webhook/send?key=accept",
+                    "url": f"{robot_url}/cgi-bin/webhook/send?key={ROBOT_KEYS[1]}",
                 },
             }
         }

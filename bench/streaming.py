@@ -1,12 +1,11 @@
-"""Streaming: time to the first token and to the last chunk, per path, as a client sees them.
+"""Streaming as one client sees it: time to the first token and to the last chunk, per path.
 
-Sequential runs interleave the paths request by request, so drift on the machine hits all of them
-alike; the concurrent run keeps ``concurrency`` streams open on one path at a time.
+The paths are interleaved request by request, so drift on the machine hits all of them alike.
+(Many concurrent streams are driven by wrk: see ``bench/__main__.py``.)
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
@@ -15,6 +14,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from bench.stats import percentile
+from tests.peers.upstream import CHUNKS_HEADER, EVENT_DELAY_HEADER
 
 # Bytes checks rather than a JSON parse per event: the client must cost as little as it can, since
 # it shares the machine's cores with the servers it measures.
@@ -119,11 +119,11 @@ async def sequential(
 ) -> dict[str, StreamStats]:
     """One stream at a time, path after path, ``rounds`` times. ``paths``: name → (url, headers).
 
-    ``chunk_delay_ms`` asks the bench upstream for that pace of tokens instead of its default.
+    ``chunk_delay_ms`` asks the upstream for that pace of tokens instead of its default.
     """
     body = stream_body(model)
     if chunk_delay_ms is not None:
-        extra = {"X-Bench-Chunk-Delay-Ms": f"{chunk_delay_ms:g}"}
+        extra = {EVENT_DELAY_HEADER: f"{chunk_delay_ms:g}"}
         paths = {name: (url, {**headers, **extra}) for name, (url, headers) in paths.items()}
     results = {name: StreamStats() for name in paths}
     async with _session() as session:
@@ -140,31 +140,6 @@ async def sequential(
     return results
 
 
-async def concurrent(
-    url: str,
-    headers: dict[str, str],
-    model: str,
-    concurrency: int,
-    duration: float,
-    chunk_delay_ms: float | None = None,
-) -> StreamStats:
-    """``concurrency`` clients each opening stream after stream for ``duration`` seconds.
-
-    ``chunk_delay_ms`` asks the bench upstream for that pace of tokens instead of its default.
-    """
-    body = stream_body(model)
-    if chunk_delay_ms is not None:
-        headers = {**headers, "X-Bench-Chunk-Delay-Ms": f"{chunk_delay_ms:g}"}
-    stats = StreamStats()
-    async with _session() as session:
-        deadline = time.perf_counter() + duration
-
-        async def client() -> None:
-            while time.perf_counter() < deadline:
-                try:
-                    stats.add(await measure_stream(session, url, body, headers))
-                except (aiohttp.ClientError, RuntimeError, TimeoutError):
-                    stats.errors += 1
-
-        await asyncio.gather(*(client() for _ in range(concurrency)))
-    return stats
+def pace_headers(chunks: int, event_delay_ms: float) -> dict[str, str]:
+    """Request headers asking the upstream for streams of ``chunks`` events this far apart."""
+    return {CHUNKS_HEADER: str(chunks), EVENT_DELAY_HEADER: f"{event_delay_ms:g}"}

@@ -14,16 +14,24 @@ upstream being imitated (``usage_style``): OpenAI's ``*_tokens_details``; DeepSe
 ``prompt_cache_hit_tokens``; or Gemini's OpenAI-compatible endpoint, whose ``completion_tokens``
 leaves thinking out (``total_tokens`` has it) and whose stream has a running usage in every chunk.
 The Anthropic Messages API is served too, by :mod:`tests.peers.anthropic`.
+
+The benchmark runs the same upstream in a process of its own (``python -m tests.peers.upstream
+--port N``, see :func:`main`), without recording (``record=False``: a run relays hundreds of
+thousands of requests). A request can pace its own stream with the headers
+``X-Upstream-Chunks`` (content events) and ``X-Upstream-Event-Delay-Ms``, which relays pass on;
+``GET /peer/stats`` counts requests, streams (the most open at once, too) and stream events.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import gzip
 import itertools
 import json
+import signal
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from aiohttp import web
@@ -66,6 +74,24 @@ class Script:
     # batched: the whole stream in one write.
     write_mode: WriteMode = "per-event"
     line_ending: str = "\n"
+    # A chat stream opens with a role-only event, as OpenAI's do; without it the first content
+    # event carries the role and goes out at once (event_delay comes after it).
+    role_opener: bool = True
+
+
+CHUNKS_HEADER = "X-Upstream-Chunks"
+EVENT_DELAY_HEADER = "X-Upstream-Event-Delay-Ms"
+
+
+@dataclass
+class Stats:
+    """What a benchmark reads back: requests answered, streams started, most open at once."""
+
+    requests: int = 0
+    streams: int = 0
+    active_streams: int = 0
+    peak_streams: int = 0
+    events: int = 0  # stream events written, every kind
 
 
 @dataclass
@@ -84,6 +110,11 @@ class Received:
 @dataclass
 class FakeUpstream:
     scripts: dict[str, Script] = field(default_factory=dict)
+    # The answer for models without a script of their own.
+    default: Script = field(default_factory=Script)
+    # Keep what was received and sent (tests read it); a benchmark turns this off.
+    record: bool = True
+    stats: Stats = field(default_factory=Stats)
     received: list[Received] = field(default_factory=list)
     sent: list[bytes] = field(default_factory=list)
     active: int = 0
@@ -103,7 +134,8 @@ class FakeUpstream:
         assert self._runner is not None and self._runner.server is not None
         return len(self._runner.server.connections)
 
-    async def start(self) -> FakeUpstream:
+    async def start(self, port: int = 0, backlog: int = 128) -> FakeUpstream:
+        """Listen on ``port`` of loopback (0: any free one)."""
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._completions)
@@ -111,14 +143,12 @@ class FakeUpstream:
         app.router.add_post("/v1/responses", self._responses)
         app.router.add_get("/v1/models", self._models)
         self.anthropic.add_routes(app, self._record, self.sent.append)
+        app.router.add_get("/peer/stats", self._stats)
         # Cancelled on disconnect, so a caller going away is seen at once and counted.
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None and server.sockets
-        self._port = server.sockets[0].getsockname()[1]
+        await web.TCPSite(self._runner, "127.0.0.1", port, backlog=backlog).start()
+        self._port = self._runner.addresses[0][1]
         return self
 
     async def close(self) -> None:
@@ -138,7 +168,8 @@ class FakeUpstream:
         received = Received(
             request.method, request.path, request.query_string, CIMultiDict(request.headers), body
         )
-        self.received.append(received)
+        if self.record:
+            self.received.append(received)
         try:
             payload = json.loads(body) if body else {}
         except (ValueError, RecursionError):
@@ -149,7 +180,8 @@ class FakeUpstream:
         self.active += 1
         try:
             _, payload = await self._record(request)
-            script = self.scripts.get(str(payload.get("model")), Script())
+            self.stats.requests += 1
+            script = self._script_for(request, payload)
             if script.delay:
                 await asyncio.sleep(script.delay)
             if script.hang:
@@ -158,13 +190,35 @@ class FakeUpstream:
                 return self._error(script.status)
             if payload.get("stream") is True:
                 events = self._events(kind, payload, script)
-                return await self._stream(request, events, script)
+                self.stats.streams += 1
+                self.stats.active_streams += 1
+                self.stats.peak_streams = max(self.stats.peak_streams, self.stats.active_streams)
+                try:
+                    return await self._stream(request, events, script)
+                finally:
+                    self.stats.active_streams -= 1
             return self._json(request, self._body(kind, payload, script), script)
         except (asyncio.CancelledError, ConnectionError):
             self.disconnects += 1
             raise
         finally:
             self.active -= 1
+
+    def _script_for(self, request: web.Request, payload: dict[str, Any]) -> Script:
+        script = self.scripts.get(str(payload.get("model")), self.default)
+        chunks = request.headers.get(CHUNKS_HEADER)
+        delay = request.headers.get(EVENT_DELAY_HEADER)
+        if chunks is None and delay is None:
+            return script
+        changes: dict[str, Any] = {}
+        if chunks is not None:
+            changes["content"] = _content(int(chunks))
+        if delay is not None:
+            changes["event_delay"] = float(delay) / 1000
+        return replace(script, **changes)
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.json_response(asdict(self.stats))
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         return await self._answer(request, "chat")
@@ -392,10 +446,13 @@ class FakeUpstream:
                 return extra
             return {"usage": self._usage(kind, script, script.completion_tokens * done // pieces)}
 
-        if chat:
+        if chat and script.role_opener:
             data({**base, "choices": [choice("", None)], **running(0)})
         for index, piece in enumerate(script.content, start=1):
-            data({**base, "choices": [choice(piece, None)], **running(index)})
+            content = choice(piece, None)
+            if chat and index == 1 and not script.role_opener:
+                content["delta"]["role"] = "assistant"
+            data({**base, "choices": [content], **running(index)})
         data({**base, "choices": [choice(None, "stop")], **running(pieces)})
         if include_usage and script.usage and not gemini:
             data({**base, "choices": [], "usage": self._usage(kind, script)})
@@ -407,7 +464,8 @@ class FakeUpstream:
 
     def _send(self, response: web.Response) -> web.Response:
         assert isinstance(response.body, bytes)
-        self.sent.append(response.body)
+        if self.record:
+            self.sent.append(response.body)
         return response
 
     def _json(self, request: web.Request, body: dict[str, Any], script: Script) -> web.Response:
@@ -424,14 +482,17 @@ class FakeUpstream:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
         await response.prepare(request)
         sent = bytearray()
-        self.sent.append(b"")
+        record = self.record
+        if record:
+            self.sent.append(b"")
         if script.write_mode == "batched":
             events = [b"".join(events)]
         for index, event in enumerate(events):
             if script.break_after_events is not None and index == script.break_after_events:
                 assert request.transport is not None
                 request.transport.close()
-                self.sent[-1] = bytes(sent)
+                if record:
+                    self.sent[-1] = bytes(sent)
                 return response
             if script.hang_after_events is not None and index == script.hang_after_events:
                 await asyncio.Event().wait()
@@ -445,7 +506,47 @@ class FakeUpstream:
                 await response.write(event[middle:])
             else:
                 await response.write(event)
-            sent += event
-            self.sent[-1] = bytes(sent)
+            self.stats.events += 1
+            if record:
+                sent += event
+                self.sent[-1] = bytes(sent)
         await response.write_eof()
         return response
+
+
+def _content(chunks: int) -> tuple[str, ...]:
+    """``chunks`` pieces of text, one per content event."""
+    return ("Hello", *(f" tok{index}" for index in range(1, chunks)))
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    default = Script(
+        content=_content(args.chunks),
+        event_delay=args.event_delay_ms / 1000,
+        role_opener=not args.no_role_opener,
+    )
+    upstream = await FakeUpstream(default=default, record=False).start(args.port, backlog=4096)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await upstream.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m tests.peers.upstream --port N``: the upstream in a process of its own."""
+    parser = argparse.ArgumentParser(description="A local OpenAI-compatible upstream.")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--chunks", type=int, default=20, help="content events per stream")
+    parser.add_argument("--event-delay-ms", type=float, default=2.0, help="between events")
+    parser.add_argument(
+        "--no-role-opener",
+        action="store_true",
+        help="no role-only first event: the first content event goes out at once",
+    )
+    asyncio.run(_serve(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()

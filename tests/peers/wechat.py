@@ -16,13 +16,20 @@ assert that alert text never becomes any of them.
 An outage (:meth:`WeChatRobot.fail`) answers every request with failures in turn, until it is
 ended by hand or the clock reaches its end; ``None`` among the failures lets that request through,
 for a robot that fails some of the time. Every request's arrival time is kept in ``arrivals``.
+
+The benchmark runs the same robot in a process of its own (``python -m tests.peers.wechat --port
+N --keys a,b``, see :func:`main`) and reads what it received from ``GET /peer/messages``: each
+message's key, content and arrival time on ``time.monotonic()`` (one clock for every process on
+Linux, so the sender can compute the delivery latency).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import re
+import signal
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
@@ -168,10 +175,12 @@ class WeChatRobot:
     def errcodes(self) -> list[int]:
         return [code for _, code in self.rejections]
 
-    async def start(self) -> WeChatRobot:
+    async def start(self, port: int | None = None) -> WeChatRobot:
+        """Listen on ``port`` of loopback (None: any free one)."""
         app = web.Application()
         app.router.add_post("/cgi-bin/webhook/send", self._send)
-        self._server = TestServer(app, host="127.0.0.1")
+        app.router.add_get("/peer/messages", self._messages)
+        self._server = TestServer(app, host="127.0.0.1", port=port)
         await self._server.start_server()
         return self
 
@@ -215,6 +224,38 @@ class WeChatRobot:
         self.messages.append(Delivered(key, body, now))
         return web.json_response({"errcode": 0, "errmsg": "ok"})
 
+    async def _messages(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            [{"key": m.key, "content": m.content, "at": m.at} for m in self.messages]
+        )
+
     def _errcode(self, key: str, errcode: int, errmsg: str) -> web.Response:
         self.rejections.append((key, errcode))
         return web.json_response({"errcode": errcode, "errmsg": errmsg})
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    robot = await WeChatRobot(keys=args.keys.split(","), per_minute=args.per_minute).start(
+        args.port
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await robot.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m tests.peers.wechat --port N --keys a,b``: the robot in a process of its own."""
+    parser = argparse.ArgumentParser(description="A local WeChat Work group robot.")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--keys", default="robot-key", help="comma-separated robot keys")
+    parser.add_argument(
+        "--per-minute", type=int, default=20, help="messages a key may send in any 60 s"
+    )
+    asyncio.run(_serve(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()
