@@ -71,6 +71,8 @@ def _escapes_v1(path: str) -> bool:
 
     ``/v1/../dashboard`` would otherwise reach the upstream's other APIs with the upstream key.
     """
+    if "." not in path:
+        return False  # the common case, without splitting the path
     return any(segment in (".", "..") for segment in path.replace("\\", "/").split("/"))
 
 
