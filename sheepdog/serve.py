@@ -21,6 +21,9 @@ from sheepdog.core.runtime import RUNTIME
 
 log = logging.getLogger("sheepdog")
 
+# As many as the relay holds upstream connections (proxy/__init__.py): 1,000 streams at once.
+_LISTEN_BACKLOG = 1024
+
 
 class _Logging:
     """A reloaded ``log_format`` and ``log_level``, applied on commit."""
@@ -56,6 +59,9 @@ def serve(config: Config) -> int:
             port=config.listen.port,
             access_log=None,
             print=None,
+            # Connections queued before they are accepted: aiohttp's default of 128 drops the
+            # SYNs of a burst of clients beyond that (each then waits a second or more to retry).
+            backlog=_LISTEN_BACKLOG,
             shutdown_timeout=10.0,
             handle_signals=True,
             # Cancel a handler when its client goes away, so a proxied request to a silent
