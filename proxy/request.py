@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
+from proxy import fastjson
 from proxy.pricing import OTHER_MODEL, PriceBook
 
 __all__ = ["Call", "Members", "read_call", "top_level_members"]
@@ -144,7 +145,9 @@ def _read_members(body: bytes) -> tuple[dict[str, Any], Members] | None:
         if body[inside - 1 : inside] != b"{":
             return None
         try:
-            document = json.loads(body)
+            document = fastjson.loads(body)
+            if isinstance(document, dict) and "stream_options" in document:
+                document = json.loads(body)  # its numbers are written back: exactly as sent
         except (ValueError, RecursionError):
             return None
         if not isinstance(document, dict):
