@@ -58,8 +58,8 @@ class MessagesMeter(SseMeter):
             return True
         name = match.group(1)
         if name == b"content_block_delta":
-            if self.first_token_at is None:
-                self.first_token_at = self._monotonic()
+            if self._first_token_at is None:
+                self._first_token_at = self._arrived  # when the chunk bringing it arrived
         elif name == b"message_start":
             payload = _payload(event)
             message = payload.get("message") if payload is not None else None

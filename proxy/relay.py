@@ -308,6 +308,8 @@ class Relay:
                 if response is None:
                     response = await _start(request, upstream, unchanged_length)
                 await response.write(out)
+                if sse is not None:
+                    sse.read_deferred()  # for the metric, once the chunk is on its way
             except ConnectionError:
                 exchange.code = CLIENT_CLOSED_REQUEST
                 return response or web.Response(status=CLIENT_CLOSED_REQUEST)

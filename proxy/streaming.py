@@ -6,10 +6,11 @@ has arrived is ever held back, and only while the usage-only chunk has to be rem
 every chunk goes out at once and events are read from a copy.
 
 Time to first token is the moment the first content-bearing event has completely arrived from the
-upstream (it is written to the client right after): a chat or completion chunk whose ``delta``
-carries anything besides ``role`` (content, reasoning, tool calls, refusal) or whose ``text`` is
-not empty, or a Responses API event whose ``type`` ends in ``.delta``. Role-only openers,
-keep-alive comments, ``[DONE]`` and usage chunks are not tokens.
+upstream (it is written to the client right after, and read for the metric only once it has gone
+out, so that reading it does not delay it): a chat or completion chunk whose ``delta`` carries
+anything besides ``role`` (content, reasoning, tool calls, refusal) or whose ``text`` is not
+empty, or a Responses API event whose ``type`` ends in ``.delta``. Role-only openers, keep-alive
+comments, ``[DONE]`` and usage chunks are not tokens.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import re
 from collections.abc import Callable
 from typing import Any, Final
 
+from proxy import fastjson
 from proxy.encoding import Decoder
 from proxy.tokens import Usage
 from proxy.usage import usage_from
@@ -32,6 +34,8 @@ _USAGE_KEY: Final = b'"usage"'
 _NULL_USAGE: Final = re.compile(rb'"usage"\s*:\s*null')
 # An event larger than this is forwarded unread rather than held back for ever.
 _MAX_EVENT_BYTES: Final = 1024 * 1024
+# Events held for the time to first token before they are read regardless (keep-alives, say).
+_MAX_UNREAD: Final = 64
 
 
 def _event_data(event: bytes) -> bytes:
@@ -70,12 +74,14 @@ class SseMeter:
     """
 
     __slots__ = (
+        "_arrived",
         "_decoder",
         "_drop_usage_only",
+        "_first_token_at",
         "_monotonic",
         "_pending",
         "_scanned",
-        "first_token_at",
+        "_unread",
         "stream_error",
         "usage",
     )
@@ -88,13 +94,34 @@ class SseMeter:
         self._decoder = decoder
         self._pending = bytearray()
         self._scanned = 0  # bytes of _pending already searched for an event end
-        self.first_token_at: float | None = None
+        self._first_token_at: float | None = None
+        # Events that may be the first token, not read yet, and when their chunk arrived.
+        self._unread: list[bytes] = []
+        self._arrived = 0.0
         # The upstream reported an error inside the stream, after a 2xx status went out.
         self.stream_error = False
         self.usage: Usage | None = None
 
+    @property
+    def first_token_at(self) -> float | None:
+        """When the first content-bearing event arrived (``monotonic``), if one has."""
+        self.read_deferred()
+        return self._first_token_at
+
+    def read_deferred(self) -> None:
+        """Read the events held for the time to first token; the relay calls this once the
+        chunk that brought them has been written to the client."""
+        unread = self._unread
+        while unread and self._first_token_at is None:
+            payload = _payload(unread.pop(0), fastjson.loads)
+            if payload is not None and _carries_content(payload):
+                self._first_token_at = self._arrived
+        unread.clear()
+
     def feed(self, chunk: bytes) -> bytes:
         """Take the next chunk from the upstream; return what to send to the client now."""
+        if self._first_token_at is None:
+            self._arrived = self._monotonic()
         self._pending += self._decoder.decode(chunk)
         if not self._drop_usage_only:
             self._consume_events(None)
@@ -140,29 +167,40 @@ class SseMeter:
 
     def _inspect(self, event: bytes) -> bool:
         """Read what matters from one event; False if it is the usage-only chunk to remove."""
-        want_first = self.first_token_at is None
+        want_first = self._first_token_at is None
         usage_keys = event.count(_USAGE_KEY)
         # Chunks other than the last carry "usage": null; skip parsing them once the first token
         # has been seen, so a long stream costs a substring search per event and nothing more.
         has_usage = usage_keys > 0 and usage_keys > len(_NULL_USAGE.findall(event))
-        if not (want_first or has_usage):
+        if not has_usage:
+            if want_first:
+                if len(self._unread) >= _MAX_UNREAD:
+                    self.read_deferred()
+                self._unread.append(event)  # read after it has gone out: see read_deferred
             return True
-        data = _event_data(event)
-        if not data.startswith(b"{"):
+        payload = _payload(event, json.loads)  # token counts: exactly as sent
+        if payload is None:
             return True
-        try:
-            payload = json.loads(data)
-        except (ValueError, RecursionError):
-            return True
-        if not isinstance(payload, dict):
-            return True
-        if want_first and _carries_content(payload):
-            self.first_token_at = self._monotonic()
-        if has_usage:
-            usage = usage_from(payload)
-            if usage is not None:
-                # Some servers repeat a running total in several chunks: the last one counts.
-                self.usage = usage
-                if self._drop_usage_only and payload.get("choices") == []:
-                    return False
+        if want_first:
+            self.read_deferred()  # any earlier event is the first token rather than this one
+            if self._first_token_at is None and _carries_content(payload):
+                self._first_token_at = self._arrived
+        usage = usage_from(payload)
+        if usage is not None:
+            # Some servers repeat a running total in several chunks: the last one counts.
+            self.usage = usage
+            if self._drop_usage_only and payload.get("choices") == []:
+                return False
         return True
+
+
+def _payload(event: bytes, loads: Callable[[bytes], Any]) -> dict[str, Any] | None:
+    """The event's data as a JSON object, or None if it is not one."""
+    data = _event_data(event)
+    if not data.startswith(b"{"):
+        return None
+    try:
+        payload = loads(data)
+    except (ValueError, RecursionError):
+        return None
+    return payload if isinstance(payload, dict) else None

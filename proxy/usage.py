@@ -45,7 +45,7 @@ def usage_from(payload: Any, reader: UsageReader = openai_usage) -> Usage | None
     return reader(usage)
 
 
-def _last_member_usage(body: bytearray) -> Usage | None:
+def _last_member_usage(body: bytearray, reader: UsageReader) -> Usage | None:
     """Usage read without parsing the whole body, where it is the document's last member.
 
     Chat, completions and embeddings answers end with their top-level ``usage``: parsing that
@@ -73,7 +73,7 @@ def _last_member_usage(body: bytearray) -> Usage | None:
         return None
     if _DOCUMENT_END.fullmatch(text, end) is None:
         return None
-    return usage_from_object(usage)
+    return reader(usage)
 
 
 class BodyMeter:
@@ -100,7 +100,7 @@ class BodyMeter:
         if self._decoder.failed:
             return None
         if not self._tail_only:
-            last = _last_member_usage(self._buffer)
+            last = _last_member_usage(self._buffer, self._reader)
             if last is not None:
                 return last
             try:

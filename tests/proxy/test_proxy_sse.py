@@ -94,17 +94,31 @@ def test_only_complete_events_are_held_back() -> None:
     assert sse.feed(b'ices": []}\n\n') == b'data: {"choices": []}\n\n'  # no usage: not removed
 
 
-def test_time_to_first_token_is_the_first_content_event() -> None:
-    """Role-only openers, comments and empty deltas are not tokens; content is."""
-    sse = meter(drop=False)
-    sse.feed(b": ping\n\n")
-    sse.feed(chunk_event({"role": "assistant", "content": ""}))
-    sse.feed(chunk_event({"content": None, "refusal": None}))
+@pytest.mark.parametrize("drop", [False, True])
+def test_time_to_first_token_is_the_first_content_event(drop: bool) -> None:
+    """Role-only openers, comments and empty deltas are not tokens; content is. The time is
+    when the chunk carrying it arrived, even though it is read after being passed on."""
+    now = [0.0]
+    sse = SseMeter(drop_usage_only=drop, monotonic=lambda: now[0], decoder=Decoder("identity"))
+    for at, event in enumerate(
+        [
+            b": ping\n\n",
+            chunk_event({"role": "assistant", "content": ""}),
+            chunk_event({"content": None, "refusal": None}),
+        ],
+        start=1,
+    ):
+        now[0] = float(at)
+        assert sse.feed(event) == event
+        sse.read_deferred()
     assert sse.first_token_at is None
+    now[0] = 4.0
     sse.feed(chunk_event({"tool_calls": [{"index": 0, "function": {"arguments": "{"}}]}))
-    assert sse.first_token_at == 1.0
+    now[0] = 4.5  # passing the chunk on took a while: the token arrived at 4
+    assert sse.first_token_at == 4.0
+    now[0] = 5.0
     sse.feed(chunk_event({"content": "later"}))
-    assert sse.first_token_at == 1.0
+    assert sse.first_token_at == 4.0
 
 
 @pytest.mark.parametrize(
