@@ -122,7 +122,18 @@ class SseMeter:
         """Take the next chunk from the upstream; return what to send to the client now."""
         if self._first_token_at is None:
             self._arrived = self._monotonic()
-        self._pending += self._decoder.decode(chunk)
+        decoded = self._decoder.decode(chunk)
+        if (
+            not self._pending
+            and self._first_token_at is not None
+            and decoded.endswith(b"\n\n")
+            and b"\r" not in decoded
+            and decoded.count(_USAGE_KEY) == len(_NULL_USAGE.findall(decoded))
+        ):
+            # Whole events and none to read (no usage in them, the first token already seen):
+            # the usual chunk of a long stream goes on as it came, without being split up.
+            return chunk
+        self._pending += decoded
         if not self._drop_usage_only:
             self._consume_events(None)
             return chunk
@@ -148,10 +159,21 @@ class SseMeter:
         start = 0
         # An event end may straddle chunks: look again at the last 3 bytes already searched.
         position = max(0, self._scanned - 3)
-        while (match := _EVENT_END.search(pending, position)) is not None:
-            end = match.end()
-            if end == len(pending) and pending.endswith(b"\r"):
-                break  # the "\r" may be the first half of a "\r\n": wait for the next byte
+        # Without a "\r" the only event end is "\n\n", which bytes.find finds far faster.
+        lf_only = b"\r" not in pending
+        while True:
+            if lf_only:
+                found = pending.find(b"\n\n", position)
+                if found < 0:
+                    break
+                end = found + 2
+            else:
+                match = _EVENT_END.search(pending, position)
+                if match is None:
+                    break
+                end = match.end()
+                if end == len(pending) and pending.endswith(b"\r"):
+                    break  # the "\r" may be the first half of a "\r\n": wait for the next byte
 
             event = bytes(pending[start:end])
             keep = self._inspect(event)
