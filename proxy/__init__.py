@@ -91,6 +91,7 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
     relay.session = session
     yield
     relay.session = None
+    relay.deadlines.close()
     await session.close()
 
 

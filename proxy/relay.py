@@ -25,6 +25,7 @@ from aiohttp import hdrs, web
 
 from proxy import errors
 from proxy.clients import ANONYMOUS, Caller
+from proxy.deadlines import Deadlines
 from proxy.encoding import IDENTITY, decoder_for
 from proxy.headers import client_response_headers, upstream_request_headers
 from proxy.ledger import SpendLedger, month_bounds
@@ -108,6 +109,7 @@ class _Exchange:
     upstream_status: int | None = None
     sse: SseMeter | None = None
     body: BodyMeter | None = None
+    response: web.StreamResponse | None = None  # once the answer has started to go out
 
     @property
     def errors(self) -> errors.ErrorShape:
@@ -145,6 +147,7 @@ class Relay:
         self.ledger = ledger
         self.clock = clock
         self.session: aiohttp.ClientSession | None = None
+        self.deadlines = Deadlines()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = self.clock.monotonic()
@@ -187,7 +190,7 @@ class Relay:
 
             active = self.metrics.active_gauge(call.model)
             active.inc()
-            return await self._relay(request, settings, call, exchange)
+            return await self._relay_in_time(request, settings, call, exchange)
         except asyncio.CancelledError:
             exchange.code = CLIENT_CLOSED_REQUEST
             raise
@@ -205,6 +208,29 @@ class Relay:
         if budget is None or self.ledger.month_spend(caller.name) < budget:
             return None
         return shape.budget_exceeded(caller.name, budget, _seconds_to_next_month(self.clock.now()))
+
+    async def _relay_in_time(
+        self,
+        request: web.Request,
+        settings: ProxySettings,
+        call: Call,
+        exchange: _Exchange,
+    ) -> web.StreamResponse:
+        """:meth:`_relay` within ``timeout_seconds``: past it, a 504, or a cut stream if the
+        answer had begun (see proxy/deadlines.py)."""
+        scope = asyncio.timeout(None)
+        timeout = settings.timeout_seconds
+        try:
+            async with scope:
+                self.deadlines.add(scope, timeout)
+                try:
+                    return await self._relay(request, settings, call, exchange)
+                finally:
+                    self.deadlines.discard(scope, timeout)
+        except TimeoutError:
+            if not scope.expired():
+                raise
+            return self._upstream_failed(request, exchange.response, exchange, "timeout")
 
     async def _relay(
         self,
@@ -306,7 +332,7 @@ class Relay:
                 continue
             try:
                 if response is None:
-                    response = await _start(request, upstream, unchanged_length)
+                    response = await _start(request, upstream, unchanged_length, exchange)
                 await response.write(out)
                 if sse is not None:
                     sse.read_deferred()  # for the metric, once the chunk is on its way
@@ -316,7 +342,7 @@ class Relay:
         try:
             tail = sse.finish() if sse is not None else b""
             if response is None:
-                response = await _start(request, upstream, unchanged_length)
+                response = await _start(request, upstream, unchanged_length, exchange)
             if tail:
                 await response.write(tail)
             await response.write_eof()
@@ -360,7 +386,7 @@ class Relay:
         exc: BaseException | None = None,
     ) -> web.StreamResponse:
         details = {**_where(exchange), "reason": _reason(exc) if exc else "timed out"}
-        if response is None:
+        if response is None or not response.prepared:
             # Nothing sent yet: the client can still get a proper error.
             log.warning("upstream failed before answering", extra=details)
             if reason == "timeout":
@@ -402,7 +428,10 @@ class Relay:
 
 
 async def _start(
-    request: web.Request, upstream: aiohttp.ClientResponse, unchanged_length: bool
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    unchanged_length: bool,
+    exchange: _Exchange,
 ) -> web.StreamResponse:
     """Send the upstream's status and headers to the client."""
     response = web.StreamResponse(
@@ -412,6 +441,7 @@ async def _start(
     )
     if unchanged_length and upstream.content_length is not None:
         response.content_length = upstream.content_length
+    exchange.response = response
     await response.prepare(request)
     return response
 

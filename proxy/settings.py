@@ -22,6 +22,7 @@ class ProxySettings:
     upstream_anthropic_base_url: str
     upstream_key: Secret | None
     timeout: ClientTimeout
+    timeout_seconds: float
     max_body_bytes: int
     clients: ClientDirectory
     prices: PriceBook
@@ -41,11 +42,10 @@ class ProxySettings:
             # The connect timeout bounds opening a new connection only (sock_connect): as
             # aiohttp's `connect` it would also wrap taking a pooled one, a timer of its own
             # for every request, ~5 us each (bench/analysis.md). Waiting for a free connection
-            # in the pool is bounded by the total.
-            timeout=ClientTimeout(
-                total=upstream.timeout_seconds,
-                sock_connect=upstream.connect_timeout_seconds,
-            ),
+            # in the pool is bounded by the whole request's, which the relay keeps itself
+            # (proxy/deadlines.py) rather than with a timer per request.
+            timeout=ClientTimeout(total=None, sock_connect=upstream.connect_timeout_seconds),
+            timeout_seconds=upstream.timeout_seconds,
             max_body_bytes=proxy.max_body_bytes,
             clients=ClientDirectory(proxy.clients),
             prices=proxy.prices,
