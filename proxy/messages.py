@@ -73,6 +73,10 @@ class MessagesMeter(SseMeter):
             self.stream_error = True
         return True
 
+    def _worth_reading(self, events: bytes) -> bool:
+        # Usage arrives in message_start and message_delta; an error event marks the stream.
+        return any(name != b"content_block_delta" for name in _EVENT_NAME.findall(events))
+
     def _merge(self, usage: Any) -> None:
         if not isinstance(usage, dict):
             return

@@ -128,7 +128,7 @@ class SseMeter:
             and self._first_token_at is not None
             and decoded.endswith(b"\n\n")
             and b"\r" not in decoded
-            and decoded.count(_USAGE_KEY) == len(_NULL_USAGE.findall(decoded))
+            and not self._worth_reading(decoded)
         ):
             # Whole events and none to read (no usage in them, the first token already seen):
             # the usual chunk of a long stream goes on as it came, without being split up.
@@ -144,6 +144,11 @@ class SseMeter:
             self._pending.clear()
             self._scanned = 0
         return bytes(out)
+
+    def _worth_reading(self, events: bytes) -> bool:
+        """Whether any of these whole events has to be read, once the first token is known:
+        here, whether one carries usage that is not null."""
+        return events.count(_USAGE_KEY) > len(_NULL_USAGE.findall(events))
 
     def finish(self) -> bytes:
         """The stream ended: an unterminated last event still held back goes out now."""
