@@ -13,6 +13,7 @@ through alertmanager/render.sh.
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import threading
 import time
@@ -110,10 +111,15 @@ def substitute_addresses(tree: Any, addresses: dict[str, str], used: set[str]) -
     if isinstance(tree, list):
         return [substitute_addresses(item, addresses, used) for item in tree]
     if isinstance(tree, str):
-        for old, new in addresses.items():
-            if old in tree:
-                used.add(old)
-                tree = tree.replace(old, new)
+        # One pass over the original text: a replacement is never scanned again, so a new
+        # address (``127.0.0.1:5871``) cannot be mistaken for another key (``127.0.0.1:587``).
+        pattern = re.compile("|".join(re.escape(old) for old in sorted(addresses, key=len)[::-1]))
+
+        def replace(match: re.Match[str]) -> str:
+            used.add(match.group(0))
+            return addresses[match.group(0)]
+
+        return pattern.sub(replace, tree)
     return tree
 
 
