@@ -13,10 +13,12 @@ from aiohttp import hdrs, web
 from proxy.clients import ANONYMOUS
 from proxy.config import ProxyConfig
 from proxy.ledger import SpendLedger
+from proxy.limits import LIMIT_KINDS, RateLimiter
 from proxy.metrics import Accounts, ProxyMetrics
 from proxy.pricing import OTHER_MODEL
 from proxy.relay import Relay
 from proxy.settings import ProxySettings
+from proxy.upstreams import UpstreamPool
 from sheepdog.core.runtime import RUNTIME
 
 __all__ = ["RELAY", "PreparedProxy", "ProxyConfig", "prepare", "setup"]
@@ -40,9 +42,17 @@ def setup(app: web.Application, config: ProxyConfig) -> Relay:
     which :func:`prepare` reconfigures on a reload."""
     runtime = app[RUNTIME]
     ledger = SpendLedger(runtime.db, runtime.clock)
-    relay: Relay  # the collector only reads it at scrape time, after it is assigned
-    metrics = ProxyMetrics(runtime.registry, lambda: _accounts(relay))
-    relay = Relay(ProxySettings.from_config(config), metrics, ledger, runtime.clock)
+    relay: Relay  # the collectors only read it at scrape time, after it is assigned
+    metrics = ProxyMetrics(runtime.registry, lambda: _accounts(relay), lambda: relay.upstreams.up())
+    settings = ProxySettings.from_config(config)
+    relay = Relay(
+        settings,
+        metrics,
+        ledger,
+        runtime.clock,
+        RateLimiter(runtime.clock),
+        UpstreamPool(settings.routes),
+    )
     _prepare_series(relay)
     app[RELAY] = relay
     app.router.add_route("*", "/v1/{tail:.*}", relay.handle)
@@ -71,6 +81,20 @@ def _prepare_series(relay: Relay) -> None:
     relay.metrics.prepare_series(
         (*settings.prices.named, OTHER_MODEL), settings.clients.names or (ANONYMOUS,)
     )
+    limited = [
+        (
+            caller.name,
+            [
+                kind
+                for kind, limit in zip(
+                    LIMIT_KINDS, (caller.requests_per_minute, caller.tokens_per_minute), strict=True
+                )
+                if limit is not None
+            ],
+        )
+        for caller in settings.clients.callers()
+    ]
+    relay.metrics.prepare_guard_series(limited, settings.routes.names)
 
 
 async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
@@ -112,15 +136,20 @@ async def _ledger_writer(app: web.Application) -> AsyncIterator[None]:
 
 
 class PreparedProxy:
-    """New client keys, budgets, prices and upstream settings, swapped in as one snapshot."""
+    """New client keys, budgets, limits, prices and upstreams, swapped in as one snapshot."""
 
     def __init__(self, relay: Relay, settings: ProxySettings) -> None:
         self._relay = relay
         self._settings = settings
 
     def commit(self) -> None:
-        self._relay.settings = self._settings
-        _prepare_series(self._relay)
+        relay, settings = self._relay, self._settings
+        # Health and rate windows carry over (by upstream, by client); then the new settings.
+        relay.upstreams.adopt(settings.routes)
+        limited = settings.clients.callers()
+        relay.limits.keep(caller.name for caller in limited if caller.rate_limited)
+        relay.settings = settings
+        _prepare_series(relay)
 
 
 def prepare(relay: Relay, config: ProxyConfig) -> PreparedProxy:

@@ -31,6 +31,13 @@ AuthFailure = Literal["missing_key", "invalid_key"]
 class Caller:
     name: str
     monthly_budget_usd: float | None = None
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+
+    @property
+    def rate_limited(self) -> bool:
+        """Whether either per-minute limit applies (proxy.limits)."""
+        return self.requests_per_minute is not None or self.tokens_per_minute is not None
 
 
 _ANONYMOUS_CALLER: Final = Caller(ANONYMOUS)
@@ -48,7 +55,12 @@ class ClientDirectory:
             _digest(client.key.reveal().encode("utf-8")): client for client in clients
         }
         self._callers = {
-            client.name: Caller(client.name, client.monthly_budget_usd)
+            client.name: Caller(
+                client.name,
+                client.monthly_budget_usd,
+                client.requests_per_minute,
+                client.tokens_per_minute,
+            )
             for client in self._by_digest.values()
         }
 
@@ -59,6 +71,9 @@ class ClientDirectory:
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(self._callers)
+
+    def callers(self) -> tuple[Caller, ...]:
+        return tuple(self._callers.values())
 
     def budgets(self) -> dict[str, float]:
         """Monthly budgets in USD of the clients that have one."""

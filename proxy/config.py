@@ -1,4 +1,4 @@
-"""The proxy's section of the config (``proxy:``): upstream, clients, billing, prices.
+"""The proxy's section of the config (``proxy:``): upstreams, clients, billing, prices.
 
 Every default is written here, once; :mod:`proxy.settings` derives what the relay needs from a
 validated :class:`ProxyConfig` without restating any of them.
@@ -32,6 +32,7 @@ from sheepdog.core.secret import Secret
 __all__ = [
     "BillingConfig",
     "ClientConfig",
+    "ListedUpstreamConfig",
     "ModelPrice",
     "ProxyConfig",
     "TierPrice",
@@ -49,7 +50,17 @@ def _optional_key(value: Any) -> Secret | None:
     return Secret.validate(value)
 
 
+def _checked_name(name: str, what: str) -> str:
+    if not NAME_PATTERN.match(name):
+        raise config_error(f"{name!r} is not a valid {what} name (letters, digits, '_', '.', '-')")
+    return name
+
+
 class UpstreamConfig(ConfigModel):
+    """The one upstream of ``proxy.upstream`` (the built-in default: HolySheep)."""
+
+    # The `upstream` label of the upstream metrics.
+    name: Text = "default"
     base_url: HttpUrl = "https://api.holysheep.ai/v1"
     # Where /v1/messages goes: {anthropic_base_url}/messages. Relays such as HolySheep serve both
     # APIs under one /v1, so it defaults to base_url; DeepSeek, Kimi and GLM serve the Anthropic
@@ -58,6 +69,12 @@ class UpstreamConfig(ConfigModel):
     api_key: Annotated[Secret | None, BeforeValidator(_optional_key)] = None
     timeout_seconds: PositiveNumber = 120.0
     connect_timeout_seconds: PositiveNumber = 10.0
+    # Glob patterns (fnmatch, case-sensitive) of the model names, as clients send them, that this
+    # upstream serves; absent: every model.
+    models: tuple[Text, ...] | None = None
+    # Passive health: this many failures in a row and the upstream cools down this long.
+    cooldown_after_failures: Annotated[int, whole_number(minimum=1)] = 3
+    cooldown_seconds: PositiveNumber = 30.0
 
     @model_validator(mode="before")
     @classmethod
@@ -74,11 +91,43 @@ class UpstreamConfig(ConfigModel):
     def _no_trailing_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value is not None else None
 
+    @field_validator("name")
+    @classmethod
+    def _valid_upstream_name(cls, name: str) -> str:
+        return _checked_name(name, "upstream")
+
+    @field_validator("models")
+    @classmethod
+    def _some_models(cls, models: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if models is not None and not models:
+            raise config_error("lists no model: leave models out for an upstream of every model")
+        for index, pattern in enumerate(models or ()):
+            if not pattern.strip():
+                raise config_error("an empty pattern matches no model", index)
+        return models
+
+
+class ListedUpstreamConfig(UpstreamConfig):
+    """One of ``proxy.upstreams``: named, and with no key unless the entry gives one."""
+
+    name: Text
+
+    @model_validator(mode="before")
+    @classmethod
+    def _key_from_environment(cls, data: Any, info: ValidationInfo) -> Any:
+        # $HOLYSHEEP_API_KEY belongs to the default upstream alone: a listed upstream without a
+        # key of its own (a local server) must never be sent the HolySheep key.
+        return data
+
 
 class ClientConfig(ConfigModel):
     name: Text
     key: Secret
     monthly_budget_usd: NonNegativeNumber | None = None
+    # Sliding 60-second windows (proxy.limits); tokens are input + output, counted as usage
+    # arrives.
+    requests_per_minute: Annotated[int, whole_number(minimum=1)] | None = None
+    tokens_per_minute: Annotated[int, whole_number(minimum=1)] | None = None
 
     @field_validator("name")
     @classmethod
@@ -149,6 +198,8 @@ class ModelPrice(ConfigModel):
 
 class ProxyConfig(ConfigModel):
     upstream: UpstreamConfig = section()
+    upstreams: tuple[ListedUpstreamConfig, ...] = ()
+    """Instead of ``upstream``: several, tried in order (docs/proxy.md, "Several upstreams")."""
     clients: tuple[ClientConfig, ...] = ()
     billing: BillingConfig = section()
     pricing: Mapping[Text, ModelPrice] = {}
@@ -187,6 +238,32 @@ class ProxyConfig(ConfigModel):
             named=(*self.pricing, *self.model_aliases.values()),
         )
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_kind_of_upstream(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("upstream") is not None and "upstreams" in data:
+            raise config_error("give either upstream or upstreams, not both", "upstreams")
+        return data
+
+    @field_validator("upstreams")
+    @classmethod
+    def _distinct_upstreams(
+        cls, upstreams: tuple[ListedUpstreamConfig, ...]
+    ) -> tuple[ListedUpstreamConfig, ...]:
+        if not upstreams:
+            raise config_error("lists no upstream: give at least one, or use upstream")
+        names: set[str] = set()
+        for index, upstream in enumerate(upstreams):
+            if upstream.name in names:
+                raise config_error(f"duplicate upstream name {upstream.name!r}", index, "name")
+            names.add(upstream.name)
+        return upstreams
+
+    @property
+    def upstream_list(self) -> tuple[UpstreamConfig, ...]:
+        """The upstreams in the order they are tried: ``upstreams``, else the one ``upstream``."""
+        return self.upstreams or (self.upstream,)
 
     @property
     def prices(self) -> PriceBook:

@@ -108,6 +108,32 @@ class _AccountsCollector:
         return [budget, spend, billing, market]
 
 
+class _UpstreamUpCollector:
+    """``llm_upstream_up``, read from each configured upstream's health at scrape time, so a
+    reload shows exactly the upstreams configured now."""
+
+    def __init__(self, up: Callable[[], Mapping[str, bool]]) -> None:
+        self._up = up
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        return [self._family()]
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        family = self._family()
+        for upstream, up in self._up().items():
+            family.add_metric([upstream], 1.0 if up else 0.0)
+        return [family]
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "llm_upstream_up",
+            "1 while the upstream is taking requests; 0 from the failures that cooled it down "
+            "until a request succeeds on it again.",
+            labels=["upstream"],
+        )
+
+
 class ProxyMetrics:
     """Every proxy metric; label children are cached, since label sets are bounded.
 
@@ -116,7 +142,12 @@ class ProxyMetrics:
     objects. Names, labels and buckets are as SPEC.md lists them.
     """
 
-    def __init__(self, registry: CollectorRegistry, accounts: Callable[[], Accounts]) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        accounts: Callable[[], Accounts],
+        upstreams_up: Callable[[], Mapping[str, bool]] = dict,
+    ) -> None:
         self.requests = FastCounter(
             "llm_requests_total",
             "Requests to /v1/*, by the HTTP status sent to the client (499: it went away first).",
@@ -174,6 +205,22 @@ class ProxyMetrics:
             "Responses the upstream broke off after their status was sent (reason timeout|error).",
             ["model", "route", "reason"],
         )
+        self.rate_limited = FastCounter(
+            "llm_rate_limited_total",
+            "Requests refused with 429 over the client's requests_per_minute or tokens_per_minute.",
+            ["client", "limit"],
+        )
+        self.upstream_requests = FastCounter(
+            "llm_upstream_requests_total",
+            "Attempts at each upstream, by its status, or error (no connection, or broken before "
+            "the answer) or timeout (no answer in time).",
+            ["upstream", "code"],
+        )
+        self.upstream_failovers = FastCounter(
+            "llm_upstream_failovers_total",
+            "Requests sent on from one upstream to the next, before any byte reached the client.",
+            ["from", "to"],
+        )
         registry.register(
             FastCollector(
                 [
@@ -188,14 +235,19 @@ class ProxyMetrics:
                     self.auth_failures,
                     self.usage_missing,
                     self.upstream_interrupted,
+                    self.rate_limited,
+                    self.upstream_requests,
+                    self.upstream_failovers,
                 ]
             )
         )
         registry.register(_AccountsCollector(accounts))
+        registry.register(_UpstreamUpCollector(upstreams_up))
         self._request_children: dict[tuple[str, str, str, str], CounterChild] = {}
         self._token_children: dict[tuple[str, str], _UsageCounters] = {}
         self._active_children: dict[str, GaugeChild] = {}
         self._duration_children: dict[tuple[str, str], HistogramChild] = {}
+        self._attempt_children: dict[tuple[str, str], CounterChild] = {}
         for reason in AUTH_FAILURE_REASONS:
             self.auth_failures.labels(reason)
 
@@ -209,6 +261,27 @@ class ProxyMetrics:
             self.active_gauge(model)
             for client in clients:
                 self._usage_counters(model, client)
+
+    def prepare_guard_series(
+        self, limited: Iterable[tuple[str, Iterable[str]]], upstreams: Iterable[str]
+    ) -> None:
+        """Create at zero the rate-limit series of each limited client (its limits), and the
+        failover series between the configured upstreams, in the order they are tried."""
+        for client, limits in limited:
+            for limit in limits:
+                self.rate_limited.labels(client, limit)
+        names = tuple(upstreams)
+        for index, source in enumerate(names):
+            for target in names[index + 1 :]:
+                self.upstream_failovers.labels(source, target)
+
+    def count_attempt(self, upstream: str, code: str) -> None:
+        """One attempt at ``upstream``: its status, ``error`` or ``timeout``."""
+        key = (upstream, code)
+        child = self._attempt_children.get(key)
+        if child is None:
+            child = self._attempt_children[key] = self.upstream_requests.labels(*key)
+        child.inc()
 
     def count_request(self, model: str, route: str, code: int, client: str) -> None:
         key = (model, route, str(code), client)

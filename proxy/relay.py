@@ -2,10 +2,13 @@
 
 One request, in order: identify the client by its key (401), refuse paths that would leave /v1
 upstream (400), read the body up to the limit (413), find the model and whether it streams,
-check the month's budget (429), send it upstream through
-the app's pooled session (502 unreachable, 504 no answer in time), then pass status, headers and
-body back unchanged, chunk by chunk, metering on the way. Whatever happens, the request is counted
-once, in a ``finally``, with the status the client got (499 if it went away first).
+check the month's budget and the client's per-minute limits (429, :mod:`proxy.limits`), send it
+through the app's pooled session to the first upstream that serves the model and is not cooling
+down (:mod:`proxy.upstreams`; 404 if none serves it), on to the next one if it fails before its
+answer starts (502 unreachable, 504 no answer in time when it was the last), then pass status,
+headers and body back unchanged, chunk by chunk, metering on the way. Whatever happens, the
+request is counted once, in a ``finally``, with the status the client got (499 if it went away
+first).
 
 Failures after the response has started cannot change its status any more; the proxy then closes
 the client's connection without ending the body properly, so the client sees a broken response
@@ -22,6 +25,7 @@ from typing import Final
 
 import aiohttp
 from aiohttp import hdrs, web
+from multidict import CIMultiDict
 
 from proxy import errors
 from proxy.clients import ANONYMOUS, Caller
@@ -29,13 +33,15 @@ from proxy.deadlines import Deadlines
 from proxy.encoding import IDENTITY, decoder_for
 from proxy.headers import client_response_headers, upstream_request_headers
 from proxy.ledger import SpendLedger, month_bounds
+from proxy.limits import RateLimiter
 from proxy.messages import MessagesMeter, speaks_anthropic
 from proxy.metrics import ProxyMetrics
 from proxy.pricing import OTHER_MODEL, PriceBook, Usage
-from proxy.request import Call, read_call
+from proxy.request import Call, model_named, read_call
 from proxy.settings import ProxySettings
 from proxy.streaming import SseMeter
 from proxy.tokens import anthropic_usage
+from proxy.upstreams import FAILOVER_STATUSES, Upstream, UpstreamPool, retry_after_seconds
 from proxy.usage import BodyMeter
 from sheepdog.core.clock import Clock
 
@@ -141,11 +147,15 @@ class Relay:
         metrics: ProxyMetrics,
         ledger: SpendLedger,
         clock: Clock,
+        limits: RateLimiter | None = None,
+        upstreams: UpstreamPool | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.ledger = ledger
         self.clock = clock
+        self.limits = limits if limits is not None else RateLimiter(clock)
+        self.upstreams = upstreams if upstreams is not None else UpstreamPool(settings.routes)
         self.session: aiohttp.ClientSession | None = None
         self.deadlines = Deadlines()
 
@@ -184,13 +194,15 @@ class Relay:
             exchange.requested = call.requested
 
             refusal = self._over_budget(caller, shape)
+            if refusal is None and caller.rate_limited:
+                refusal = self._over_rate(caller, shape)
             if refusal is not None:
                 exchange.code = 429
                 return refusal
 
             active = self.metrics.active_gauge(call.model)
             active.inc()
-            return await self._relay_in_time(request, settings, call, exchange)
+            return await self._relay(request, settings, call, exchange)
         except asyncio.CancelledError:
             exchange.code = CLIENT_CLOSED_REQUEST
             raise
@@ -209,28 +221,12 @@ class Relay:
             return None
         return shape.budget_exceeded(caller.name, budget, _seconds_to_next_month(self.clock.now()))
 
-    async def _relay_in_time(
-        self,
-        request: web.Request,
-        settings: ProxySettings,
-        call: Call,
-        exchange: _Exchange,
-    ) -> web.StreamResponse:
-        """:meth:`_relay` within ``timeout_seconds``: past it, a 504, or a cut stream if the
-        answer had begun (see proxy/deadlines.py)."""
-        scope = asyncio.timeout(None)
-        timeout = settings.timeout_seconds
-        try:
-            async with scope:
-                self.deadlines.add(scope, timeout)
-                try:
-                    return await self._relay(request, settings, call, exchange)
-                finally:
-                    self.deadlines.discard(scope, timeout)
-        except TimeoutError:
-            if not scope.expired():
-                raise
-            return self._upstream_failed(request, exchange.response, exchange, "timeout")
+    def _over_rate(self, caller: Caller, shape: errors.ErrorShape) -> web.Response | None:
+        refusal = self.limits.admit(caller)
+        if refusal is None:
+            return None
+        self.metrics.rate_limited.labels(caller.name, refusal.limit).inc()
+        return shape.rate_limited(refusal)
 
     async def _relay(
         self,
@@ -239,48 +235,119 @@ class Relay:
         call: Call,
         exchange: _Exchange,
     ) -> web.StreamResponse:
+        """Try the upstreams that serve the model in order, until one answers (see
+        :mod:`proxy.upstreams`); that answer goes to the client."""
         assert self.session is not None, "the upstream session is opened at start-up"
+        routes = settings.routes
+        model = call.sent_model
+        if model is None and not routes.every_model and exchange.route not in METERED_ROUTES:
+            model = model_named(call.body)  # count_tokens and the like: routed by model too
+        serving = routes.for_model(model)
+        if not serving:
+            exchange.code = 404
+            return exchange.errors.model_not_served(model or "")
+        candidates = self.upstreams.candidates(serving, self.clock.monotonic())
         anthropic = exchange.anthropic
-        authorization = None if anthropic else settings.upstream_authorization
-        headers = upstream_request_headers(
-            request.headers,
-            authorization.reveal() if authorization is not None else None,
-            stream=call.stream,
-        )
-        if anthropic:
-            # The Anthropic API takes its key as x-api-key; anthropic-version and
-            # anthropic-beta pass through as the client sent them.
-            if settings.upstream_key is not None:
-                headers[_API_KEY] = settings.upstream_key.reveal()
-            url = settings.anthropic_url(request.raw_path)
-        else:
-            url = settings.upstream_url(request.raw_path)
+        # The client's own credentials never cross (proxy.headers); each attempt adds the key of
+        # its upstream.
+        headers = upstream_request_headers(request.headers, None, stream=call.stream)
+        credential = _API_KEY if anthropic else hdrs.AUTHORIZATION
         exchange.relayed = True
-        try:
-            upstream = await self.session.request(
-                request.method,
-                url,
-                data=call.body or None,
-                headers=headers,
-                allow_redirects=False,
-                timeout=settings.timeout,
-            )
-        except TimeoutError:
-            log.warning("upstream timed out", extra=_where(exchange))
-            exchange.code = 504
-            return exchange.errors.upstream_timeout()
-        except (aiohttp.ClientError, OSError) as exc:
-            log.warning("upstream unreachable", extra={**_where(exchange), "reason": _reason(exc)})
+        last = len(candidates) - 1
+        for index, upstream in enumerate(candidates):
+            key = upstream.key if anthropic else upstream.authorization
+            if key is not None:
+                headers[credential] = key.reveal()
+            else:
+                headers.popall(credential, None)
+            answer = await self._attempt(request, upstream, call, headers, exchange)
+            if isinstance(answer, aiohttp.ClientResponse):
+                if answer.status in FAILOVER_STATUSES and index < last:
+                    answer.close()
+                    self._fail_over(exchange, upstream, candidates[index + 1], str(answer.status))
+                    continue
+                return await self._answer(request, upstream, answer, call, exchange)
+            if index < last:
+                self._fail_over(exchange, upstream, candidates[index + 1], answer)
+                continue
+            if answer == "timeout":
+                exchange.code = 504
+                return exchange.errors.upstream_timeout()
             exchange.code = 502
             return exchange.errors.upstream_unreachable()
+        raise AssertionError("every path above returns")  # pragma: no cover
+
+    async def _attempt(
+        self,
+        request: web.Request,
+        upstream: Upstream,
+        call: Call,
+        headers: CIMultiDict[str],
+        exchange: _Exchange,
+    ) -> aiohttp.ClientResponse | str:
+        """One upstream's response (its status and headers), or why there is none: ``timeout``
+        or ``error``. Counts the attempt and tells the upstream's health how it went."""
+        assert self.session is not None
+        health = self.upstreams.health(upstream)
+        clock = self.clock
+        trial = health.begin(clock.monotonic())
         try:
-            exchange.upstream_status = upstream.status
-            if upstream.status in (401, 403):
+            response = await self.session.request(
+                request.method,
+                upstream.url(request.raw_path, anthropic=exchange.anthropic),
+                data=call.body or None,  # the same bytes for every attempt: read once
+                headers=headers,
+                allow_redirects=False,
+                timeout=upstream.timeout,
+            )
+        except TimeoutError:
+            log.warning("upstream timed out", extra=_where(exchange, upstream))
+            outcome = "timeout"
+        except (aiohttp.ClientError, OSError) as exc:
+            details = {**_where(exchange, upstream), "reason": _reason(exc)}
+            log.warning("upstream unreachable", extra=details)
+            outcome = "error"
+        except BaseException:
+            health.abandoned(trial)  # the client went away: no verdict on the upstream
+            raise
+        else:
+            status = response.status
+            self.metrics.count_attempt(upstream.name, str(status))
+            if status in FAILOVER_STATUSES:
+                health.failed(clock.monotonic(), retry_after_seconds(response.headers, clock.now()))
+            else:
+                health.succeeded()
+            return response
+        self.metrics.count_attempt(upstream.name, outcome)
+        health.failed(clock.monotonic())
+        return outcome
+
+    def _fail_over(
+        self, exchange: _Exchange, failed: Upstream, following: Upstream, why: str
+    ) -> None:
+        log.warning(
+            "trying the next upstream",
+            extra={**_where(exchange, failed), "reason": why, "next": following.name},
+        )
+        self.metrics.upstream_failovers.labels(failed.name, following.name).inc()
+
+    async def _answer(
+        self,
+        request: web.Request,
+        upstream: Upstream,
+        response: aiohttp.ClientResponse,
+        call: Call,
+        exchange: _Exchange,
+    ) -> web.StreamResponse:
+        """Pass the answer that came back to the client."""
+        try:
+            exchange.upstream_status = response.status
+            if response.status in (401, 403):
                 self.metrics.auth_failures.labels("upstream_rejected").inc()
-            return await self._pass_back(request, upstream, call, exchange)
+            return await self._pass_back(request, response, call, exchange)
         finally:
             # Closes the connection unless the body was read to the end (then it is reused).
-            upstream.close()
+            response.close()
 
     async def _pass_back(
         self,
@@ -422,6 +489,7 @@ class Relay:
             usd = prices.cost_usd(model, usage)
             saved = prices.cache_savings_usd(model, usage) if usage.cache_read_tokens else 0.0
             metrics.count_usage(model, exchange.client, usage, usd, saved)
+            self.limits.count_tokens(exchange.client, usage.input_tokens + usage.output_tokens)
         elif exchange.usage_expected:
             metrics.usage_missing.labels(model, route).inc()
         self.ledger.record(exchange.client, model, usage, usd, exchange.requested, saved)
@@ -446,8 +514,11 @@ async def _start(
     return response
 
 
-def _where(exchange: _Exchange) -> dict[str, str]:
-    return {"route": exchange.route, "model": exchange.model, "client": exchange.client}
+def _where(exchange: _Exchange, upstream: Upstream | None = None) -> dict[str, str]:
+    where = {"route": exchange.route, "model": exchange.model, "client": exchange.client}
+    if upstream is not None:
+        where["upstream"] = upstream.name
+    return where
 
 
 def _reason(exc: BaseException) -> str:

@@ -22,7 +22,7 @@ from typing import Any, Final, NamedTuple
 from proxy import fastjson
 from proxy.pricing import OTHER_MODEL, PriceBook
 
-__all__ = ["Call", "Members", "read_call", "top_level_members"]
+__all__ = ["Call", "Members", "model_named", "read_call", "top_level_members"]
 
 _QUOTE: Final = ord('"')
 _BACKSLASH: Final = ord("\\")
@@ -177,6 +177,8 @@ class Call:
     body: bytes
     requested: str | None = None
     """The model name as sent, when it resolved to ``other`` (for the ledger's unpriced names)."""
+    sent_model: str | None = None
+    """The model name as sent, if the body named one (upstreams' ``models`` match it)."""
 
 
 def read_call(route: str, body: bytes, prices: PriceBook, *, metered: bool) -> Call:
@@ -190,21 +192,33 @@ def read_call(route: str, body: bytes, prices: PriceBook, *, metered: bool) -> C
     values, members = found
     sent = values.get("model")
     model = prices.label(sent)
-    requested = sent if model == OTHER_MODEL and isinstance(sent, str) else None
+    name = sent if isinstance(sent, str) else None
+    requested = name if model == OTHER_MODEL else None
     stream = values.get("stream") is True
     options = values.get("stream_options")
     if not stream or route not in _USAGE_OPTION_ROUTES:
-        return Call(model, stream, False, body, requested)
+        return Call(model, stream, False, body, requested, name)
     if isinstance(options, dict) and options.get("include_usage") is True:
-        return Call(model, stream, False, body, requested)
+        return Call(model, stream, False, body, requested, name)
     if options is not None and not isinstance(options, dict):
-        return Call(model, stream, False, body, requested)  # malformed: the upstream will say so
+        # Malformed: the upstream will say so.
+        return Call(model, stream, False, body, requested, name)
     try:
         with_usage = _with_include_usage(body, members, options)
     except RecursionError:
         # Nested too deeply to write back: as it came.
-        return Call(model, stream, False, body, requested)
-    return Call(model, stream, True, with_usage, requested)
+        return Call(model, stream, False, body, requested, name)
+    return Call(model, stream, True, with_usage, requested, name)
+
+
+def model_named(body: bytes) -> str | None:
+    """The ``model`` a body names, if it is a JSON object with a string ``model`` (for routing
+    requests on routes that are not metered, such as ``/v1/messages/count_tokens``)."""
+    found = _read_members(body) if body else None
+    if found is None:
+        return None
+    model = found[0].get("model")
+    return model if isinstance(model, str) else None
 
 
 def _with_include_usage(body: bytes, members: Members, options: dict[str, Any] | None) -> bytes:

@@ -58,6 +58,8 @@ class Script:
     # Responses API: end with response.incomplete (max_output_tokens reached) instead.
     incomplete: bool = False
     status: int = 200
+    # With an error status: the Retry-After header to send with it.
+    retry_after: str | None = None
     # Report usage at all (a stream then never sends the usage chunk, a body has no "usage").
     usage: bool = True
     # Seconds to wait before answering, and between stream events.
@@ -187,7 +189,7 @@ class FakeUpstream:
             if script.hang:
                 await asyncio.Event().wait()
             if script.status != 200:
-                return self._error(script.status)
+                return self._error(script.status, script.retry_after)
             if payload.get("stream") is True:
                 events = self._events(kind, payload, script)
                 self.stats.streams += 1
@@ -248,7 +250,7 @@ class FakeUpstream:
     # ----------------------------------------------------------------------------------------
     # Bodies
 
-    def _error(self, status: int) -> web.Response:
+    def _error(self, status: int, retry_after: str | None = None) -> web.Response:
         codes = {401: "invalid_api_key", 403: "forbidden", 429: "rate_limit_exceeded"}
         body = {
             "error": {
@@ -257,9 +259,13 @@ class FakeUpstream:
                 "code": codes.get(status, "server_error"),
             }
         }
+        headers = {"Retry-After": retry_after} if retry_after is not None else None
         return self._send(
             web.Response(
-                status=status, body=json.dumps(body).encode(), content_type="application/json"
+                status=status,
+                body=json.dumps(body).encode(),
+                content_type="application/json",
+                headers=headers,
             )
         )
 

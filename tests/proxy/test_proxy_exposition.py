@@ -21,7 +21,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.metrics import Accounts, ProxyMetrics, _AccountsCollector
+from proxy.metrics import Accounts, ProxyMetrics, _AccountsCollector, _UpstreamUpCollector
 from proxy.pricing import Usage
 from sheepdog.core.exposition import (
     FastCollector,
@@ -47,6 +47,7 @@ ACCEPTS = (
 # Label values that need escaping, or that look like syntax, or are not ASCII.
 AWKWARD = ("back\\slash", 'quote"d', "new\nline", 'all\\"\n', "ünïcode ✓", '{x="1"}', ",", "")
 ACCOUNTS = Accounts("CNY", 7.1, 7.3, {"team-a": 10.0}, {"team-a": 1.25, "team-b": 0.0})
+UPSTREAMS_UP = {"holysheep": True, "backup": False}
 
 
 @pytest.fixture(autouse=True)
@@ -76,6 +77,7 @@ def _reference(metrics: ProxyMetrics) -> tuple[CollectorRegistry, dict[str, Any]
                 registry=registry,
             )
     registry.register(_AccountsCollector(lambda: ACCOUNTS))
+    registry.register(_UpstreamUpCollector(lambda: UPSTREAMS_UP))
     return registry, families
 
 
@@ -87,7 +89,7 @@ def _traffic(seed: int, models: Iterable[str], clients: Iterable[str]) -> list[t
     for _ in range(3000):
         model, client = rnd.choice(models), rnd.choice(clients)
         route = rnd.choice(("chat", "responses", "embeddings", 'odd"route'))
-        kind = rnd.randrange(8)
+        kind = rnd.randrange(11)
         if kind == 0:
             ops.append(
                 ("requests", (model, route, str(rnd.choice((200, 429, 499))), client), "inc", 1)
@@ -115,10 +117,17 @@ def _traffic(seed: int, models: Iterable[str], clients: Iterable[str]) -> list[t
             ops.append(("active", (model,), rnd.choice(("inc", "dec")), 1))
         elif kind == 6:
             ops.append(("usage_missing", (model, route), "inc", 1))
-        else:
+        elif kind == 7:
             ops.append(
                 ("upstream_interrupted", (model, route, rnd.choice(("timeout", "error"))), "inc", 1)
             )
+        elif kind == 8:
+            ops.append(("rate_limited", (client, rnd.choice(("requests", "tokens"))), "inc", 1))
+        elif kind == 9:
+            code = rnd.choice(("200", "429", "503", "error", "timeout"))
+            ops.append(("upstream_requests", (rnd.choice(("a", "b", "")), code), "inc", 1))
+        else:
+            ops.append(("upstream_failovers", (model, client), "inc", 1))
     return ops
 
 
@@ -140,7 +149,7 @@ def _pair(
 ) -> tuple[CollectorRegistry, CollectorRegistry]:
     """A registry with the proxy's metrics and a prometheus_client one after the same traffic."""
     fast = CollectorRegistry()
-    metrics = ProxyMetrics(fast, lambda: ACCOUNTS)
+    metrics = ProxyMetrics(fast, lambda: ACCOUNTS, lambda: UPSTREAMS_UP)
     reference, families = _reference(metrics)
     for reason in ("missing_key", "invalid_key", "upstream_rejected"):
         families["auth_failures"].labels(reason)
