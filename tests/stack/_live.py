@@ -370,8 +370,26 @@ def _sheepdog_config(
         "state_dir": "state",
         "auth": {"bearer_tokens_file": [str(token_file)]},
         "proxy": {
-            "upstream": {"base_url": upstream.base_url, "api_key": UPSTREAM_KEY},
-            "clients": [{"name": CLIENT_NAME, "key": CLIENT_KEY, "monthly_budget_usd": 1000}],
+            # Two upstreams, as a deployment with a fallback has them: the second (the same
+            # local server under another name) serves one model nobody asks for, so the
+            # traffic here never fails over and the upstream families are there all the same.
+            "upstreams": [
+                {"name": "holysheep", "base_url": upstream.base_url, "api_key": UPSTREAM_KEY},
+                {
+                    "name": "backup",
+                    "base_url": upstream.base_url.replace("127.0.0.1", "localhost"),
+                    "api_key": UPSTREAM_KEY,
+                    "models": ["e2e-backup-only"],
+                },
+            ],
+            "clients": [
+                {
+                    "name": CLIENT_NAME,
+                    "key": CLIENT_KEY,
+                    "monthly_budget_usd": 1000,
+                    "requests_per_minute": 1_000_000,
+                }
+            ],
         },
         "bridge": {"timezone": "UTC", "targets": targets},
     }

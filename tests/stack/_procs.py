@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 MODELS = ("gpt-4.1", "other")
 CLIENTS = ("team-a", "anonymous")
 TARGETS = ("ops-wechat", "ops-email")
+UPSTREAMS = ("holysheep", "backup")
 
 
 def free_port() -> int:
@@ -87,6 +88,8 @@ class SampleExporter:
         m["llm_spend_month_usd"].labels(client="anonymous").set(3.25)
         m["llm_billing_usd_rate"].labels(currency="CNY").set(1.0)
         m["llm_market_usd_rate"].labels(currency="CNY").set(7.3)
+        for upstream in UPSTREAMS:
+            m["llm_upstream_up"].labels(upstream=upstream).set(1)
         for target in TARGETS:
             m["sheepdog_outbox_pending"].labels(target=target).set(3)
             m["sheepdog_outbox_oldest_seconds"].labels(target=target).set(42)
@@ -117,6 +120,13 @@ class SampleExporter:
                     m["llm_upstream_interrupted_total"].labels(model, "chat", reason).inc()
             for reason in ("missing_key", "invalid_key", "upstream_rejected"):
                 m["llm_auth_failures_total"].labels(reason).inc()
+            for client in CLIENTS:
+                for limit in ("requests", "tokens"):
+                    m["llm_rate_limited_total"].labels(client, limit).inc()
+            for upstream in UPSTREAMS:
+                for code in ("200", "503", "error"):
+                    m["llm_upstream_requests_total"].labels(upstream, code).inc(3)
+            m["llm_upstream_failovers_total"].labels(*UPSTREAMS).inc()
             for target in TARGETS:
                 for status in ("firing", "resolved"):
                     m["sheepdog_alerts_received_total"].labels(target, status).inc()

@@ -50,6 +50,10 @@ METRICS: tuple[Metric, ...] = (
     Metric("sheepdog_outbox_pending", "gauge", ("target",)),
     Metric("sheepdog_outbox_oldest_seconds", "gauge", ("target",)),
     Metric("llm_token_details_total", "counter", ("model", "type", "client")),
+    Metric("llm_rate_limited_total", "counter", ("client", "limit")),
+    Metric("llm_upstream_requests_total", "counter", ("upstream", "code")),
+    Metric("llm_upstream_up", "gauge", ("upstream",)),
+    Metric("llm_upstream_failovers_total", "counter", ("from", "to")),
     # Beyond the SPEC. The proxy: where metering is incomplete (docs/proxy.md).
     Metric("llm_usage_missing_total", "counter", ("model", "route")),
     Metric("llm_upstream_interrupted_total", "counter", ("model", "route", "reason")),
