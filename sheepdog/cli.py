@@ -149,22 +149,34 @@ def describe(config: Config) -> str:
         auth_parts.append(f"{len(auth.bearer_tokens)} bearer token(s)")
     if auth.basic is not None:
         auth_parts.append(f"basic ({auth.basic.username})")
-    upstream = config.proxy.upstream
     lines = [
         f"config: {config.source or 'built-in defaults'} (valid)",
         f"listen: {config.listen}",
         f"state_dir: {config.state_dir}",
         f"auth: {', '.join(auth_parts) or 'none (loopback only)'}",
-        f"proxy.upstream: {upstream.base_url} (api key {'set' if upstream.api_key else 'not set'}"
-        f", timeout {upstream.timeout_seconds:g}s)",
-        f"proxy.clients: {len(config.proxy.clients) or 'none (open proxy, loopback only)'}",
     ]
+    upstreams = config.proxy.upstream_list
+    if config.proxy.upstreams:
+        lines.append(f"proxy.upstreams: {len(upstreams)}, tried in this order")
+    for upstream in upstreams:
+        models = ", ".join(upstream.models) if upstream.models is not None else "every model"
+        lines.append(
+            ("  " if config.proxy.upstreams else "proxy.upstream: ")
+            + f"{upstream.name}: {upstream.base_url} (api key "
+            f"{'set' if upstream.api_key else 'not set'}, timeout {upstream.timeout_seconds:g}s, "
+            f"{models})"
+        )
+    lines.append(
+        f"proxy.clients: {len(config.proxy.clients) or 'none (open proxy, loopback only)'}"
+    )
     for client in config.proxy.clients:
         budget = client.monthly_budget_usd
-        lines.append(
-            f"  {client.name}: "
-            + (f"monthly budget ${budget:,.2f}" if budget is not None else "no budget")
-        )
+        parts = [f"monthly budget ${budget:,.2f}" if budget is not None else "no budget"]
+        if client.requests_per_minute is not None:
+            parts.append(f"{client.requests_per_minute:,} requests/min")
+        if client.tokens_per_minute is not None:
+            parts.append(f"{client.tokens_per_minute:,} tokens/min")
+        lines.append(f"  {client.name}: {', '.join(parts)}")
     billing = config.proxy.billing
     lines.append(
         f"proxy.billing: {billing.currency} {billing.usd_rate:g} per USD "

@@ -1,9 +1,10 @@
 """Secrets: one config with a sentinel for every secret, everything exercised, nothing leaked.
 
-The upstream key, both client keys, both alert bearer tokens (one from a file), the basic-auth
+Both upstream keys, both client keys, both alert bearer tokens (one from a file), the basic-auth
 password, the WeChat robot key in its URL, the Slack webhook token in its path and the SMTP
 password are all sentinels. A real `sheepdog serve` (debug logging, JSON lines) relays good and
-bad requests, meets an upstream that rejects, fails, hangs and breaks off, takes alerts whose
+bad requests, meets an upstream that rejects, fails, hangs and breaks off, fails over to the
+second upstream, refuses a client over its rate limit, takes alerts whose
 deliveries fail with peers echoing the URL in their errors, reloads (by SIGHUP, by POST, and a
 refused one with a sentinel in the broken value); then every command runs: check-config,
 render, outbox list/dead/retry, report. No log line, metric, HTTP body, command output, nor a
@@ -37,6 +38,7 @@ from tests.support.process import SheepdogProcess, free_port
 pytestmark = pytest.mark.slow
 
 UPSTREAM_KEY = "SENTINEL-upstream-key-e1f0"
+BACKUP_KEY = "SENTINEL-backup-upstream-key-4f7a"
 CLIENT_A_KEY = "SENTINEL-client-a-key-7c2d"
 CLIENT_B_KEY = "SENTINEL-client-b-key-90ab"
 BEARER = "SENTINEL-bearer-token-3b8e"
@@ -47,6 +49,7 @@ SLACK_TOKEN = "SENTINEL-slack-webhook-token-d03e"
 SMTP_PASSWORD = "SENTINEL-smtp-password-6f5b"
 SENTINELS = {
     "upstream api_key": UPSTREAM_KEY,
+    "backup upstream api_key": BACKUP_KEY,
     "client key a": CLIENT_A_KEY,
     "client key b": CLIENT_B_KEY,
     "bearer token": BEARER,
@@ -100,6 +103,7 @@ async def test_no_secret_reaches_a_log_metric_answer_output_or_the_database(
     """Every secret is a sentinel; after exercising everything, none appears anywhere."""
     seen = Seen()
     upstream = await FakeUpstream().start()
+    backup = await FakeUpstream().start()
     robot = await WeChatRobot(keys=[WECHAT_KEY], per_minute=10_000).start()
     slack = await SlackWebhook(hook_path=f"/services/T0SHEEP/B0DOG/{SLACK_TOKEN}").start()
     smtp = SmtpServer(
@@ -122,13 +126,22 @@ async def test_no_secret_reaches_a_log_metric_answer_output_or_the_database(
                 "basic": {"username": "alertmanager", "password": BASIC_PASSWORD},
             },
             "proxy": {
-                "upstream": {
-                    "base_url": upstream.base_url,
-                    "api_key_file": "upstream.key",
-                    "timeout_seconds": 1,
-                },
+                "upstreams": [
+                    {
+                        "name": "primary",
+                        "base_url": upstream.base_url,
+                        "api_key_file": "upstream.key",
+                        "timeout_seconds": 1,
+                    },
+                    {
+                        "name": "backup",
+                        "base_url": backup.base_url,
+                        "api_key": BACKUP_KEY,
+                        "models": ["gpt-4.1-mini"],
+                    },
+                ],
                 "clients": [
-                    {"name": "team-a", "key": CLIENT_A_KEY},
+                    {"name": "team-a", "key": CLIENT_A_KEY, "requests_per_minute": 15},
                     {"name": "team-b", "key": CLIENT_B_KEY, "monthly_budget_usd": 0},
                 ],
             },
@@ -189,6 +202,7 @@ async def test_no_secret_reaches_a_log_metric_answer_output_or_the_database(
             upstream.script("gpt-4o", status=500)
             upstream.script("o3", hang=True)
             upstream.script("gpt-5", break_after_events=1)
+            upstream.script("gpt-4.1-mini", status=503)  # answered by the backup
             assert await call("POST", "/v1/chat/completions", **chat(CLIENT_A_KEY)) == 200
             assert (
                 await call("POST", "/v1/chat/completions", **chat(CLIENT_A_KEY, stream=True)) == 200
@@ -211,6 +225,15 @@ async def test_no_secret_reaches_a_log_metric_answer_output_or_the_database(
             assert await call(
                 "GET", "/v1/../admin", headers={"Authorization": f"Bearer {CLIENT_A_KEY}"}
             ) in (400, 404)
+            assert (
+                await call("POST", "/v1/chat/completions", **chat(CLIENT_A_KEY, "gpt-4.1-mini"))
+                == 200
+            )
+            # Over its 15 requests a minute: refused with the rate limit's headers.
+            statuses = [
+                await call("POST", "/v1/chat/completions", **chat(CLIENT_A_KEY)) for _ in range(10)
+            ]
+            assert 429 in statuses
 
             # The bridge: wrong and right credentials of every kind, then failing deliveries.
             wrong_basic = base64.b64encode(b"alertmanager:wrong").decode()
@@ -291,6 +314,7 @@ async def test_no_secret_reaches_a_log_metric_answer_output_or_the_database(
     finally:
         await asyncio.to_thread(process.stop)
         await upstream.close()
+        await backup.close()
         await robot.close()
         await slack.close()
         smtp.stop()
@@ -300,9 +324,10 @@ async def test_no_secret_reaches_a_log_metric_answer_output_or_the_database(
         seen.add(f"database file {path.name}", path.read_bytes())
     # The secrets were really in play: sent where they belong, and scrubbed where they showed.
     assert all(r.headers["Authorization"] == f"Bearer {UPSTREAM_KEY}" for r in upstream.received)
+    assert [r.headers["Authorization"] for r in backup.received] == [f"Bearer {BACKUP_KEY}"]
     assert not [
         r
-        for r in upstream.received
+        for r in (*upstream.received, *backup.received)
         if CLIENT_A_KEY in str(dict(r.headers)) or CLIENT_B_KEY in str(dict(r.headers))
     ]
     assert smtp.auth_attempts[-1] == ("alertmanager", True)
