@@ -34,6 +34,7 @@ from bench.report import (
     NGINX,
     PASSTHROUGH,
     SHEEPDOG,
+    SHEEPDOG_LIMITS,
     PhaseLoad,
     RelayRow,
     Results,
@@ -332,6 +333,14 @@ class _Run:
             self.proxy_ok, why = proxy_available(self.sheepdog)
             if self.proxy_ok:
                 self.paths[SHEEPDOG] = self.sheepdog
+                # The same, with rate limits on every client and two upstreams.
+                limited = start_sheepdog(
+                    self.group, "sheepdog-limits", f"{upstream.url}/v1", limits=True
+                )
+                if proxy_available(limited)[0]:
+                    self.paths[SHEEPDOG_LIMITS] = limited
+                else:
+                    self._note("sheepdog with limits on does not relay: its rows are left out.")
             else:
                 self._note(f"sheepdog does not relay yet ({why}): its proxy rows are left out.")
             self.bridge_ok, self.bridge_why = bridge.bridge_available(self.sheepdog.url)

@@ -82,11 +82,17 @@ def write_config(
     state_dir: Path,
     robot_url: str | None = None,
     latency_rate_per_minute: float = 6000.0,
+    limits: bool = False,
 ) -> None:
     """A config with 20 clients (each with a budget) and 50 priced models.
 
     With ``robot_url``, two WeChat targets at the local robot: ``bench-latency`` with a rate far
     above what the bench sends, and ``bench-accept`` with WeChat's default 20 a minute.
+
+    With ``limits``, the guard rails on as users run them: every client with a requests and a
+    tokens per minute limit (far above what the bench sends, so nothing is refused but every
+    request is checked and its tokens counted), and two upstreams, the first serving the bench's
+    models by a glob, the second (the same server) the fallback.
     """
     config: dict[str, object] = {
         "listen": f"127.0.0.1:{port}",
@@ -118,6 +124,22 @@ def write_config(
                 },
             }
         }
+    if limits:
+        proxy = config["proxy"]
+        assert isinstance(proxy, dict)
+        del proxy["upstream"]
+        proxy["upstreams"] = [
+            {
+                "name": "bench",
+                "base_url": upstream_url,
+                "api_key": "bench-upstream-key",
+                "models": ["bench-model-*"],
+            },
+            {"name": "backup", "base_url": upstream_url, "api_key": "bench-backup-key"},
+        ]
+        for client in proxy["clients"]:
+            client["requests_per_minute"] = 100_000_000
+            client["tokens_per_minute"] = 10_000_000_000
     path.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
@@ -127,10 +149,12 @@ def start_sheepdog(
     upstream_url: str,
     robot_url: str | None = None,
     env: dict[str, str] | None = None,
+    limits: bool = False,
 ) -> Server:
     """Write a config into the group's work directory and run ``sheepdog serve`` on it.
 
-    ``env`` is added to the process's environment (``PYTHONPATH`` to run another source tree).
+    ``env`` is added to the process's environment (``PYTHONPATH`` to run another source tree);
+    ``limits`` turns the guard rails on (see :func:`write_config`).
     """
     port = free_port()
     workdir = group.workdir / name
@@ -142,6 +166,7 @@ def start_sheepdog(
         upstream_url=upstream_url,
         state_dir=workdir / "state",
         robot_url=robot_url,
+        limits=limits,
     )
     return group.start(
         name,
