@@ -266,7 +266,7 @@ class Relay:
                     answer.close()
                     self._fail_over(exchange, upstream, candidates[index + 1], str(answer.status))
                     continue
-                return await self._answer(request, upstream, answer, call, exchange)
+                return await self._answer(request, answer, call, exchange)
             if index < last:
                 self._fail_over(exchange, upstream, candidates[index + 1], answer)
                 continue
@@ -334,7 +334,6 @@ class Relay:
     async def _answer(
         self,
         request: web.Request,
-        upstream: Upstream,
         response: aiohttp.ClientResponse,
         call: Call,
         exchange: _Exchange,

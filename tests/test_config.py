@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from sheepdog.cli import describe
 from sheepdog.config import load_config, parse_config, secrets_of
@@ -82,6 +83,8 @@ def test_spec_example_loads_with_its_variables_set() -> None:
     config = load_config(DATA / "spec-example.yaml", SENTINELS)
     assert [c.name for c in config.proxy.clients] == ["team-a"]
     assert config.proxy.clients[0].monthly_budget_usd == 100
+    assert config.proxy.clients[0].requests_per_minute == 600
+    assert config.proxy.clients[0].tokens_per_minute == 200000
     wechat = config.bridge.targets["ops-wechat"]
     assert wechat.url is not None
     assert wechat.url.reveal().endswith("key=sentinel-robot-key-55aa")
@@ -90,6 +93,35 @@ def test_spec_example_loads_with_its_variables_set() -> None:
     email = config.bridge.targets["ops-email"]
     assert email.smtp is not None and email.smtp.port == 587 and email.smtp.security == "starttls"
     assert len(secrets_of(config)) == 6
+
+
+def test_the_specs_upstreams_example_loads_each_with_its_own_key() -> None:
+    """SPEC.md's `upstreams`, uncommented: in order, each its own key; a listed upstream never
+    gets $HOLYSHEEP_API_KEY by default, the one `upstream` still does."""
+    raw = yaml.safe_load(
+        """
+proxy:
+  upstreams:
+    - {name: holysheep, base_url: https://api.holysheep.ai/v1, api_key: "${HOLYSHEEP_API_KEY}"}
+    - {name: backup, base_url: https://relay2.example/v1, api_key: "${BACKUP_KEY}",
+       models: ["gpt-*"]}
+    - {name: local, base_url: http://127.0.0.1:8080/v1}
+"""
+    )
+    env = {"HOLYSHEEP_API_KEY": "k-holysheep", "BACKUP_KEY": "k-backup"}
+    upstreams = parse_config(raw, env=env).proxy.upstream_list
+    assert [(u.name, u.models) for u in upstreams] == [
+        ("holysheep", None),
+        ("backup", ("gpt-*",)),
+        ("local", None),
+    ]
+    assert [u.api_key.reveal() if u.api_key else None for u in upstreams] == [
+        "k-holysheep",
+        "k-backup",
+        None,
+    ]
+    (default,) = parse_config({}, env=env).proxy.upstream_list
+    assert default.name == "default" and default.api_key is not None
 
 
 def test_variables_expand_with_defaults_and_dollar_escapes() -> None:
