@@ -246,7 +246,11 @@ class Relay:
         if not serving:
             exchange.code = 404
             return exchange.errors.model_not_served(model or "")
-        candidates = self.upstreams.candidates(serving, self.clock.monotonic())
+        candidates = (
+            serving
+            if len(serving) == 1  # the one upstream is tried whatever its health
+            else self.upstreams.candidates(serving, self.clock.monotonic())
+        )
         anthropic = exchange.anthropic
         # The client's own credentials never cross (proxy.headers); each attempt adds the key of
         # its upstream.
@@ -290,7 +294,7 @@ class Relay:
         assert self.session is not None
         health = self.upstreams.health(upstream)
         clock = self.clock
-        trial = health.begin(clock.monotonic())
+        trial = False if health.up else health.begin(clock.monotonic())
         try:
             response = await self.session.request(
                 request.method,

@@ -221,7 +221,7 @@ class UpstreamPool:
         """The upstreams to try in order: those available now; if none is, all of them (a
         chance of an answer is better than a certain error)."""
         if len(upstreams) == 1:
-            return upstreams  # the one upstream is tried whatever its health
+            return upstreams
         available = tuple(u for u in upstreams if self.health(u).available(now))
         return available or upstreams
 
