@@ -41,7 +41,13 @@ from proxy.request import Call, model_named, read_call
 from proxy.settings import ProxySettings
 from proxy.streaming import SseMeter
 from proxy.tokens import anthropic_usage
-from proxy.upstreams import FAILOVER_STATUSES, Upstream, UpstreamPool, retry_after_seconds
+from proxy.upstreams import (
+    FAILOVER_STATUSES,
+    Health,
+    Upstream,
+    UpstreamPool,
+    retry_after_seconds,
+)
 from proxy.usage import BodyMeter
 from sheepdog.core.clock import Clock
 
@@ -264,37 +270,63 @@ class Relay:
                 headers[credential] = key.reveal()
             else:
                 headers.popall(credential, None)
-            answer = await self._attempt(request, upstream, call, headers, exchange)
-            if isinstance(answer, aiohttp.ClientResponse):
-                if answer.status in FAILOVER_STATUSES and index < last:
-                    answer.close()
-                    self._fail_over(exchange, upstream, candidates[index + 1], str(answer.status))
-                    continue
-                return await self._answer(request, answer, call, exchange)
-            if index < last:
+            answer = await self._try_in_time(
+                request, upstream, call, headers, exchange, index < last
+            )
+            if isinstance(answer, str):
                 self._fail_over(exchange, upstream, candidates[index + 1], answer)
                 continue
-            if answer == "timeout":
-                exchange.code = 504
-                return exchange.errors.upstream_timeout()
-            exchange.code = 502
-            return exchange.errors.upstream_unreachable()
-        raise AssertionError("every path above returns")  # pragma: no cover
+            return answer
+        raise AssertionError("the last upstream's outcome is returned")  # pragma: no cover
 
-    async def _attempt(
+    async def _try_in_time(
         self,
         request: web.Request,
         upstream: Upstream,
         call: Call,
         headers: CIMultiDict[str],
         exchange: _Exchange,
-    ) -> aiohttp.ClientResponse | str:
-        """One upstream's response (its status and headers), or why there is none: ``timeout``
-        or ``error``. Counts the attempt and tells the upstream's health how it went."""
-        assert self.session is not None
+        more: bool,
+    ) -> web.StreamResponse | str:
+        """:meth:`_try` within the upstream's ``timeout_seconds`` (proxy/deadlines.py): the
+        answer the client gets; or, with ``more`` upstreams to go, why this one failed before its
+        answer started (the next one is tried). Past the deadline before the answer, that is a
+        timeout; after it began, a 504 or a cut stream."""
         health = self.upstreams.health(upstream)
-        clock = self.clock
-        trial = False if health.up else health.begin(clock.monotonic())
+        trial = False if health.up else health.begin(self.clock.monotonic())
+        scope = asyncio.timeout(None)
+        timeout = upstream.timeout_seconds
+        try:
+            async with scope:
+                self.deadlines.add(scope, timeout)
+                try:
+                    return await self._try(request, upstream, health, call, headers, exchange, more)
+                finally:
+                    self.deadlines.discard(scope, timeout)
+        except TimeoutError:
+            if not scope.expired():
+                raise
+            if exchange.upstream_status is not None:  # its answer had begun
+                return self._upstream_failed(request, exchange.response, exchange, "timeout")
+            return self._no_answer(exchange, upstream, health, "timeout", more)
+        except BaseException:
+            if exchange.upstream_status is None:
+                health.abandoned(trial)  # the client went away: no verdict on the upstream
+            raise
+
+    async def _try(
+        self,
+        request: web.Request,
+        upstream: Upstream,
+        health: Health,
+        call: Call,
+        headers: CIMultiDict[str],
+        exchange: _Exchange,
+        more: bool,
+    ) -> web.StreamResponse | str:
+        """Send the request to ``upstream``; count the attempt, tell its health how it went,
+        and pass its answer on unless it failed and ``more`` upstreams are left."""
+        assert self.session is not None
         try:
             response = await self.session.request(
                 request.method,
@@ -304,27 +336,49 @@ class Relay:
                 allow_redirects=False,
                 timeout=upstream.timeout,
             )
-        except TimeoutError:
-            log.warning("upstream timed out", extra=_where(exchange, upstream))
-            outcome = "timeout"
+        except TimeoutError:  # aiohttp's own: a new connection not made in time
+            return self._no_answer(exchange, upstream, health, "timeout", more)
         except (aiohttp.ClientError, OSError) as exc:
-            details = {**_where(exchange, upstream), "reason": _reason(exc)}
-            log.warning("upstream unreachable", extra=details)
-            outcome = "error"
-        except BaseException:
-            health.abandoned(trial)  # the client went away: no verdict on the upstream
-            raise
+            return self._no_answer(exchange, upstream, health, "error", more, exc)
+        status = response.status
+        self.metrics.count_attempt(upstream.name, str(status))
+        if status in FAILOVER_STATUSES:
+            clock = self.clock
+            health.failed(clock.monotonic(), retry_after_seconds(response.headers, clock.now()))
+            if more:
+                response.close()
+                return str(status)
         else:
-            status = response.status
-            self.metrics.count_attempt(upstream.name, str(status))
-            if status in FAILOVER_STATUSES:
-                health.failed(clock.monotonic(), retry_after_seconds(response.headers, clock.now()))
-            else:
-                health.succeeded()
-            return response
+            health.succeeded()
+        return await self._answer(request, response, call, exchange)
+
+    def _no_answer(
+        self,
+        exchange: _Exchange,
+        upstream: Upstream,
+        health: Health,
+        outcome: str,
+        more: bool,
+        exc: BaseException | None = None,
+    ) -> web.StreamResponse | str:
+        """``upstream`` could not be reached (``error``) or did not answer in time
+        (``timeout``): counted; the next one is tried, or the client gets a 502 or 504."""
+        if outcome == "timeout":
+            log.warning("upstream timed out", extra=_where(exchange, upstream))
+        else:
+            reason = _reason(exc) if exc is not None else outcome
+            log.warning(
+                "upstream unreachable", extra={**_where(exchange, upstream), "reason": reason}
+            )
         self.metrics.count_attempt(upstream.name, outcome)
-        health.failed(clock.monotonic())
-        return outcome
+        health.failed(self.clock.monotonic())
+        if more:
+            return outcome
+        if outcome == "timeout":
+            exchange.code = 504
+            return exchange.errors.upstream_timeout()
+        exchange.code = 502
+        return exchange.errors.upstream_unreachable()
 
     def _fail_over(
         self, exchange: _Exchange, failed: Upstream, following: Upstream, why: str

@@ -64,6 +64,9 @@ class Upstream:
     key: Secret | None
     """The key alone, as ``x-api-key`` for the Anthropic API."""
     timeout: ClientTimeout
+    """aiohttp's: the connect timeout only; the whole request's is ``timeout_seconds``."""
+    timeout_seconds: float
+    """Kept by the relay (proxy/deadlines.py), one attempt at this upstream at a time."""
     models: tuple[str, ...] | None
     cooldown_after_failures: int
     cooldown_seconds: float
@@ -77,11 +80,12 @@ class Upstream:
             anthropic_base_url=config.anthropic_base_url or config.base_url,
             authorization=Secret(f"Bearer {key.reveal()}") if key is not None else None,
             key=key,
-            timeout=ClientTimeout(
-                total=config.timeout_seconds,
-                connect=config.connect_timeout_seconds,
-                sock_connect=config.connect_timeout_seconds,
-            ),
+            # The connect timeout bounds opening a new connection only (sock_connect): as
+            # aiohttp's `connect` it would also wrap taking a pooled one, a timer of its own for
+            # every request (bench/analysis.md). Waiting for a free pooled connection counts
+            # against the whole attempt's, which the relay keeps itself (proxy/deadlines.py).
+            timeout=ClientTimeout(total=None, sock_connect=config.connect_timeout_seconds),
+            timeout_seconds=config.timeout_seconds,
             models=config.models,
             cooldown_after_failures=config.cooldown_after_failures,
             cooldown_seconds=config.cooldown_seconds,
