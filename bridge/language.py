@@ -20,6 +20,7 @@ __all__ = [
     "CODE_MESSAGES",
     "LANGUAGES",
     "REMINDER_REASON",
+    "WATCHDOG_MESSAGES",
     "Language",
     "as_language",
     "catalog",
@@ -106,6 +107,24 @@ _ZH: Final[dict[str, str]] = {
     "for %(labels)s": "（%(labels)s）",
     "(no group labels)": "（无分组标签）",
     "target %(target)s": "目标 %(target)s",
+    # The watchdog's own messages (bridge/watchdog.py)
+    "Monitoring is silent: no Watchdog heartbeat for %(duration)s": (
+        "监控静默：已 %(duration)s 未收到 Watchdog 心跳"
+    ),
+    "Alertmanager's Watchdog heartbeat has not reached sheepdog (/alerts/watchdog) for "
+    "%(duration)s: Prometheus or Alertmanager is down, or cannot reach sheepdog. Until it is "
+    "back, no alert is delivered.": (
+        "Alertmanager 的 Watchdog 心跳已 %(duration)s 未到达 sheepdog（/alerts/watchdog）："
+        "Prometheus 或 Alertmanager 已停止，或无法连接 sheepdog。心跳恢复之前，不会有任何告警送达。"
+    ),
+    "Monitoring is back: the Watchdog heartbeat arrives again": (
+        "监控已恢复：Watchdog 心跳重新到达"
+    ),
+    "Alertmanager's Watchdog heartbeat reaches sheepdog again. Alerts whose condition still "
+    "holds are raised now; the dashboards show what happened during the silence.": (
+        "Alertmanager 的 Watchdog 心跳重新到达 sheepdog。条件仍然成立的告警现在会发出；"
+        "静默期间发生了什么，请查看仪表盘。"
+    ),
     # notification_reason
     "First notification": "首次通知",
     "New alerts in this group": "本组有新告警",
@@ -114,9 +133,26 @@ _ZH: Final[dict[str, str]] = {
     "Reminder: still firing": "提醒：仍在告警",
 }
 
-CODE_MESSAGES: Final = ("still firing", "%(count)s firing: %(names)s", *_REASONS.values())
+WATCHDOG_MESSAGES: Final = (
+    "Monitoring is silent: no Watchdog heartbeat for %(duration)s",
+    "Alertmanager's Watchdog heartbeat has not reached sheepdog (/alerts/watchdog) for "
+    "%(duration)s: Prometheus or Alertmanager is down, or cannot reach sheepdog. Until it is "
+    "back, no alert is delivered.",
+    "Monitoring is back: the Watchdog heartbeat arrives again",
+    "Alertmanager's Watchdog heartbeat reaches sheepdog again. Alerts whose condition still "
+    "holds are raised now; the dashboards show what happened during the silence.",
+)
+"""The summary and description of the watchdog's "monitoring is silent" alert, then of its
+recovery (``%(duration)s``: ``bridge.watchdog.silence_seconds``, humanised)."""
+
+CODE_MESSAGES: Final = (
+    "still firing",
+    "%(count)s firing: %(names)s",
+    *_REASONS.values(),
+    *WATCHDOG_MESSAGES,
+)
 """Phrases sheepdog writes itself, not a template (the zero end time, the WeChat mention text,
-the reasons)."""
+the reasons, the watchdog's messages)."""
 
 _CATALOGS: Final[Mapping[Language, Mapping[str, str]]] = {"en": {}, "zh": _ZH}
 

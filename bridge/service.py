@@ -23,12 +23,15 @@ from aiohttp import web
 
 from bridge.channels.base import Limit
 from bridge.channels.registry import CHANNELS, channel_of
-from bridge.config import BridgeConfig, RetryConfig, TargetConfig
+from bridge.config import BridgeConfig, RetryConfig, TargetConfig, WatchdogConfig
+from bridge.language import humanize_seconds
 from bridge.metrics import BridgeMetrics
 from bridge.outbox import Outbox, TargetStats
 from bridge.pacing import RateLimits, combine_limits
 from bridge.payload import Payload
 from bridge.render import Renderer
+from bridge.watchdog import Watchdog
+from bridge.watchdog_sqlite import SqliteWatchdogStore
 from bridge.worker import DestinationWorker, Route, Sleep
 from sheepdog.core.db import DatabaseUnavailable
 from sheepdog.core.errors import ConfigError
@@ -127,6 +130,15 @@ class Bridge:
         self._refresh_again = False
         self._started = False
         self.metrics.add_targets(self._reasons(config), self.age_of)
+        self.watchdog = Watchdog(
+            store=SqliteWatchdogStore(runtime.db),
+            clock=runtime.clock,
+            sleep=self._sleep,
+            registry=runtime.registry,
+            settings=lambda: self.config,
+            accept=self.accept,
+        )
+        """Heartbeats in (``POST /alerts/watchdog``), "monitoring is silent" out."""
 
     @property
     def config(self) -> BridgeConfig:
@@ -149,6 +161,7 @@ class Bridge:
             trust_env=True,
         )
         self.plan = Plan.build(self.config, self.session, self.renderer)
+        self.watchdog.start()
         if not await self._recover():
             self._housekeeping = asyncio.create_task(self._boot(), name="sheepdog-bridge-boot")
             return
@@ -181,6 +194,7 @@ class Bridge:
         self._housekeeping = asyncio.create_task(self._housekeep(), name="sheepdog-bridge-prune")
 
     async def stop(self) -> None:
+        await self.watchdog.stop()
         for task in (self._housekeeping, self._refreshing):
             if task is not None:
                 task.cancel()
@@ -341,6 +355,7 @@ class Bridge:
         self.metrics.add_targets({name: reasons[name] for name in sorted(new - old)}, self.age_of)
         self._reconcile_workers()
         self._refresh_soon()
+        self.watchdog.wake()
 
     def prepare(self, config: BridgeConfig) -> PreparedBridge:
         """Everything built from ``config`` (templates compiled once, notifiers, destinations),
@@ -364,6 +379,17 @@ def describe_target(target: TargetConfig) -> str:
     channel = channel_of(target.type)
     rate = f", {target.rate_per_minute:g}/min" if target.rate_per_minute else ""
     return f"→ {channel.describe_destination(target)}{rate}"
+
+
+def describe_watchdog(watchdog: WatchdogConfig | None) -> str:
+    """Where "monitoring is silent" goes, and after how long, for ``check-config``."""
+    if watchdog is None:
+        return "off (heartbeats at /alerts/watchdog are recorded; nothing is sent)"
+    silence = watchdog.silence_seconds
+    return (
+        f"→ {watchdog.target} after {humanize_seconds(silence)} ({silence:g}s) without a "
+        "heartbeat at /alerts/watchdog"
+    )
 
 
 BRIDGE: Final = web.AppKey("sheepdog.bridge", Bridge)

@@ -141,7 +141,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def describe(config: Config) -> str:
     """A summary for people; it names every part but prints no secret."""
-    from bridge.service import describe_target
+    from bridge.service import describe_target, describe_watchdog
 
     auth = config.auth
     auth_parts = []
@@ -195,6 +195,7 @@ def describe(config: Config) -> str:
     lines.append(f"bridge.targets: {len(config.bridge.targets)}")
     for target in config.bridge.targets.values():
         lines.append(f"  {target.name}: {target.type} {describe_target(target)}")
+    lines.append(f"bridge.watchdog: {describe_watchdog(config.bridge.watchdog)}")
     return "\n".join(lines)
 
 

@@ -92,6 +92,11 @@ def test_spec_example_loads_with_its_variables_set() -> None:
     assert wechat.mentions.mobiles == ("13800000000",)
     email = config.bridge.targets["ops-email"]
     assert email.smtp is not None and email.smtp.port == 587 and email.smtp.security == "starttls"
+    assert config.bridge.watchdog is not None
+    assert (config.bridge.watchdog.target, config.bridge.watchdog.silence_seconds) == (
+        "ops-wechat",
+        600,
+    )
     assert len(secrets_of(config)) == 6
 
 
@@ -209,6 +214,10 @@ def test_check_config_on_spec_example_exits_0_and_prints_no_secret() -> None:
     assert result.returncode == 0, result.stderr
     assert "team-a: monthly budget $100.00" in result.stdout
     assert "ops-wechat: wechat → qyapi.weixin.qq.com, 20/min" in result.stdout
+    assert (
+        "bridge.watchdog: → ops-wechat after 10m (600s) without a heartbeat at /alerts/watchdog"
+        in result.stdout
+    )
     for secret in SECRET_TEXTS:
         assert secret not in result.stdout + result.stderr
 

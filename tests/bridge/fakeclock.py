@@ -28,6 +28,7 @@ class FakeClock:
         self._elapsed = 0.0
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
+        self._begun = 0
         self._activity = 0
         self._autojump = autojump
         self._jumper: asyncio.Task[None] | None = None
@@ -47,6 +48,7 @@ class FakeClock:
             await asyncio.sleep(0)
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._begun += 1
         entry = (self._elapsed + seconds, next(self._order), future)
         heapq.heappush(self._sleepers, entry)
         try:
@@ -62,6 +64,20 @@ class FakeClock:
     def elapsed(self) -> float:
         """Seconds moved since the start."""
         return self._elapsed
+
+    @property
+    def sleeps_begun(self) -> int:
+        """How many sleeps (longer than 0) have begun so far."""
+        return self._begun
+
+    def asleep_until(self, deadline: float, *, begun_after: int) -> int:
+        """How many of the sleeps begun after the first ``begun_after`` wait until ``deadline``
+        (seconds since the start): a test can tell that its tasks have gone back to sleep."""
+        return sum(
+            1
+            for when, order, future in self._sleepers
+            if order >= begun_after and when == deadline and not future.done()
+        )
 
     async def advance(self, seconds: float) -> None:
         """Move time forward, waking each sleeper at its deadline and letting it run."""
