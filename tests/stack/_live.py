@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import openai
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.peers.dingtalk import DingTalkRobot
 from tests.peers.feishu import FeishuBot
@@ -69,6 +70,14 @@ FOR_DIVISOR = 300
 # Alertmanager's timers, wherever the routing tree sets them.
 ROUTE_TIMERS = {"group_wait": "1s", "group_interval": "1s", "repeat_interval": "5m"}
 SCRAPE_INTERVAL = "1s"
+# The watchdog route sends the heartbeat again every WATCHDOG_REPEAT (1m as shipped), and
+# sheepdog reports silence after WATCHDOG_SILENCE_SECONDS without one (600 as shipped): the
+# same ratio of a few heartbeats, in seconds.
+WATCHDOG_REPEAT = "2s"
+WATCHDOG_SILENCE_SECONDS = 12
+# How long Alertmanager goes on sending the heartbeat once Prometheus stops: Prometheus marks a
+# firing alert valid for 4 x max(evaluation interval, resend delay) (here both SCRAPE_INTERVAL).
+WATCHDOG_OUTLIVES_PROMETHEUS_SECONDS = 4
 
 
 class PeerLoop:
@@ -203,6 +212,8 @@ def alertmanager_config(
         for key, value in ROUTE_TIMERS.items():
             if key in route:
                 route[key] = value
+        if route.get("receiver") == "watchdog":
+            route["repeat_interval"] = WATCHDOG_REPEAT
         for child in route.get("routes", []):
             shorten(child)
 
@@ -311,6 +322,19 @@ class LiveStack:
         assert status == 200, text
         return text
 
+    def last_heartbeat(self) -> float:
+        """sheepdog's sheepdog_watchdog_last_heartbeat_timestamp_seconds (0 before the first)."""
+        for family in text_string_to_metric_families(self.metrics_text()):
+            if family.name == "sheepdog_watchdog_last_heartbeat_timestamp_seconds":
+                return float(family.samples[0].value)
+        raise AssertionError("no sheepdog_watchdog_last_heartbeat_timestamp_seconds on /metrics")
+
+    def start_prometheus(self) -> None:
+        """Start Prometheus (again), and wait until it evaluates rules and knows Alertmanager."""
+        self.prometheus.start()
+        self.prometheus.wait_until_evaluated(min_scrapes=2)
+        _wait_until_alertmanager_is_known(self.prometheus)
+
     def logs(self) -> str:
         """For a failure report: the processes' logs, and what the peers received."""
         wechat = [m.content.strip().split("\n")[0] for m in list(self.robot.messages)]
@@ -364,7 +388,12 @@ def _sheepdog_config(
     token_file: Path,
     upstream: FakeUpstream,
     targets: dict[str, Any],
+    *,
+    watchdog: bool,
 ) -> Path:
+    bridge: dict[str, Any] = {"timezone": "UTC", "targets": targets}
+    if watchdog:  # as deploy/sheepdog.compose.yaml, with the silence shortened
+        bridge["watchdog"] = {"target": "ops-wechat", "silence_seconds": WATCHDOG_SILENCE_SECONDS}
     config = {
         "listen": f"127.0.0.1:{port}",
         "state_dir": "state",
@@ -391,7 +420,7 @@ def _sheepdog_config(
                 }
             ],
         },
-        "bridge": {"timezone": "UTC", "targets": targets},
+        "bridge": bridge,
     }
     path = workdir / "sheepdog.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
@@ -500,13 +529,11 @@ def running_stack(
                 "from": "bridge@example.com",
                 "to": [SMTP_SETTINGS["ALERT_EMAIL_TO"]],
             },
-            # Until the bridge serves its reserved watchdog target itself, the heartbeats that
-            # alertmanager.yml routes there are printed, not refused with a 404.
-            "watchdog": {"type": "log"},
         }
+        # Every webhook receiver posts to one of these, or to the reserved /alerts/watchdog.
         receivers = {r["name"] for r in am_config["receivers"] if "webhook_configs" in r}
-        assert receivers == set(targets), f"alertmanager.yml receivers: {sorted(receivers)}"
-        config_path = _sheepdog_config(workdir, port, token_file, upstream, targets)
+        assert receivers - {"watchdog"} == set(targets), f"alertmanager.yml: {sorted(receivers)}"
+        config_path = _sheepdog_config(workdir, port, token_file, upstream, targets, watchdog=False)
         sheepdog = SheepdogProcess(
             config_path, port, workdir, env={"NO_PROXY": "127.0.0.1,localhost"}
         )
@@ -531,6 +558,15 @@ def running_stack(
             prometheus.start()
             prometheus.wait_until_evaluated(min_scrapes=2)
             _wait_until_alertmanager_is_known(prometheus)
+            # The watchdog is switched on once the heartbeat arrives, by a reload: from sheepdog's
+            # start, Prometheus takes several seconds to send its first alert, which the 12 s of
+            # silence here (where 600 s ship) would not always outlast.
+            wait_for(live.last_heartbeat, 30, "the first heartbeat at /alerts/watchdog")
+            _sheepdog_config(workdir, port, token_file, upstream, targets, watchdog=True)
+            status, answer = sheepdog.request(
+                "POST", "/-/reload", headers={"Authorization": f"Bearer {ALERT_TOKEN}"}
+            )
+            assert status == 200, answer
         except BaseException:
             print(live.logs())
             raise

@@ -97,6 +97,7 @@ class SampleExporter:
         m["sheepdog_build_info"].labels(version="0.1.0", python="3.11.2").set(1)
         m["sheepdog_config_last_reload_successful"].set(1)
         m["sheepdog_config_last_reload_success_timestamp_seconds"].set(time.time())
+        m["sheepdog_watchdog_last_heartbeat_timestamp_seconds"].set(time.time() - 30)
 
     def tick(self) -> None:
         """One scrape's worth of traffic on every counter and histogram series."""

@@ -54,6 +54,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("llm_upstream_requests_total", "counter", ("upstream", "code")),
     Metric("llm_upstream_up", "gauge", ("upstream",)),
     Metric("llm_upstream_failovers_total", "counter", ("from", "to")),
+    Metric("sheepdog_watchdog_last_heartbeat_timestamp_seconds", "gauge", ()),
     # Beyond the SPEC. The proxy: where metering is incomplete (docs/proxy.md).
     Metric("llm_usage_missing_total", "counter", ("model", "route")),
     Metric("llm_upstream_interrupted_total", "counter", ("model", "route", "reason")),

@@ -259,6 +259,20 @@ def test_watchdog_route_comes_first_repeats_every_minute_and_stops_there() -> No
     assert "routes" not in first
 
 
+def test_the_watchdog_of_the_deploy_config_outlasts_several_heartbeats() -> None:
+    """deploy/sheepdog.compose.yaml watches the heartbeat the watchdog route sends and reports
+    silence to the WeChat group; its silence_seconds is at least three heartbeat intervals
+    (repeat_interval + group_interval: Alertmanager sends again at the first flush after the
+    repeat interval), so two heartbeats lost in a row are not yet taken for silence."""
+    deploy = yaml.safe_load(DEPLOY.read_text(encoding="utf-8"))
+    watchdog = deploy["bridge"]["watchdog"]
+    assert watchdog["target"] == "ops-wechat"
+    assert watchdog["target"] in deploy["bridge"]["targets"]
+    first = _config()["route"]["routes"][0]
+    interval = parse_duration(first["repeat_interval"]) + parse_duration(first["group_interval"])
+    assert watchdog["silence_seconds"] >= 3 * interval, (watchdog, first)
+
+
 def test_alertmanager_email_is_native_with_the_password_from_a_file() -> None:
     """alertmanager-email is Alertmanager's own email (no webhook): STARTTLS through the SMTP
     account of .env, the password from the compose secret, never inline."""

@@ -331,6 +331,7 @@ def test_compose_config_of_sheepdog_is_valid(tmp_path: Path) -> None:
     result = _check_deploy_config(tmp_path, {**os.environ, **_env_example()}, SECRET_FILES)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "auth: 1 bearer token(s)" in result.stdout
+    assert "bridge.watchdog: → ops-wechat after 10m (600s) without a heartbeat" in result.stdout
     for secret in SECRET_FILES.values():
         assert secret not in result.stdout + result.stderr
     deploy = yaml.safe_load(DEPLOY_CONFIG.read_text(encoding="utf-8"))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from functools import partial
 from typing import Any
@@ -31,13 +32,16 @@ from tests.peers.wechat import WeChatRobot
 from tests.stack._live import (
     CLIENT_NAME,
     SMTP_SETTINGS,
+    WATCHDOG_OUTLIVES_PROMETHEUS_SECONDS,
+    WATCHDOG_REPEAT,
+    WATCHDOG_SILENCE_SECONDS,
     LiveStack,
     Traffic,
     every_kind_of_request,
     running_stack,
     wait_for,
 )
-from tests.stack._procs import require_binary
+from tests.stack._procs import parse_duration, require_binary
 from tests.stack._promql import (
     GRAFANA_VALUES,
     OTHER_EXPORTERS,
@@ -304,31 +308,83 @@ def test_exported_metrics_list_matches_the_live_metrics(
 
 
 # ------------------------------------------------------------------------------------------------
-# The Watchdog heartbeat: Prometheus -> Alertmanager -> the bridge's watchdog target, nobody else.
-# (What sheepdog does with it, and with its absence, is the bridge's part.)
+# The watchdog: Prometheus -> Alertmanager -> /alerts/watchdog, nobody else; its silence reported
+
+
+def _monitoring_silent(robot: WeChatRobot, status: str) -> list[str]:
+    return [
+        message.content
+        for message in list(robot.messages)
+        if "MonitoringSilent" in message.content and _status(message.content) == status
+    ]
+
+
+def _to_anyone_but_wechat(stack: LiveStack, word: str) -> list[str]:
+    """Messages naming ``word`` that reached Slack, DingTalk, Feishu or a mailbox."""
+    return [
+        *(json.dumps(b) for b in list(stack.slack.messages) if word in json.dumps(b)),
+        *(m.text for m in list(stack.dingtalk.messages) if word in m.text + m.title),
+        *(json.dumps(m.body) for m in list(stack.feishu.messages) if word in json.dumps(m.body)),
+        *(m.message.as_string() for m in list(stack.smtp.received)
+          if word in str(m.message["Subject"]) + _plain_text(m)),
+    ]  # fmt: skip
+
+
+def _plain_text(mail: ReceivedMail) -> str:
+    try:
+        return mail.part("text/plain")
+    except KeyError:
+        return ""
 
 
 def test_watchdog_heartbeat_reaches_the_watchdog_target_and_no_person(stack: LiveStack) -> None:
-    """The always-firing Watchdog goes from Prometheus through Alertmanager's watchdog route to
-    sheepdog's /alerts/watchdog, and to no WeChat, Slack or email recipient."""
+    """With Prometheus and Alertmanager running, the always-firing Watchdog goes through
+    Alertmanager's watchdog route to sheepdog's /alerts/watchdog again and again (the
+    last-heartbeat gauge moves on), and nothing reaches any person: neither the Watchdog nor a
+    "monitoring is silent"."""
+    first = wait_for(stack.last_heartbeat, 30, "a heartbeat at /alerts/watchdog")
+    wait_for(lambda: stack.last_heartbeat() > first, 20, "another heartbeat")
+    assert time.time() - stack.last_heartbeat() < WATCHDOG_SILENCE_SECONDS
+    for word in ("Watchdog", "MonitoringSilent"):
+        assert not [m for m in stack.robot.messages if word in m.content], word
+        assert not _to_anyone_but_wechat(stack, word), word
 
-    def heartbeats() -> float:
-        try:
-            return _sample(
-                stack.metrics_text(),
-                "sheepdog_alerts_received_total",
-                target="watchdog",
-                status="firing",
-            )
-        except AssertionError:  # no heartbeat yet: no such sample
-            return 0.0
 
-    wait_for(heartbeats, 30, "a Watchdog notification at /alerts/watchdog")
-    assert not [m for m in stack.robot.messages if "Watchdog" in m.content]
-    assert not [b for b in stack.slack.messages if "Watchdog" in json.dumps(b)]
-    assert not [m for m in stack.dingtalk.messages if "Watchdog" in m.text]
-    assert not [m for m in stack.feishu.messages if "Watchdog" in json.dumps(m.body)]
-    assert not [m for m in stack.smtp.received if "Watchdog" in str(m.message["Subject"])]
+def test_prometheus_stopped_monitoring_is_silent_then_recovered(stack: LiveStack) -> None:
+    """Prometheus stopped: once Alertmanager lets the Watchdog expire (4 evaluation intervals)
+    the heartbeats stop, and within silence_seconds plus one repeat interval "monitoring is
+    silent" reaches the WeChat group of bridge.watchdog.target, once, and nobody else;
+    Prometheus started again, the recovery message follows."""
+    assert not _monitoring_silent(stack.robot, "firing")
+    wait_for(lambda: time.time() - stack.last_heartbeat() < 3, 20, "heartbeats arriving")
+    stack.prometheus.stop()
+    try:
+        # What the deadline is made of: heartbeats go on until the Watchdog expires in
+        # Alertmanager, then silence_seconds of listening, then one repeat interval and a check
+        # of slack for when the last heartbeat came; then delivery, on a machine under load.
+        repeat = parse_duration(WATCHDOG_REPEAT)
+        deadline = WATCHDOG_OUTLIVES_PROMETHEUS_SECONDS + WATCHDOG_SILENCE_SECONDS + repeat + 10
+        (silent,) = wait_for(
+            lambda: _monitoring_silent(stack.robot, "firing"),
+            deadline,
+            "a 'monitoring is silent' message on WeChat",
+        )
+    finally:
+        stack.start_prometheus()
+    (recovered,) = wait_for(
+        lambda: _monitoring_silent(stack.robot, "resolved"), 30, "the recovery message on WeChat"
+    )
+
+    assert "Monitoring is silent: no Watchdog heartbeat for 12s" in silent
+    assert "critical" in silent
+    assert "docs/runbooks/MonitoringSilent.md" in silent
+    assert "Monitoring is back" in recovered
+    contents = [message.content for message in stack.robot.messages]
+    assert contents.index(silent) < contents.index(recovered)
+    # One message for the silence, not one per check; nobody else was told.
+    assert len(_monitoring_silent(stack.robot, "firing")) == 1
+    assert not _to_anyone_but_wechat(stack, "MonitoringSilent")
+    assert stack.robot.rejections == []
 
 
 # ------------------------------------------------------------------------------------------------
