@@ -131,7 +131,7 @@ def test_llm_dashboard_shows_traffic_latency_cost_and_budget() -> None:
 
 def test_bridge_dashboard_shows_flow_and_outbox() -> None:
     """The bridge dashboard shows received, sent, retried, failed (and why), outbox backlog and
-    age, dead letters and digests."""
+    age, dead letters and digests, and the time since the last Watchdog heartbeat."""
     exprs = _expressions(DASHBOARDS["sheepdog-bridge.json"])
     for needle in (
         "sheepdog_alerts_received_total",
@@ -144,6 +144,7 @@ def test_bridge_dashboard_shows_flow_and_outbox() -> None:
         "sheepdog_notification_failures_total",
         "sheepdog_outbox_dead",
         "sheepdog_notifications_merged_total",
+        "sheepdog_watchdog_last_heartbeat_timestamp_seconds",
     ):
         assert needle in exprs, needle
 
