@@ -230,7 +230,10 @@ async def test_silence_sends_one_message_to_the_target_then_the_recovery(
     assert "RESOLVED" in recovery and ALERT_NAME in recovery
     assert "Monitoring is back" in recovery
     assert "30m" in recovery  # the silence lasted from the last heartbeat to this one
-    assert [row["row_status"] for row in _outbox(tmp_path)] == ["sent", "sent"]
+    await wait_for(
+        lambda: [row["row_status"] for row in _outbox(tmp_path)] == ["sent", "sent"],
+        what="both marked sent",
+    )
 
     for _ in range(30):  # heartbeats again: quiet again
         await time.listen(60)
@@ -340,6 +343,31 @@ async def test_a_resolved_watchdog_is_no_heartbeat(
     assert answer["status"] == "ignored"
     await time.listen(STEP)
     await wait_for(lambda: len(wechat.messages) == 1, what="the silent message")
+
+
+async def test_heartbeats_far_apart_for_the_silence_are_logged(
+    start_bridge: StartBridge,
+    clock: FakeClock,
+    wechat: WeChatRobot,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A heartbeat more than half of silence_seconds after the one before is a warning naming
+    both figures (heartbeats too sparse for silence_seconds); a minute apart is not."""
+    client = await start_bridge(_config(tmp_path, wechat), clock=clock)
+    time = Listening(clock, tmp_path)
+    await time.settled()
+    await _heartbeat(client)
+    await time.listen(60)
+    await _heartbeat(client)
+    assert not [r for r in caplog.records if "half of" in r.getMessage()]
+    await time.listen(SILENCE / 2 + STEP)
+    await _heartbeat(client)
+    (warning,) = [r for r in caplog.records if "half of" in r.getMessage()]
+    assert warning.levelname == "WARNING"
+    assert warning.since_previous == SILENCE / 2 + STEP  # type: ignore[attr-defined]
+    assert warning.silence_seconds == SILENCE  # type: ignore[attr-defined]
+    assert wechat.messages == []
 
 
 # ------------------------------------------------------------------------------------------------
@@ -478,7 +506,9 @@ async def test_two_processes_share_the_heartbeat_and_announce_once(
     await time.listen(SILENCE + STEP)
     await wait_for(lambda: len(wechat.messages) == 1, what="the silent message")
     await time.listen(2 * STEP)
-    assert [row["row_status"] for row in _outbox(tmp_path)] == ["sent"]
+    await wait_for(
+        lambda: [row["row_status"] for row in _outbox(tmp_path)] == ["sent"], what="one, sent"
+    )
     await _heartbeat(second)
     await wait_for(lambda: len(_outbox(tmp_path)) == 2, what="the recovery queued")
     await time.listen(STEP)
