@@ -3,7 +3,7 @@
 ``render`` prints exactly what a target would be sent for a payload (every part, the mention
 follow-up, the email's headers and parts), with the URL shown as its host only. ``outbox``
 lists what waits or died in the outbox and puts dead letters back in the queue, where a running
-``sheepdog serve`` picks them up within seconds.
+``sheepdog serve`` picks them up within seconds; it reads whichever database the config names.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any, Final, TextIO
 
 from bridge.channels.registry import channel_of
 from bridge.config import BridgeConfig
-from bridge.outbox import Outbox, Row, list_rows, retry_dead
+from bridge.outbox import Outbox, Row
 from bridge.payload import parse_json, validate_payload
 from bridge.render import humanize_seconds
 from bridge.sample import SAMPLE_PAYLOAD
@@ -83,7 +83,7 @@ def _read_payload(source: str | None, stdin: TextIO) -> Any:
 
 
 def outbox_command(
-    state_dir: Path,
+    db: Database,
     action: str,
     ids: Sequence[int],
     *,
@@ -100,29 +100,32 @@ def outbox_command(
     if action == "retry" and bool(ids) == all_dead:
         print("sheepdog outbox retry: give dead letter ids, or --all-dead", file=err)
         return EXIT_USAGE
-    db = Database(state_dir)
-    if not db.path.exists():
-        print(f"no outbox yet at {db.path}: nothing was ever received", file=out)
-        asyncio.run(db.close())
-        return EXIT_OK if action != "retry" else EXIT_FAILED
-    Outbox(db)  # registers the schema
+    return asyncio.run(_outbox(db, action, None if all_dead else list(ids), out, err))
+
+
+async def _outbox(
+    db: Database, action: str, ids: list[int] | None, out: TextIO, err: TextIO
+) -> int:
     try:
+        if db.kind == "sqlite" and not Path(db.where).exists():  # noqa: ASYNC240 - one stat
+            print(f"no outbox yet at {db.where}: nothing was ever received", file=out)
+            return EXIT_OK if action != "retry" else EXIT_FAILED
+        outbox = Outbox(db)
         if action == "retry":
-            return _retry(db, None if all_dead else list(ids), out, err)
+            return await _retry(outbox, ids, out, err)
         statuses = ("dead",) if action == "dead" else ("pending", "in_flight", "dead")
-        rows = db.run_sync(lambda conn: list_rows(conn, statuses))
-        _print_rows(rows, out)
+        _print_rows(await outbox.list_rows(statuses), out)
         return EXIT_OK
     except DatabaseUnavailable as exc:
         print(f"sheepdog outbox: {exc}", file=err)
         return EXIT_FAILED
     finally:
-        asyncio.run(db.close())
+        await db.close()
 
 
-def _retry(db: Database, ids: list[int] | None, out: TextIO, err: TextIO) -> int:
+async def _retry(outbox: Outbox, ids: list[int] | None, out: TextIO, err: TextIO) -> int:
     now = datetime.now(UTC).timestamp()
-    queued, refused = db.run_sync(lambda conn: retry_dead(conn, ids, now))
+    queued, refused = await outbox.retry_dead(ids, now)
     if queued:
         print(
             f"queued again: {', '.join(map(str, queued))} (a running sheepdog sends them "

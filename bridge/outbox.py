@@ -1,28 +1,45 @@
-"""The outbox: every accepted notification, in SQLite, until it is sent or dead-lettered.
+"""The outbox: every accepted notification, in the database, until it is sent or dead-lettered.
 
 A row is ``pending`` when accepted, ``in_flight`` while a worker holds it (sending, or waiting
 to retry), then ``sent`` or ``dead``. Rows are never deleted before they are sent: dead letters
 stay until an operator sends them again (``sheepdog outbox retry``); sent rows are pruned after
-a week. A crash leaves rows ``in_flight``; :meth:`Outbox.recover` puts them back in the queue.
+a week.
+
+:class:`Outbox` is what the bridge, the command line and the console use; its queries live in
+an :class:`OutboxStore`, one per backend (:mod:`bridge.outbox_sqlite`,
+:mod:`bridge.outbox_postgres`), both held to the same tests.
+
+Several processes may share one outbox (``workers`` > 1, or replicas on PostgreSQL). Then one
+process at a time delivers to a destination: it holds the destination's lease
+(:meth:`Outbox.lease`), which expires unless renewed, so that a process that died loses it and
+another takes over. The lease row also keeps the destination's recent send times, so its rate
+limit holds whichever process delivers. Rows a process claims carry its name; whoever takes a
+destination over queues again the rows of its targets that another process had claimed. A
+process alone on its SQLite file instead takes back, at start-up, everything left in flight
+(:meth:`Outbox.recover`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final, Protocol
 
-from bridge.payload import Payload, alert_names, dedup_key
+from bridge.payload import Payload
 from sheepdog.core.db import Database, DatabaseUnavailable
 
 __all__ = [
+    "DEDUP_WINDOW_SECONDS",
+    "KEEP_SENT_SECONDS",
     "STATUSES",
+    "Grant",
+    "NewRow",
     "Outbox",
+    "OutboxStore",
     "Row",
     "TargetStats",
+    "store_for",
 ]
 
 STATUSES: Final = ("pending", "in_flight", "sent", "dead")
@@ -33,41 +50,6 @@ DEDUP_WINDOW_SECONDS: Final = 15 * 60.0
 Alertmanager retries a notification until its group interval ends (5 min by default); a repeat
 of an unchanged group comes only after ``repeat_interval`` (4 h by default).
 """
-
-_COLUMNS: Final = (
-    "id, target, status, alert_status, alert_names, alert_count, attempts, created_at, "
-    "queued_at, next_attempt_at, updated_at, last_error"
-)
-
-
-def _schema(conn: sqlite3.Connection) -> None:
-    conn.executescript(
-        """
-        CREATE TABLE IF NOT EXISTS outbox_notifications (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            target TEXT NOT NULL,
-            dedup_key TEXT NOT NULL,
-            status TEXT NOT NULL
-                CHECK (status IN ('pending', 'in_flight', 'sent', 'dead')),
-            alert_status TEXT NOT NULL,
-            alert_names TEXT NOT NULL,
-            alert_count INTEGER NOT NULL,
-            payload TEXT NOT NULL,
-            attempts INTEGER NOT NULL DEFAULT 0,
-            created_at REAL NOT NULL,
-            queued_at REAL NOT NULL,
-            next_attempt_at REAL NOT NULL,
-            updated_at REAL NOT NULL,
-            last_error TEXT
-        );
-        CREATE INDEX IF NOT EXISTS outbox_notifications_queue
-            ON outbox_notifications (target, status, id);
-        CREATE INDEX IF NOT EXISTS outbox_notifications_dedup
-            ON outbox_notifications (dedup_key, created_at);
-        CREATE INDEX IF NOT EXISTS outbox_notifications_status
-            ON outbox_notifications (status, updated_at);
-        """
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,20 +73,102 @@ class Row:
 
 @dataclass(frozen=True, slots=True)
 class TargetStats:
+    """What the gauges and the console show of one target's rows."""
+
     waiting: int = 0
     """Rows pending or in flight."""
     oldest_created_at: float | None = None
     dead: int = 0
+    last_sent_at: float | None = None
+    """When a notification was last delivered (within the week sent rows are kept)."""
+    last_failure_at: float | None = None
+    """When a delivery attempt last failed (retried or dead-lettered)."""
+    last_error: str | None = None
+    """Why it failed."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewRow:
+    """A notification to store, unless it repeats one stored within ``window`` seconds."""
+
+    target: str
+    payload: Payload
+    now: float
+    window: float
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A destination lease held: ``fresh`` when just taken (from nobody, a process that let it
+    go, or one whose lease expired), with the send times (wall clock) its last holder kept."""
+
+    fresh: bool
+    sends: tuple[float, ...] = ()
+
+
+class OutboxStore(Protocol):
+    """The outbox's queries on one backend. Each method is one transaction; a database that
+    cannot be reached raises :class:`DatabaseUnavailable`."""
+
+    async def add(self, rows: Sequence[NewRow]) -> list[tuple[int, bool]]: ...
+
+    async def waiting(self, targets: Sequence[str], limit: int) -> list[Row]: ...
+
+    async def payloads(self, ids: Sequence[int]) -> dict[int, Payload]: ...
+
+    async def lease(
+        self, destination: str, holder: str, now: float, seconds: float
+    ) -> Grant | None: ...
+
+    async def let_go(self, destination: str, holder: str) -> None: ...
+
+    async def record_sends(self, destination: str, holder: str, sends: Sequence[float]) -> None: ...
+
+    async def claim(self, ids: Sequence[int], holder: str, now: float) -> list[int]: ...
+
+    async def requeue_claimed_by_others(
+        self, targets: Sequence[str], holder: str, now: float
+    ) -> int: ...
+
+    async def mark_sent(self, ids: Sequence[int], now: float) -> None: ...
+
+    async def mark_retry(
+        self, ids: Sequence[int], now: float, next_attempt_at: float, error: str
+    ) -> None: ...
+
+    async def mark_dead(self, ids: Sequence[int], now: float, error: str) -> None: ...
+
+    async def release(self, ids: Sequence[int], now: float) -> None: ...
+
+    async def recover(self, now: float) -> int: ...
+
+    async def prune(self, now: float, keep: float) -> int: ...
+
+    async def stats(self) -> dict[str, TargetStats]: ...
+
+    async def list_rows(self, statuses: Sequence[str], target: str | None) -> list[Row]: ...
+
+    async def retry_dead(
+        self, ids: Sequence[int] | None, now: float
+    ) -> tuple[list[int], dict[int, str]]: ...
+
+
+def store_for(db: Database) -> OutboxStore:
+    """The outbox store for ``db``'s backend; registers the outbox's migrations on it."""
+    if db.kind == "postgresql":
+        from bridge.outbox_postgres import PostgresOutboxStore
+
+        return PostgresOutboxStore(db)
+    from bridge.outbox_sqlite import SqliteOutboxStore
+
+    return SqliteOutboxStore(db)
 
 
 @dataclass(frozen=True, slots=True)
 class _Add:
     """A notification waiting to be stored, and whoever waits for it to be."""
 
-    target: str
-    payload: Payload
-    now: float
-    window: float
+    row: NewRow
     stored: asyncio.Future[tuple[int, bool]]
 
     # The waiter may have been cancelled (its client gone, or shutdown): then nobody listens.
@@ -118,11 +182,11 @@ class _Add:
 
 
 class Outbox:
-    """Async access to the outbox table through the shared :class:`Database`."""
+    """The outbox on whichever database the service uses."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, store: OutboxStore | None = None) -> None:
         self.db = db
-        db.add_schema(_schema)
+        self.store = store if store is not None else store_for(db)
         self._adds: list[_Add] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -137,7 +201,7 @@ class Outbox:
         where one each capped an alert storm at the disk's syncs per second.
         """
         stored: asyncio.Future[tuple[int, bool]] = asyncio.get_running_loop().create_future()
-        self._adds.append(_Add(target, payload, now, window, stored))
+        self._adds.append(_Add(NewRow(target, payload, now, window), stored))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._store_adds(), name="sheepdog-outbox-add")
         return await stored
@@ -156,11 +220,8 @@ class Outbox:
             raise
 
     async def _store_batch(self, batch: list[_Add]) -> None:
-        def work(conn: sqlite3.Connection) -> list[tuple[int, bool]]:
-            return [add_row(conn, a.target, a.payload, a.now, a.window) for a in batch]
-
         try:
-            results = await self.db.run(work)
+            results = await self.store.add([add.row for add in batch])
         except DatabaseUnavailable as exc:
             for add in batch:
                 add.fail(exc)
@@ -175,9 +236,7 @@ class Outbox:
 
     async def _store_one(self, add: _Add) -> None:
         try:
-            result = await self.db.run(
-                lambda conn: add_row(conn, add.target, add.payload, add.now, add.window)
-            )
+            [result] = await self.store.add([add.row])
         except Exception as exc:
             add.fail(exc)
         else:
@@ -186,239 +245,88 @@ class Outbox:
     async def waiting(self, targets: Sequence[str], limit: int) -> list[Row]:
         """The first ``limit`` pending rows of ``targets``, oldest (lowest id) first: their
         metadata only, so a backlog costs no decoding."""
-        names = list(targets)
-        return await self.db.run(lambda conn: _waiting(conn, names, limit))
+        return await self.store.waiting(list(targets), limit)
 
     async def payloads(self, ids: Sequence[int]) -> dict[int, Payload]:
         """The payloads of the rows ``ids`` (a batch about to be delivered), decoded."""
-        wanted = list(ids)
-        return await self.db.run(lambda conn: _payloads(conn, wanted))
+        return await self.store.payloads(list(ids))
 
-    async def lease(self, destination: str, holder: str, now: float, seconds: float) -> bool:
-        """Whether ``holder`` may deliver to ``destination`` for the next ``seconds``.
+    async def lease(
+        self, destination: str, holder: str, now: float, seconds: float
+    ) -> Grant | None:
+        """Take or renew ``holder``'s lease on ``destination`` until ``now + seconds``; None
+        while another process holds it. A destination's FIFO order and rate limit hold only if
+        one process at a time delivers to it."""
+        return await self.store.lease(destination, holder, now, seconds)
 
-        A destination's FIFO order and rate limit hold only if one process at a time delivers
-        to it. A SQLite file has one process, so the answer is always yes; a shared backend
-        grants a lease that expires (a process that died loses it) and answers no to others.
-        """
-        return True
+    async def let_go(self, destination: str, holder: str) -> None:
+        """End ``holder``'s lease now (a clean stop), so another process takes over at once."""
+        await self.store.let_go(destination, holder)
 
-    async def claim(self, ids: Sequence[int], now: float) -> None:
-        await self._update(ids, "status = 'in_flight', updated_at = ?", (now,))
+    async def record_sends(self, destination: str, holder: str, sends: Sequence[float]) -> None:
+        """Keep the destination's recent send times (wall clock) with its lease."""
+        await self.store.record_sends(destination, holder, list(sends))
+
+    async def claim(self, ids: Sequence[int], holder: str, now: float) -> list[int]:
+        """Mark the pending rows among ``ids`` in flight with ``holder``; returns those."""
+        return await self.store.claim(list(ids), holder, now)
+
+    async def requeue_claimed_by_others(
+        self, targets: Sequence[str], holder: str, now: float
+    ) -> int:
+        """Rows of ``targets`` in flight with another process go back to the queue (that
+        process lost the destination: it died, or its lease ran out)."""
+        return await self.store.requeue_claimed_by_others(list(targets), holder, now)
 
     async def mark_sent(self, ids: Sequence[int], now: float) -> None:
-        await self._update(ids, "status = 'sent', attempts = attempts + 1, updated_at = ?", (now,))
+        if ids:
+            await self.store.mark_sent(list(ids), now)
 
     async def mark_retry(
         self, ids: Sequence[int], now: float, next_attempt_at: float, error: str
     ) -> None:
         """Record a failed attempt; the rows stay with their worker until ``next_attempt_at``."""
-        await self._update(
-            ids,
-            "attempts = attempts + 1, next_attempt_at = ?, last_error = ?, updated_at = ?",
-            (next_attempt_at, error, now),
-        )
+        if ids:
+            await self.store.mark_retry(list(ids), now, next_attempt_at, error)
 
     async def mark_dead(self, ids: Sequence[int], now: float, error: str) -> None:
-        await self._update(
-            ids,
-            "status = 'dead', attempts = attempts + 1, last_error = ?, updated_at = ?",
-            (error, now),
-        )
+        if ids:
+            await self.store.mark_dead(list(ids), now, error)
 
     async def release(self, ids: Sequence[int], now: float) -> None:
         """Give rows a worker held back to the queue (the worker is stopping)."""
-        await self._update(
-            ids, "status = 'pending', updated_at = ?", (now,), only_status="in_flight"
-        )
+        if ids:
+            await self.store.release(list(ids), now)
 
     async def recover(self, now: float) -> int:
-        """At start-up: rows left in flight by a crash go back to the queue, in order."""
-
-        def work(conn: sqlite3.Connection) -> int:
-            cursor = conn.execute(
-                "UPDATE outbox_notifications SET status = 'pending', updated_at = ? "
-                "WHERE status = 'in_flight'",
-                (now,),
-            )
-            return cursor.rowcount
-
-        return await self.db.run(work)
+        """At start-up, alone on the outbox: rows left in flight by a crash go back to the
+        queue, in order, and every destination lease is let go."""
+        return await self.store.recover(now)
 
     async def prune(self, now: float, keep: float = KEEP_SENT_SECONDS) -> int:
         """Delete rows sent more than ``keep`` seconds ago; returns how many."""
+        return await self.store.prune(now, keep)
 
-        def work(conn: sqlite3.Connection) -> int:
-            cursor = conn.execute(
-                "DELETE FROM outbox_notifications WHERE status = 'sent' AND updated_at < ?",
-                (now - keep,),
-            )
-            return cursor.rowcount
-
-        return await self.db.run(work)
+    # The read side: the gauges, `sheepdog outbox` and the console -------------------------
 
     async def stats(self) -> dict[str, TargetStats]:
-        return await self.db.run(target_stats)
+        """Per target: waiting and dead counts, the oldest waiting, last delivery and failure."""
+        return await self.store.stats()
 
-    async def _update(
-        self,
-        ids: Sequence[int],
-        assignments: str,
-        values: tuple[Any, ...],
-        *,
-        only_status: str | None = None,
-    ) -> None:
-        if not ids:
-            return
-        id_list = list(ids)
+    async def list_rows(self, statuses: Iterable[str], target: str | None = None) -> list[Row]:
+        """Rows in the given statuses (oldest first), without payloads."""
+        wanted = [status for status in statuses if status in STATUSES]
+        return await self.store.list_rows(wanted, target) if wanted else []
 
-        def work(conn: sqlite3.Connection) -> None:
-            condition = " AND status = ?" if only_status else ""
-            extra: tuple[Any, ...] = (only_status,) if only_status else ()
-            conn.executemany(
-                f"UPDATE outbox_notifications SET {assignments} WHERE id = ?{condition}",  # noqa: S608 - fixed fragments only
-                [(*values, row_id, *extra) for row_id in id_list],
-            )
+    async def dead_letters(self, target: str | None = None) -> list[Row]:
+        """Notifications that could not be delivered, oldest first, with their reason."""
+        return await self.list_rows(("dead",), target)
 
-        await self.db.run(work)
+    async def retry_dead(
+        self, ids: Sequence[int] | None, now: float
+    ) -> tuple[list[int], dict[int, str]]:
+        """Put dead letters back in the queue: the given ``ids``, or every one when None.
 
-
-# Synchronous functions on a connection: used by the async methods above and by the CLI.
-
-
-def add_row(
-    conn: sqlite3.Connection, target: str, payload: Payload, now: float, window: float
-) -> tuple[int, bool]:
-    key = dedup_key(target, payload)
-    earlier = conn.execute(
-        "SELECT id FROM outbox_notifications WHERE dedup_key = ? AND target = ? "
-        "AND created_at >= ? ORDER BY id DESC LIMIT 1",
-        (key, target, now - window),
-    ).fetchone()
-    if earlier is not None:
-        return int(earlier[0]), False
-    cursor = conn.execute(
-        "INSERT INTO outbox_notifications (target, dedup_key, status, alert_status, "
-        "alert_names, alert_count, payload, created_at, queued_at, next_attempt_at, updated_at) "
-        "VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            target,
-            key,
-            payload["status"],
-            json.dumps(alert_names(payload), ensure_ascii=False),
-            len(payload["alerts"]),
-            json.dumps(payload, ensure_ascii=False, separators=(",", ":")),
-            now,
-            now,
-            now,
-            now,
-        ),
-    )
-    assert cursor.lastrowid is not None
-    return cursor.lastrowid, True
-
-
-def _waiting(conn: sqlite3.Connection, targets: list[str], limit: int) -> list[Row]:
-    if not targets:
-        return []
-    marks = ", ".join("?" for _ in targets)
-    cursor = conn.execute(
-        f"SELECT {_COLUMNS} FROM outbox_notifications "  # noqa: S608 - fixed columns, marks
-        f"WHERE target IN ({marks}) AND status = 'pending' ORDER BY id LIMIT ?",
-        (*targets, limit),
-    )
-    return [_row(values) for values in cursor.fetchall()]
-
-
-def _payloads(conn: sqlite3.Connection, ids: list[int]) -> dict[int, Payload]:
-    payloads: dict[int, Payload] = {}
-    for start in range(0, len(ids), 500):  # within SQLite's limit on parameters
-        chunk = ids[start : start + 500]
-        marks = ", ".join("?" for _ in chunk)
-        for row_id, payload in conn.execute(
-            f"SELECT id, payload FROM outbox_notifications WHERE id IN ({marks})",  # noqa: S608
-            chunk,
-        ):
-            payloads[row_id] = json.loads(payload)
-    return payloads
-
-
-def list_rows(
-    conn: sqlite3.Connection, statuses: Iterable[str], target: str | None = None
-) -> list[Row]:
-    """Rows in the given statuses (oldest first), without payloads: for ``sheepdog outbox``."""
-    wanted = [status for status in statuses if status in STATUSES]
-    marks = ", ".join("?" for _ in wanted)
-    query = f"SELECT {_COLUMNS} FROM outbox_notifications WHERE status IN ({marks})"  # noqa: S608
-    values: list[Any] = list(wanted)
-    if target is not None:
-        query += " AND target = ?"
-        values.append(target)
-    cursor = conn.execute(query + " ORDER BY id", values)
-    return [_row(row) for row in cursor.fetchall()]
-
-
-def retry_dead(
-    conn: sqlite3.Connection, ids: Sequence[int] | None, now: float
-) -> tuple[list[int], dict[int, str]]:
-    """Put dead letters back in the queue: the given ``ids``, or every one when None.
-
-    Returns the ids queued again and, for each given id that was not, why.
-    """
-    if ids is None:
-        ids = [
-            row[0]
-            for row in conn.execute(
-                "SELECT id FROM outbox_notifications WHERE status = 'dead' ORDER BY id"
-            )
-        ]
-    queued: list[int] = []
-    refused: dict[int, str] = {}
-    for row_id in ids:
-        found = conn.execute(
-            "SELECT status FROM outbox_notifications WHERE id = ?", (row_id,)
-        ).fetchone()
-        if found is None:
-            refused[row_id] = "no such notification"
-            continue
-        if found[0] != "dead":
-            refused[row_id] = f"is {found[0]}, not dead"
-            continue
-        conn.execute(
-            "UPDATE outbox_notifications SET status = 'pending', attempts = 0, queued_at = ?, "
-            "next_attempt_at = ?, updated_at = ? WHERE id = ?",
-            (now, now, now, row_id),
-        )
-        queued.append(row_id)
-    return queued, refused
-
-
-def target_stats(conn: sqlite3.Connection) -> dict[str, TargetStats]:
-    stats: dict[str, TargetStats] = {}
-    for target, waiting, oldest, dead in conn.execute(
-        "SELECT target, "
-        "SUM(status IN ('pending', 'in_flight')), "
-        "MIN(CASE WHEN status IN ('pending', 'in_flight') THEN created_at END), "
-        "SUM(status = 'dead') "
-        "FROM outbox_notifications WHERE status IN ('pending', 'in_flight', 'dead') "
-        "GROUP BY target"
-    ):
-        stats[target] = TargetStats(int(waiting or 0), oldest, int(dead or 0))
-    return stats
-
-
-def _row(values: Sequence[Any]) -> Row:
-    return Row(
-        id=values[0],
-        target=values[1],
-        status=values[2],
-        alert_status=values[3],
-        alert_names=tuple(json.loads(values[4])),
-        alert_count=values[5],
-        attempts=values[6],
-        created_at=values[7],
-        queued_at=values[8],
-        next_attempt_at=values[9],
-        updated_at=values[10],
-        last_error=values[11],
-    )
+        Returns the ids queued again and, for each given id that was not, why.
+        """
+        return await self.store.retry_dead(None if ids is None else list(ids), now)

@@ -121,6 +121,14 @@ class RateLimits:
         self._sent.append(now)
         self._forget(now)
 
+    def history(self) -> list[float]:
+        """The recent sends, oldest first: what a process taking the destination over needs."""
+        return list(self._sent)
+
+    def adopt(self, sends: Iterable[float]) -> None:
+        """Take the history another process kept for this destination in place of our own."""
+        self._sent = deque(sorted(sends)[-max(_HISTORY, 1) :])
+
     def _count(self, now: float, window: float) -> int:
         count = 0
         for moment in reversed(self._sent):

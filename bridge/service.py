@@ -170,7 +170,9 @@ class Bridge:
     async def _recover(self) -> bool:
         now = self.runtime.clock.now().timestamp()
         try:
-            recovered = await self.outbox.recover(now)
+            # Alone on the outbox, everything in flight is ours from before a crash; shared,
+            # rows in flight may be another process's, and come back when its lease runs out.
+            recovered = 0 if self.runtime.db.shared else await self.outbox.recover(now)
             await self.outbox.prune(now)
             await self.refresh()
         except DatabaseUnavailable as exc:
@@ -233,6 +235,7 @@ class Bridge:
                     metrics=self.metrics,
                     on_change=self.refresh,
                     rng=self._rng,
+                    lease_seconds=self.runtime.settings.database.lease_seconds,
                 )
                 self.workers[destination] = worker
                 worker.start()

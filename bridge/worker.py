@@ -18,6 +18,12 @@ The worker reads its targets from its :class:`Routes` at every step and every me
 reload takes effect at once; a notification whose target moved to another destination (or was
 removed) is given back to the queue for the right worker.
 
+Several processes may share the outbox (``workers`` > 1, replicas on PostgreSQL): then only the
+one holding the destination's lease delivers to it, renewing the lease as it goes (also while it
+waits to retry) and giving up the batch if another process took the destination over. When it
+takes a destination over, it adopts the send times the last holder kept, so the rate limit holds
+across processes, and queues again the rows the last holder had claimed.
+
 All waiting goes through the clock's ``sleep`` when it has one (tests pass a clock that moves
 time by hand), else ``asyncio.sleep``; deadlines come from ``clock.now()`` and the rate limit
 from ``clock.monotonic()``.
@@ -27,9 +33,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import random
+import secrets
+import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Final, Protocol
@@ -62,7 +71,10 @@ IDLE_POLL_SECONDS: Final = 5.0
 """How often an idle worker looks for work it was not told about (``sheepdog outbox retry``)."""
 MAX_DIGEST_NOTIFICATIONS: Final = 500
 _TROUBLE_PAUSE: Final = 5.0
-_LEASE_SECONDS: Final = 60.0
+DEFAULT_LEASE_SECONDS: Final = 30.0
+# One name per process start (a restarted container may get the same pid), one per worker.
+_PROCESS: Final = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+_WORKER_NUMBERS: Final = itertools.count(1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +110,7 @@ class DestinationWorker:
         metrics: BridgeMetrics,
         on_change: Callable[[], Awaitable[None]],
         rng: random.Random | None = None,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
     ) -> None:
         self.destination = destination
         """The channel's key for it (a digest where it holds a secret): safe to log."""
@@ -109,7 +122,10 @@ class DestinationWorker:
         self._metrics = metrics
         self._on_change = on_change
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
-        self._holder = f"{os.getpid()}:{id(self)}"
+        self._holder = f"{_PROCESS}:{next(_WORKER_NUMBERS)}"
+        self._lease_seconds = lease_seconds
+        self._lease_until = 0.0
+        """Wall-clock time until which this worker holds the destination's lease."""
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._held: list[int] = []
@@ -158,6 +174,10 @@ class DestinationWorker:
                     "could not release notifications; they are queued again at start-up",
                     extra={"targets": ",".join(self.targets), "ids": held},
                 )
+        if self._lease_until > 0:
+            self._lease_until = 0.0
+            with contextlib.suppress(DatabaseUnavailable):
+                await self._outbox.let_go(self.destination, self._holder)
 
     # ----------------------------------------------------------------------------------------
 
@@ -188,9 +208,7 @@ class DestinationWorker:
             self._held = []
         routes = self._routes.on(self.destination)
         now = self._now()
-        if not routes or not await self._outbox.lease(
-            self.destination, self._holder, now, _LEASE_SECONDS
-        ):
+        if not routes or not await self._hold(now):
             await self._pause(IDLE_POLL_SECONDS)
             return
         rows = await self._outbox.waiting(list(routes), MAX_DIGEST_NOTIFICATIONS)
@@ -215,10 +233,64 @@ class DestinationWorker:
             [row for row in due if row.target == due[0].target] if digest else due[:1]
         )
 
+    async def _hold(self, now: float) -> bool:
+        """Whether this worker holds the destination's lease, renewed once a third of it has
+        passed. Taking it over from another process adopts its send times and queues again
+        the rows it had claimed."""
+        if self._lease_until - now > self._lease_seconds * 2 / 3:
+            return True
+        grant = await self._outbox.lease(self.destination, self._holder, now, self._lease_seconds)
+        if grant is None:
+            self._lease_until = 0.0
+            return False
+        self._lease_until = now + self._lease_seconds
+        if grant.fresh:
+            self._adopt_sends(grant.sends)
+            requeued = await self._outbox.requeue_claimed_by_others(
+                list(self._routes.on(self.destination)), self._holder, now
+            )
+            if requeued:
+                log.warning(
+                    "took over a destination from a process that stopped holding it; its "
+                    "notifications in flight are queued again",
+                    extra={"targets": ",".join(self.targets), "count": requeued},
+                )
+        return True
+
+    def _adopt_sends(self, sends: tuple[float, ...]) -> None:
+        # Send times are kept on the wall clock (shared between processes); the rate limit
+        # counts on the monotonic one.
+        offset = self._clock.monotonic() - self._now()
+        self.limits.adopt(moment + offset for moment in sends)
+
+    async def _keep_sends(self) -> None:
+        if self.limits.unlimited:
+            return
+        offset = self._now() - self._clock.monotonic()
+        sends = [moment + offset for moment in self.limits.history()]
+        with contextlib.suppress(DatabaseUnavailable):  # the next send writes it all again
+            await self._outbox.record_sends(self.destination, self._holder, sends)
+
+    async def _still_held(self) -> bool:
+        """Before sending: if another process took the destination over, it has queued this
+        batch again; this worker lets it go without touching the rows."""
+        if await self._hold(self._now()):
+            return True
+        log.warning(
+            "lost the destination to another process; it delivers these notifications",
+            extra={"targets": ",".join(self.targets), "ids": self._held},
+        )
+        self._held = []
+        return False
+
     async def _deliver(self, batch: list[Row]) -> None:
         name = batch[0].target
-        ids = [row.id for row in batch]
-        await self._outbox.claim(ids, self._now())
+        ids = await self._outbox.claim([row.id for row in batch], self._holder, self._now())
+        if len(ids) < len(batch):  # taken meanwhile (an operator, another process)
+            claimed = set(ids)
+            batch = [row for row in batch if row.id in claimed]
+            if not batch:
+                return
         self._held = ids
         loaded = await self._outbox.payloads(ids)
         payload, digest = merge([loaded[row_id] for row_id in ids if row_id in loaded])
@@ -248,7 +320,7 @@ class DestinationWorker:
             if index > 0 or attempts > 0:
                 await self._wait_for_rate()
             route = self._route(name)  # a reload may have changed it while we waited
-            if route is None:
+            if route is None or not await self._still_held():
                 return
             verdict = await self._send(name, route.notifier, messages[index])
             attempts += 1
@@ -288,7 +360,7 @@ class DestinationWorker:
                 },
             )
             await self._changed()
-            await self._pause(delay, wakeable=False)
+            await self._pause_holding(delay)
         log.info(
             "delivered",
             extra={
@@ -330,6 +402,7 @@ class DestinationWorker:
         verdict = await notifier.send(message)
         finished = self._clock.monotonic()
         self.limits.record(finished)
+        await self._keep_sends()
         self._metrics.duration.labels(name).observe(max(0.0, finished - started))
         if verdict.outcome is Outcome.SENT:
             self._metrics.notifications.labels(name, "sent").inc()
@@ -360,7 +433,17 @@ class DestinationWorker:
 
     async def _wait_for_rate(self) -> None:
         while (wait := self.limits.wait_time(self._clock.monotonic())) > 0:
-            await self._pause(wait, wakeable=False)
+            await self._pause_holding(wait)
+
+    async def _pause_holding(self, seconds: float) -> None:
+        """Wait ``seconds`` (not woken by new work), renewing the lease on the way; the rows
+        are checked again (:meth:`_still_held`) before the next send."""
+        end = self._clock.monotonic() + seconds
+        while (left := end - self._clock.monotonic()) > 0:
+            await self._pause(min(left, self._lease_seconds / 3), wakeable=False)
+            if self._clock.monotonic() < end:
+                with contextlib.suppress(DatabaseUnavailable):
+                    await self._hold(self._now())
 
     async def _pause(self, seconds: float, *, wakeable: bool = True) -> None:
         seconds = max(0.0, seconds)

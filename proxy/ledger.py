@@ -2,17 +2,25 @@
 
 Tokens are kept by kind: input and output (totals), and of them cache reads, cache writes and
 reasoning; with the USD the cache reads saved. The names clients sent that had no price (metered
-as model ``other``) are kept too, with their request and token counts, up to
-:data:`UNPRICED_NAMES_PER_MONTH` distinct names a month (the rest count under one empty name), so
-that an operator can see what to price.
+as model ``other``) are kept too, with their request and token counts, up to about
+:data:`UNPRICED_NAMES_PER_MONTH` distinct names a month (the rest count under one empty name; with
+several processes each may add a few past the limit before it reads the others' back), so that
+an operator can see what to price.
 
-It lives in the shared SQLite database (tables ``ledger_usage``, ``ledger_unpriced``) so that spend
-survives restarts and
-budgets hold across them. Requests never wait for the disk: month-to-date spend is kept in memory
-(loaded from the ledger at start-up) and what changed is written in one transaction per second,
-and once more at shutdown. A crash (``kill -9``, power loss) can therefore lose at most the last
-second of metering; a clean stop loses nothing. While the database cannot be written the changes
-stay in memory and are written when it can be again.
+It lives in the database (tables ``ledger_usage`` and ``ledger_unpriced``: SQLite in
+``state_dir``, or PostgreSQL shared by replicas) so that spend survives restarts and budgets hold
+across them and across processes.
+Requests never wait for the database: month-to-date spend is kept in memory, and once a second
+(:meth:`SpendLedger.sync`) what this process spent since is added to the ledger in one
+transaction, which also reads back every process's totals. So a budget counts every process's
+spend within about a second (docs/proxy.md bounds the overshoot). A crash (``kill -9``, power
+loss) can lose at most the last second of this process's metering; a clean stop loses nothing.
+While the database cannot be reached the changes stay in memory and are written when it can be
+again, and budgets go on from the last totals read plus this process's own spend.
+
+The queries live in a :class:`LedgerStore`, one per backend (:mod:`proxy.ledger_sqlite`,
+:mod:`proxy.ledger_postgres`); the counted columns are :data:`COUNTERS`, from which both write
+their SQL, so a new counter is a migration (:mod:`proxy.ledger_schema`) and a name here.
 """
 
 from __future__ import annotations
@@ -20,27 +28,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from typing import Final, TypeVar
+from typing import Final, Protocol, TypeVar
 
 from proxy.tokens import Usage
 from sheepdog.core.clock import Clock
 from sheepdog.core.db import Database, DatabaseUnavailable
 
 __all__ = [
+    "COUNTERS",
     "FLUSH_INTERVAL_SECONDS",
+    "UNPRICED_COUNTERS",
     "UNPRICED_NAMES_PER_MONTH",
+    "LedgerDelta",
+    "LedgerKey",
     "LedgerRow",
+    "LedgerStore",
+    "MonthTotals",
+    "NameKey",
     "SpendLedger",
     "UnpricedRow",
-    "create_ledger_schema",
     "month_bounds",
     "month_of",
-    "read_month",
-    "read_unpriced",
+    "store_for",
 ]
 
 log = logging.getLogger("sheepdog.proxy.ledger")
@@ -48,51 +60,6 @@ log = logging.getLogger("sheepdog.proxy.ledger")
 FLUSH_INTERVAL_SECONDS: Final = 1.0
 UNPRICED_NAMES_PER_MONTH: Final = 100
 _MAX_NAME_CHARS: Final = 100
-# Columns added in 0.2, to ledgers created by 0.1.
-_ADDED_COLUMNS: Final = (
-    ("cache_read_tokens", "INTEGER NOT NULL DEFAULT 0"),
-    ("cache_write_tokens", "INTEGER NOT NULL DEFAULT 0"),
-    ("reasoning_tokens", "INTEGER NOT NULL DEFAULT 0"),
-    ("cache_savings_usd", "REAL NOT NULL DEFAULT 0"),
-)
-
-
-def create_ledger_schema(conn: sqlite3.Connection) -> None:
-    """Create the ledger tables if they are not there yet, and add the columns 0.1 lacked."""
-    conn.execute(
-        """
-        CREATE TABLE IF NOT EXISTS ledger_usage (
-            month              TEXT    NOT NULL,  -- 'YYYY-MM', calendar month in UTC
-            client             TEXT    NOT NULL,  -- configured client name, or 'anonymous'
-            model              TEXT    NOT NULL,  -- the model label: a priced model, or 'other'
-            requests           INTEGER NOT NULL DEFAULT 0,
-            input_tokens       INTEGER NOT NULL DEFAULT 0,  -- all input, cache included
-            output_tokens      INTEGER NOT NULL DEFAULT 0,  -- all output, reasoning included
-            usd                REAL    NOT NULL DEFAULT 0,  -- at list price
-            cache_read_tokens  INTEGER NOT NULL DEFAULT 0,  -- of input_tokens
-            cache_write_tokens INTEGER NOT NULL DEFAULT 0,  -- of input_tokens
-            reasoning_tokens   INTEGER NOT NULL DEFAULT 0,  -- of output_tokens
-            cache_savings_usd  REAL    NOT NULL DEFAULT 0,  -- what cache reads saved, list price
-            PRIMARY KEY (month, client, model)
-        ) WITHOUT ROWID
-        """
-    )
-    present = {row[1] for row in conn.execute("PRAGMA table_info(ledger_usage)")}
-    for column, definition in _ADDED_COLUMNS:
-        if column not in present:
-            conn.execute(f"ALTER TABLE ledger_usage ADD COLUMN {column} {definition}")
-    conn.execute(
-        """
-        CREATE TABLE IF NOT EXISTS ledger_unpriced (
-            month         TEXT    NOT NULL,  -- 'YYYY-MM', calendar month in UTC
-            name          TEXT    NOT NULL,  -- as the client sent it (clipped); '' for the rest
-            requests      INTEGER NOT NULL DEFAULT 0,
-            input_tokens  INTEGER NOT NULL DEFAULT 0,
-            output_tokens INTEGER NOT NULL DEFAULT 0,
-            PRIMARY KEY (month, name)
-        ) WITHOUT ROWID
-        """
-    )
 
 
 def month_of(moment: datetime) -> str:
@@ -135,48 +102,18 @@ class UnpricedRow:
     output_tokens: int
 
 
-def read_month(conn: sqlite3.Connection, month: str) -> list[LedgerRow]:
-    """Every row of ``month``, ordered by client and model."""
-    cursor = conn.execute(
-        "SELECT month, client, model, requests, input_tokens, output_tokens, usd, "
-        "cache_read_tokens, cache_write_tokens, reasoning_tokens, cache_savings_usd "
-        "FROM ledger_usage WHERE month = ? ORDER BY client, model",
-        (month,),
-    )
-    return [LedgerRow(*row) for row in cursor.fetchall()]
+@dataclass(slots=True)
+class LedgerDelta:
+    """What one process counted for one key since its last write."""
 
-
-def read_unpriced(conn: sqlite3.Connection, month: str) -> list[UnpricedRow]:
-    """The names metered as ``other`` in ``month``, most requested first."""
-    cursor = conn.execute(
-        "SELECT month, name, requests, input_tokens, output_tokens FROM ledger_unpriced "
-        "WHERE month = ? ORDER BY requests DESC, name",
-        (month,),
-    )
-    return [UnpricedRow(*row) for row in cursor.fetchall()]
-
-
-class _Delta:
-    __slots__ = (
-        "cache_read_tokens",
-        "cache_savings_usd",
-        "cache_write_tokens",
-        "input_tokens",
-        "output_tokens",
-        "reasoning_tokens",
-        "requests",
-        "usd",
-    )
-
-    def __init__(self) -> None:
-        self.requests = 0
-        self.input_tokens = 0
-        self.output_tokens = 0
-        self.usd = 0.0
-        self.cache_read_tokens = 0
-        self.cache_write_tokens = 0
-        self.reasoning_tokens = 0
-        self.cache_savings_usd = 0.0
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    usd: float = 0.0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    cache_savings_usd: float = 0.0
 
     def count(self, usage: Usage | None, usd: float, cache_savings_usd: float) -> None:
         self.requests += 1
@@ -189,107 +126,93 @@ class _Delta:
             self.reasoning_tokens += usage.reasoning_tokens
             self.cache_savings_usd += cache_savings_usd
 
-    def add(self, other: _Delta) -> None:
-        for name in self.__slots__:
+    def add(self, other: LedgerDelta) -> None:
+        for name in COUNTERS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
-
-_Key = tuple[str, str, str]  # month, client, model
-_K = TypeVar("_K", bound=tuple[str, ...])
-_NameKey = tuple[str, str]  # month, name
+    def values(self, counters: tuple[str, ...] | None = None) -> tuple[int | float, ...]:
+        return tuple(getattr(self, name) for name in counters or COUNTERS)
 
 
-def _write(
-    conn: sqlite3.Connection, batch: dict[_Key, _Delta], names: dict[_NameKey, _Delta]
-) -> None:
-    conn.executemany(
-        """
-        INSERT INTO ledger_usage (month, client, model, requests, input_tokens, output_tokens,
-            usd, cache_read_tokens, cache_write_tokens, reasoning_tokens, cache_savings_usd)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-        ON CONFLICT (month, client, model) DO UPDATE SET
-            requests           = requests           + excluded.requests,
-            input_tokens       = input_tokens       + excluded.input_tokens,
-            output_tokens      = output_tokens      + excluded.output_tokens,
-            usd                = usd                + excluded.usd,
-            cache_read_tokens  = cache_read_tokens  + excluded.cache_read_tokens,
-            cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens,
-            reasoning_tokens   = reasoning_tokens   + excluded.reasoning_tokens,
-            cache_savings_usd  = cache_savings_usd  + excluded.cache_savings_usd
-        """,
-        [
-            (
-                *key,
-                delta.requests,
-                delta.input_tokens,
-                delta.output_tokens,
-                delta.usd,
-                delta.cache_read_tokens,
-                delta.cache_write_tokens,
-                delta.reasoning_tokens,
-                delta.cache_savings_usd,
-            )
-            for key, delta in batch.items()
-        ],
-    )
-    conn.executemany(
-        """
-        INSERT INTO ledger_unpriced (month, name, requests, input_tokens, output_tokens)
-        VALUES (?, ?, ?, ?, ?)
-        ON CONFLICT (month, name) DO UPDATE SET
-            requests      = requests      + excluded.requests,
-            input_tokens  = input_tokens  + excluded.input_tokens,
-            output_tokens = output_tokens + excluded.output_tokens
-        """,
-        [
-            (*key, delta.requests, delta.input_tokens, delta.output_tokens)
-            for key, delta in names.items()
-        ],
-    )
+COUNTERS: Final = tuple(f.name for f in fields(LedgerDelta))
+"""The ledger's counted columns, in table order after (month, client, model)."""
+UNPRICED_COUNTERS: Final = ("requests", "input_tokens", "output_tokens")
+"""What is counted for each unpriced name."""
+
+LedgerKey = tuple[str, str, str]
+"""month, client, model"""
+NameKey = tuple[str, str]
+"""month, unpriced name"""
 
 
-def _unpriced_names(conn: sqlite3.Connection, month: str) -> set[str]:
-    cursor = conn.execute("SELECT name FROM ledger_unpriced WHERE month = ?", (month,))
-    return {name for (name,) in cursor.fetchall()}
+@dataclass(frozen=True, slots=True)
+class MonthTotals:
+    """A month as every process has written it so far."""
+
+    spend: dict[str, float]
+    """USD per client."""
+    unpriced_names: set[str]
 
 
-def _clean_name(name: str) -> str:
-    """A name fit to be stored and shown: clipped, with control characters replaced."""
-    clipped = name[:_MAX_NAME_CHARS]
-    if clipped.isprintable():
-        return clipped
-    return "".join(char if char.isprintable() else "?" for char in clipped)
+class LedgerStore(Protocol):
+    """The ledger's queries on one backend; a database that cannot be reached raises
+    :class:`DatabaseUnavailable`."""
+
+    async def add_and_total(
+        self,
+        batch: Mapping[LedgerKey, LedgerDelta],
+        names: Mapping[NameKey, LedgerDelta],
+        month: str,
+    ) -> MonthTotals:
+        """Add ``batch`` and ``names`` to the ledger and return ``month``'s totals, every
+        process's, in one transaction."""
+        ...
+
+    async def read_month(self, month: str) -> list[LedgerRow]:
+        """Every row of ``month``, ordered by client and model."""
+        ...
+
+    async def read_unpriced(self, month: str) -> list[UnpricedRow]:
+        """The names metered as ``other`` in ``month``, most requested first."""
+        ...
 
 
-def _spend_by_client(conn: sqlite3.Connection, month: str) -> dict[str, float]:
-    cursor = conn.execute(
-        "SELECT client, SUM(usd) FROM ledger_usage WHERE month = ? GROUP BY client", (month,)
-    )
-    return {client: float(usd) for client, usd in cursor.fetchall()}
+def store_for(db: Database) -> LedgerStore:
+    """The ledger store for ``db``'s backend; registers the ledger's migrations on it."""
+    if db.kind == "postgresql":
+        from proxy.ledger_postgres import PostgresLedgerStore
+
+        return PostgresLedgerStore(db)
+    from proxy.ledger_sqlite import SqliteLedgerStore
+
+    return SqliteLedgerStore(db)
 
 
 class SpendLedger:
-    """Month-to-date spend in memory, written to the database in batches by :meth:`run`."""
+    """Month-to-date spend in memory, synchronised with the database by :meth:`run`."""
 
     def __init__(
         self, db: Database, clock: Clock, flush_interval: float = FLUSH_INTERVAL_SECONDS
     ) -> None:
-        self._db = db
+        self.store = store_for(db)
         self._clock = clock
         self._flush_interval = flush_interval
         now = clock.now()
         self._month = month_of(now)
         # Every request asks for the month: a comparison with its bounds is all it costs.
         self._month_start, self._month_end = month_bounds(now)
+        self._stored: dict[str, float] = {}
+        """This month's totals per client, every process's, as last read from the database."""
         self._spend: dict[str, float] = {}
-        self._pending: dict[_Key, _Delta] = {}
-        self._pending_names: dict[_NameKey, _Delta] = {}
-        self._names: set[str] = set()  # this month's unpriced names, stored or pending
+        """``_stored`` plus what this process recorded since (not written yet)."""
+        self._pending: dict[LedgerKey, LedgerDelta] = {}
+        self._pending_names: dict[NameKey, LedgerDelta] = {}
+        self._names: set[str] = set()
+        """This month's unpriced names: every process's as last read, and this one's since."""
         self._loaded = False
         self._problem: str | None = "not loaded yet"
         self._failing = False
         self._stopping = asyncio.Event()
-        db.add_schema(create_ledger_schema)
 
     def record(
         self,
@@ -307,7 +230,7 @@ class SpendLedger:
         key = (month, client, model)
         delta = self._pending.get(key)
         if delta is None:
-            delta = self._pending[key] = _Delta()
+            delta = self._pending[key] = LedgerDelta()
         delta.count(usage, usd, cache_savings_usd)
         if unpriced_name is not None:
             self._count_unpriced(month, unpriced_name, usage)
@@ -321,11 +244,12 @@ class SpendLedger:
         key = (month, name)
         delta = self._pending_names.get(key)
         if delta is None:
-            delta = self._pending_names[key] = _Delta()
+            delta = self._pending_names[key] = LedgerDelta()
         delta.count(usage, 0.0, 0.0)
 
     def month_spend(self, client: str) -> float:
-        """USD ``client`` spent this calendar month (UTC), including what is not written yet."""
+        """USD ``client`` spent this calendar month (UTC): every process's, as of the last
+        sync, and this one's since."""
         self._current_month()
         return self._spend.get(client, 0.0)
 
@@ -333,6 +257,14 @@ class SpendLedger:
         """This month's spend of each of ``clients`` (zero for those with none)."""
         self._current_month()
         return {client: self._spend.get(client, 0.0) for client in clients}
+
+    async def read_month(self, month: str) -> list[LedgerRow]:
+        """``month``'s rows as the database has them (the console and ``sheepdog report``)."""
+        return await self.store.read_month(month)
+
+    async def read_unpriced(self, month: str) -> list[UnpricedRow]:
+        """``month``'s names without a price as the database has them."""
+        return await self.store.read_unpriced(month)
 
     @property
     def problem(self) -> str | None:
@@ -349,13 +281,14 @@ class SpendLedger:
             # A new month starts from zero; last month's unwritten changes stay pending.
             self._month = month
             self._spend = {}
+            self._stored = {}
             self._names = set()
         return month
 
     async def run(self) -> None:
-        """Load this month's spend, then write changes every interval until :meth:`stop`."""
+        """Synchronise every interval until :meth:`stop`, then once more."""
         while True:
-            await self._step()
+            await self.sync()
             if self._stopping.is_set():
                 return
             with contextlib.suppress(TimeoutError):
@@ -366,46 +299,38 @@ class SpendLedger:
         """Ask :meth:`run` to write what is pending and return."""
         self._stopping.set()
 
-    async def _step(self) -> None:
-        if not self._loaded:
-            await self.load()
-        if self._loaded:
-            await self.flush()
-
     async def load(self) -> None:
-        """Add the month-to-date spend in the database to what is in memory; retried by run."""
-        if self._loaded:
-            return
-        # Nothing is written before this succeeds, so the ledger holds exactly what earlier runs
-        # spent, and adding it to what this run recorded meanwhile gives the month's total.
-        month = self._month
-        try:
-            stored, names = await self._db.run(
-                lambda conn: (_spend_by_client(conn, month), _unpriced_names(conn, month))
-            )
-        except DatabaseUnavailable as exc:
-            self._set_problem(f"cannot load month-to-date spend: {exc}")
-            return
-        if month == self._current_month():
-            for client, usd in stored.items():
-                self._spend[client] = self._spend.get(client, 0.0) + usd
-            self._names |= names
-        self._loaded = True
-        self._set_problem(None)
+        """Read the month-to-date spend (before serving); retried by :meth:`run`."""
+        await self.sync()
 
     async def flush(self) -> None:
-        """Write pending changes in one transaction; on failure keep them for the next try."""
-        if not self._pending and not self._pending_names:
-            return
+        """Write pending changes now and read the totals back."""
+        await self.sync()
+
+    async def sync(self) -> None:
+        """Add what this process spent since the last sync to the ledger and read every
+        process's totals back, in one transaction; on failure keep the changes for the next."""
         batch, self._pending = self._pending, {}
         names, self._pending_names = self._pending_names, {}
+        month = self._current_month()
         try:
-            await self._db.run(lambda conn: _write(conn, batch, names))
+            totals = await self.store.add_and_total(batch, names, month)
         except DatabaseUnavailable as exc:
             _put_back(batch, self._pending)
             _put_back(names, self._pending_names)
-            self._set_problem(f"cannot write spend: {exc}")
+            self._set_problem(
+                f"cannot write spend: {exc}" if self._loaded else f"cannot load spend: {exc}"
+            )
             return
+        if month == self._current_month():
+            self._stored = totals.spend
+            self._names |= totals.unpriced_names
+            spend = dict(totals.spend)
+            for (pending_month, client, _), delta in self._pending.items():
+                if pending_month == month:
+                    spend[client] = spend.get(client, 0.0) + delta.usd
+            self._spend = spend
+        self._loaded = True
         self._set_problem(None)
 
     def unwritten(self) -> tuple[int, float]:
@@ -424,10 +349,21 @@ class SpendLedger:
         self._problem = problem
 
 
-def _put_back(batch: dict[_K, _Delta], pending: dict[_K, _Delta]) -> None:
+_K = TypeVar("_K", LedgerKey, NameKey)
+
+
+def _put_back(batch: dict[_K, LedgerDelta], pending: dict[_K, LedgerDelta]) -> None:
     """Return a batch that could not be written to what is pending, adding up the same keys."""
     for key, delta in batch.items():
         newer = pending.get(key)
         if newer is not None:
             delta.add(newer)
         pending[key] = delta
+
+
+def _clean_name(name: str) -> str:
+    """A name fit to be stored and shown: clipped, with control characters replaced."""
+    clipped = name[:_MAX_NAME_CHARS]
+    if clipped.isprintable():
+        return clipped
+    return "".join(char if char.isprintable() else "?" for char in clipped)

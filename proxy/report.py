@@ -9,18 +9,19 @@ counts, so an operator knows what to price; and the month-end projection at the 
 (for the current month: spend divided by the elapsed fraction of the month; for a past month,
 its total).
 
-The ledger is read through a read-only SQLite connection, so a report can be made while
-``sheepdog serve`` runs; up to the last second of spend may not be written yet (see
+The ledger is read from whichever database the config names (SQLite in ``state_dir``, or
+PostgreSQL), so a report can be made while ``sheepdog serve`` runs, on any host that reaches the
+database; up to the last second of each process's spend may not be written yet (see
 :mod:`proxy.ledger`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
 import re
-import sqlite3
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -29,9 +30,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from proxy.config import BillingConfig, ProxyConfig
-from proxy.ledger import LedgerRow, UnpricedRow, month_of, read_month, read_unpriced
+from proxy.ledger import LedgerRow, UnpricedRow, month_of, store_for
 from sheepdog.core.clock import SystemClock
-from sheepdog.core.db import DATABASE_FILE
+from sheepdog.core.db import Database, DatabaseUnavailable
 
 __all__ = [
     "FORMATS",
@@ -64,21 +65,16 @@ def _month_bounds(month: str) -> tuple[datetime, datetime]:
     return start, end
 
 
-def read_ledger(state_dir: Path, month: str) -> tuple[list[LedgerRow], list[UnpricedRow]]:
-    """The ledger's rows and unpriced names for ``month``; none if there is no ledger yet.
-    Never writes."""
-    path = state_dir / DATABASE_FILE
-    if not path.is_file():
-        return [], []
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
+async def read_ledger(db: Database, month: str) -> tuple[list[LedgerRow], list[UnpricedRow]]:
+    """The ledger's rows and unpriced names for ``month``; none if there is no SQLite file yet
+    (a report creates none). Closes ``db``."""
     try:
-        return read_month(conn, month), read_unpriced(conn, month)
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc) or "no such column" in str(exc):
-            return [], []  # a database the proxy (0.2) has not written to yet
-        raise
+        if db.kind == "sqlite" and not Path(db.where).is_file():  # noqa: ASYNC240 - one stat
+            return [], []
+        store = store_for(db)
+        return await store.read_month(month), await store.read_unpriced(month)
     finally:
-        conn.close()
+        await db.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -421,17 +417,14 @@ def _table(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
-def report_command(
-    config: ProxyConfig, state_dir: Path, month: str | None, output_format: str
-) -> int:
-    """``sheepdog report``: print ``month`` (default: the current one) of the ledger."""
+def report_command(config: ProxyConfig, db: Database, month: str | None, output_format: str) -> int:
+    """``sheepdog report``: print ``month`` (default: the current one) of the ledger in ``db``."""
     now = SystemClock().now()
     month = month or month_of(now)
     try:
-        rows, unpriced = read_ledger(state_dir, month)
-    except sqlite3.Error as exc:
-        path = state_dir / DATABASE_FILE
-        print(f"sheepdog: cannot read the spend ledger {path}: {exc}", file=sys.stderr)
+        rows, unpriced = asyncio.run(read_ledger(db, month))
+    except DatabaseUnavailable as exc:
+        print(f"sheepdog: cannot read the spend ledger {db.where}: {exc}", file=sys.stderr)
         return 1
     report = build_report(rows, month, config.billing, now, unpriced)
     sys.stdout.write(render(report, output_format))

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 import bridge
 import proxy
 from sheepdog.config import Config, load_config
+from sheepdog.core.backends import database_for
 from sheepdog.core.clock import Clock, SystemClock
 from sheepdog.core.db import Database
 from sheepdog.core.ops import setup_ops
@@ -31,11 +32,13 @@ def create_app(
     registry: CollectorRegistry | None = None,
     clock: Clock | None = None,
     config_loader: ConfigLoader | None = None,
+    database: Database | None = None,
 ) -> web.Application:
     """Build the service from a validated config. Parses no argv and reads no file itself.
 
     ``registry`` defaults to a fresh one (so tests never share metrics); ``config_loader`` is what
-    a reload calls, by default reading ``config.source`` again.
+    a reload calls, by default reading ``config.source`` again; ``database`` defaults to the
+    one the config names (PostgreSQL with ``database.url``, else SQLite in ``state_dir``).
     """
     # No `*_created` samples: Prometheus stores each as a series of its own, and they were half of
     # every scrape's samples. (A process-wide switch of prometheus_client; idempotent.)
@@ -45,7 +48,7 @@ def create_app(
         settings=config,
         registry=registry if registry is not None else CollectorRegistry(),
         clock=clock if clock is not None else SystemClock(),
-        db=Database(config.state_dir),
+        db=database if database is not None else database_for(config),
         load_config=config_loader or (lambda: load_config(config.source, os.environ)),
     )
     app[RUNTIME] = runtime
@@ -73,9 +76,11 @@ async def _database_context(app: web.Application) -> AsyncIterator[None]:
 
 
 def _database_readiness(db: Database) -> ReadinessCheck:
+    # Every process touches the database at least once a second (the spend ledger's sync), so
+    # this says within a second or so when it stops answering, and when it is back.
     def check() -> str | None:
         if db.is_open and db.last_error is None:
             return None
-        return f"database unavailable: {db.last_error or 'not open'}"
+        return f"database unavailable ({db.where}): {db.last_error or 'not open'}"
 
     return check

@@ -118,9 +118,10 @@ def _render(args: argparse.Namespace) -> int:
 
 def _outbox(args: argparse.Namespace) -> int:
     from bridge.cli import outbox_command
+    from sheepdog.core.backends import database_for
 
     config = load_from_args(args)
-    return outbox_command(config.state_dir, args.action, args.ids, all_dead=args.all_dead)
+    return outbox_command(database_for(config), args.action, args.ids, all_dead=args.all_dead)
 
 
 def _month_argument(text: str) -> str:
@@ -134,9 +135,19 @@ def _month_argument(text: str) -> str:
 
 def _report(args: argparse.Namespace) -> int:
     from proxy.report import report_command
+    from sheepdog.core.backends import database_for
 
     config = load_from_args(args)
-    return report_command(config.proxy, config.state_dir, args.month, args.output_format)
+    return report_command(config.proxy, database_for(config), args.month, args.output_format)
+
+
+def _describe_database(config: Config) -> str:
+    url = config.database.url
+    if url is None:
+        return "SQLite in state_dir"
+    from sheepdog.core.postgres import describe_url
+
+    return f"{describe_url(url.reveal())} (lease {config.database.lease_seconds:g}s)"
 
 
 def describe(config: Config) -> str:
@@ -153,6 +164,8 @@ def describe(config: Config) -> str:
         f"config: {config.source or 'built-in defaults'} (valid)",
         f"listen: {config.listen}",
         f"state_dir: {config.state_dir}",
+        f"database: {_describe_database(config)}",
+        f"workers: {config.workers}",
         f"auth: {', '.join(auth_parts) or 'none (loopback only)'}",
     ]
     upstreams = config.proxy.upstream_list

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,9 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from sheepdog.config import Config, parse_config
+from tests.support.postgres import PostgresServer, running_server, why_unavailable
+from tests.support.process import free_port
+from tests.support.state import StoredState
 
 MakeConfig = Callable[..., Config]
 
@@ -34,3 +37,37 @@ def make_config(tmp_path: Path) -> MakeConfig:
 def registry() -> CollectorRegistry:
     """A fresh metrics registry per test."""
     return CollectorRegistry()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL cluster for the whole run, started on first use."""
+    reason = why_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    with running_server(free_port()) as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """The URL of a fresh, empty database on the session's PostgreSQL."""
+    return postgres_server.database_url()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Each backend in turn, as the config keys that choose it: none for SQLite in
+    ``state_dir``, ``database.url`` for PostgreSQL."""
+    if request.param == "sqlite":
+        return {}
+    url: str = request.getfixturevalue("postgres_url")
+    return {"database": {"url": url, "lease_seconds": 2}}
+
+
+@pytest.fixture
+def stored(backend: dict[str, Any], tmp_path: Path) -> Iterator[StoredState]:
+    """What the service stored, on the backend of the test (``state_dir`` is tmp_path/state)."""
+    state = StoredState(tmp_path / "state", backend.get("database", {}).get("url"))
+    yield state
+    state.close()

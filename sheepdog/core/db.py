@@ -1,118 +1,111 @@
-"""The SQLite database in ``state_dir``: one connection, used from one thread, reopened on demand.
+"""Where the state lives: SQLite in ``state_dir`` (one host), or PostgreSQL (``database.url``).
 
-The outbox and the spend ledger each own their tables and register a schema function here. Every
-call goes through :meth:`Database.run` on a single worker thread, so SQLite never sees two threads
-and the event loop never waits on a disk. When the disk is full or ``state_dir`` is unwritable a
-call raises :class:`DatabaseUnavailable`; the next call tries again, so the service recovers by
-itself when the disk does.
+The outbox and the spend ledger each own their tables. Each registers its migrations here, per
+component, with the SQL of both backends side by side; at every open the database applies those
+it has not applied yet, recorded in the ``sheepdog_schema`` table (component, version), by one
+code path (:func:`pending_migrations`) for both backends. Each part keeps its queries in a store
+of its own, one implementation per backend, chosen by :attr:`Database.kind`.
+
+Every failure to reach or write the database raises :class:`DatabaseUnavailable`; the next call
+tries again, so the service recovers by itself when the disk or the database server does.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 import sqlite3
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final, Literal
 
-log = logging.getLogger("sheepdog.db")
+__all__ = [
+    "DATABASE_FILE",
+    "SCHEMA_TABLE",
+    "Database",
+    "DatabaseUnavailable",
+    "Kind",
+    "Migration",
+    "SqliteStep",
+    "pending_migrations",
+]
 
-T = TypeVar("T")
-Schema = Callable[[sqlite3.Connection], None]
+DATABASE_FILE: Final = "sheepdog.db"
+SCHEMA_TABLE: Final = "sheepdog_schema"
 
-DATABASE_FILE = "sheepdog.db"
+Kind = Literal["sqlite", "postgresql"]
+SqliteStep = Callable[[sqlite3.Connection], None]
+"""A migration step SQLite's SQL cannot say (``ADD COLUMN`` only where it is missing)."""
 
 
 class DatabaseUnavailable(Exception):
-    """The database could not be opened or written; the message says why."""
+    """The database could not be reached, opened or written; the message says why (and holds
+    no password)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One step of a component's schema, written for each backend."""
+
+    version: int
+    sqlite: tuple[str | SqliteStep, ...]
+    postgresql: tuple[str, ...]
+
+
+def pending_migrations(
+    kind: Kind,
+    registered: Mapping[str, Sequence[Migration]],
+    applied: Mapping[str, int],
+) -> list[tuple[str, Migration]]:
+    """The migrations still to apply, in order: per component, those above its version.
+
+    A component at a version this code does not know (a newer sheepdog migrated it) is refused:
+    running old code on a newer schema could lose data.
+    """
+    steps: list[tuple[str, Migration]] = []
+    for component, migrations in registered.items():
+        current = applied.get(component, 0)
+        known = max((m.version for m in migrations), default=0)
+        if current > known:
+            raise DatabaseUnavailable(
+                f"the {component} schema is at version {current}, newer than this sheepdog "
+                f"knows ({known}): run the newer sheepdog, or restore a backup"
+            )
+        steps.extend(
+            (component, m)
+            for m in sorted(migrations, key=lambda m: m.version)
+            if m.version > current
+        )
+    return steps
 
 
 class Database:
-    def __init__(self, state_dir: Path) -> None:
-        self.path = state_dir / DATABASE_FILE
-        self._schemas: list[Schema] = []
-        self._conn: sqlite3.Connection | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sheepdog-db")
+    """What every backend offers the parts: migrations, opening, closing, and its health."""
+
+    kind: Kind
+    shared: bool
+    """Whether other processes may use the same state at the same time (always, for
+    PostgreSQL; for SQLite when ``workers`` > 1). Only a database that is not shared may take
+    back, at start-up, everything a previous run left claimed."""
+
+    def __init__(self) -> None:
+        self.migrations: dict[str, list[Migration]] = {}
         self.last_error: str | None = None
 
-    def add_schema(self, schema: Schema) -> None:
-        """Register a function that creates tables (idempotently) each time the file is opened."""
-        self._schemas.append(schema)
+    def add_migrations(self, component: str, migrations: Sequence[Migration]) -> None:
+        """Register ``component``'s schema steps, applied at every open that finds them missing."""
+        self.migrations.setdefault(component, []).extend(migrations)
+
+    @property
+    def where(self) -> str:
+        """Where the state is, for messages (a path, or host, port and database: no password)."""
+        raise NotImplementedError
 
     @property
     def is_open(self) -> bool:
-        return self._conn is not None
+        raise NotImplementedError
 
     async def open(self) -> None:
         """Open now, so a problem shows at start-up; a failure is logged and retried later."""
-        try:
-            await self.run(lambda conn: None)
-        except DatabaseUnavailable as exc:
-            log.error("database unavailable at start-up", extra={"reason": str(exc)})
-
-    async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``work(connection)`` on the database thread; commit if it succeeds."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._run_sync, work)
-
-    def run_sync(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """The same as :meth:`run`, for command-line tools that have no event loop."""
-        return self._executor.submit(self._run_sync, work).result()
+        raise NotImplementedError
 
     async def close(self) -> None:
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._close_sync)
-        self._executor.shutdown(wait=True)
-
-    def _run_sync(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        conn = self._connect()
-        try:
-            with conn:  # commits on success, rolls back on an exception
-                result = work(conn)
-        except sqlite3.OperationalError as exc:
-            self._drop_connection()
-            self.last_error = str(exc)
-            raise DatabaseUnavailable(f"{self.path}: {exc}") from exc
-        except sqlite3.DatabaseError as exc:
-            self.last_error = str(exc)
-            raise DatabaseUnavailable(f"{self.path}: {exc}") from exc
-        if self.last_error is not None:
-            log.info("database available again", extra={"path": str(self.path)})
-            self.last_error = None
-        return result
-
-    def _connect(self) -> sqlite3.Connection:
-        if self._conn is not None:
-            return self._conn
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, check_same_thread=False, timeout=5.0)
-        except (OSError, sqlite3.Error) as exc:
-            self.last_error = str(exc)
-            raise DatabaseUnavailable(f"cannot open {self.path}: {exc}") from exc
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            with conn:
-                for schema in self._schemas:
-                    schema(conn)
-        except sqlite3.Error as exc:
-            conn.close()
-            self.last_error = str(exc)
-            raise DatabaseUnavailable(f"cannot prepare {self.path}: {exc}") from exc
-        self._conn = conn
-        return conn
-
-    def _drop_connection(self) -> None:
-        # After an I/O error SQLite may hold a stale file state; a fresh connection is safest.
-        if self._conn is not None:
-            with contextlib.suppress(sqlite3.Error):
-                self._conn.close()
-            self._conn = None
-
-    def _close_sync(self) -> None:
-        self._drop_connection()
+        raise NotImplementedError

@@ -163,8 +163,12 @@ def _refused(metrics: OpsMetrics, reason: str, *, logged: bool = False) -> str:
 
 
 def _check_fixed_settings(old: CoreSettings, new: CoreSettings) -> None:
-    # The socket and the database file are opened once; changing them needs a restart.
+    # The socket, the database and the processes are set up once; changing them needs a restart.
     if new.listen != old.listen:
         raise ConfigError("listen", "cannot change on reload; restart sheepdog to move it")
     if new.state_dir.resolve() != old.state_dir.resolve():
         raise ConfigError("state_dir", "cannot change on reload; restart sheepdog to move it")
+    if new.database != old.database:
+        raise ConfigError("database", "cannot change on reload; restart sheepdog to change it")
+    if new.workers != old.workers:
+        raise ConfigError("workers", "cannot change on reload; restart sheepdog to change it")

@@ -9,14 +9,31 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, PlainValidator
+from pydantic import BeforeValidator, Field, PlainValidator
 
-from sheepdog.core.config import ConfigModel, ConfigPath, Text, config_error, section
+from sheepdog.core.config import (
+    ConfigModel,
+    ConfigPath,
+    PositiveNumber,
+    Text,
+    config_error,
+    section,
+    whole_number,
+)
 from sheepdog.core.errors import kind_of
 from sheepdog.core.secret import Secret
 
-__all__ = ["AuthConfig", "BasicAuth", "CoreSettings", "ListenAddress", "LogFormat", "LogLevel"]
+__all__ = [
+    "AuthConfig",
+    "BasicAuth",
+    "CoreSettings",
+    "DatabaseConfig",
+    "ListenAddress",
+    "LogFormat",
+    "LogLevel",
+]
 
 LogFormat = Literal["text", "json"]
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -74,6 +91,37 @@ class AuthConfig(ConfigModel):
         return bool(self.bearer_tokens) or self.basic is not None
 
 
+def _postgres_url(value: Any) -> Secret:
+    secret = Secret.validate(value)
+    try:
+        parts = urlsplit(secret.reveal())
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        parts = None
+    # The URL may hold a password: say what is wrong without echoing it.
+    if parts is None or parts.scheme not in ("postgresql", "postgres"):
+        raise config_error("must be a postgresql:// URL (postgresql://user:password@host/db)")
+    if not parts.hostname and "host=" not in parts.query:
+        raise config_error("must name a host (postgresql://user:password@host/db)")
+    return secret
+
+
+PostgresUrl = Annotated[Secret, BeforeValidator(_postgres_url)]
+
+
+class DatabaseConfig(ConfigModel):
+    """PostgreSQL instead of SQLite in ``state_dir``: state that replicas share."""
+
+    url: PostgresUrl | None = None
+    lease_seconds: PositiveNumber = 30.0
+    """How long a process's claim on a destination lasts unless renewed: after a crash, the
+    time before another process takes over its deliveries."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.url is not None
+
+
 class CoreSettings(ConfigModel):
     """The top-level keys every part of sheepdog shares."""
 
@@ -81,6 +129,9 @@ class CoreSettings(ConfigModel):
         default="127.0.0.1:8000", validate_default=True
     )
     state_dir: ConfigPath = Field(default="./var", validate_default=True)
+    workers: Annotated[int, whole_number(minimum=1, maximum=64)] = 1
+    """Processes serving ``listen`` together (SO_REUSEPORT), sharing the state."""
+    database: DatabaseConfig = section()
     log_format: LogFormat = "text"
     log_level: LogLevel = "info"
     auth: AuthConfig = section()

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
-import sqlite3
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from bridge.outbox import _schema, add_row
+from bridge.outbox import Outbox
 from bridge.payload import validate_payload
 from sheepdog.cli import main
+from sheepdog.config import load_config
+from sheepdog.core.backends import database_for
+from tests.support.state import StoredState
 from tests.bridge.conftest import ROBOT_KEY, SMTP_PASSWORD, fixture_payload, make_payload
 
 TARGETS = {
@@ -166,23 +168,36 @@ def test_config_error_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         assert "bridge.targets.x.url: required" in err
 
 
-def test_outbox_lists_and_requeues(
-    config_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """`outbox` lists waiting and dead rows; `retry --all-dead` queues the dead ones again."""
-    code, out, _ = run(capsys, "outbox", "--config", str(config_file))
-    assert code == 0 and "no outbox yet" in out
+async def _store_three_two_dead(config_file: Path) -> None:
+    db = database_for(load_config(config_file, env={}))
+    outbox = Outbox(db)
+    try:
+        ids = [
+            (await outbox.add("ops-wechat", validate_payload(make_payload(2, name=name)), 1.0))[0]
+            for name in ("Alpha", "Beta", "Gamma")
+        ]
+        await outbox.claim(ids[1:], "test", 1.0)
+        await outbox.mark_dead(ids[1:], 2.0, "invalid_key: errcode 93000: invalid webhook url")
+    finally:
+        await db.close()
 
-    (tmp_path / "state").mkdir()
-    with closing(sqlite3.connect(tmp_path / "state" / "sheepdog.db")) as conn, conn:
-        _schema(conn)
-        for name in ("Alpha", "Beta", "Gamma"):
-            add_row(conn, "ops-wechat", validate_payload(make_payload(2, name=name)), 1.0, 60)
-        conn.execute(
-            "UPDATE outbox_notifications SET status = 'dead', attempts = 3, "
-            "last_error = 'invalid_key: errcode 93000: invalid webhook url' "
-            "WHERE id IN (2, 3)"
-        )
+
+def test_outbox_lists_and_requeues(
+    tmp_path: Path,
+    backend: dict[str, Any],
+    stored: StoredState,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`outbox` lists waiting and dead rows; `retry --all-dead` queues the dead ones again;
+    on either backend."""
+    config_file = tmp_path / "sheepdog.yaml"
+    document = {"state_dir": str(tmp_path / "state"), "bridge": {"targets": TARGETS}, **backend}
+    config_file.write_text(yaml.safe_dump(document), encoding="utf-8")
+    code, out, _ = run(capsys, "outbox", "--config", str(config_file))
+    assert code == 0
+    assert ("no outbox yet" if not backend else "nothing waiting, no dead letters") in out
+
+    asyncio.run(_store_three_two_dead(config_file))
 
     code, out, _ = run(capsys, "outbox", "list", "--config", str(config_file))
     assert code == 0
@@ -207,13 +222,13 @@ def test_outbox_lists_and_requeues(
 
     code, out, err = run(capsys, "outbox", "retry", "--all-dead", "--config", str(config_file))
     assert code == 0 and "queued again: 2, 3" in out
-    with closing(sqlite3.connect(tmp_path / "state" / "sheepdog.db")) as conn, conn:
-        statuses = conn.execute("SELECT status, attempts FROM outbox_notifications").fetchall()
-    assert statuses == [("pending", 0)] * 3
+    rows = stored.query("SELECT status, attempts FROM outbox_notifications ORDER BY id")
+    assert [(row["status"], row["attempts"]) for row in rows] == [("pending", 0)] * 3
     code, _, err = run(capsys, "outbox", "retry", "1", "7", "--config", str(config_file))
     assert code == 1
     assert "not queued: 1 is pending, not dead" in err
     assert "not queued: 7 no such notification" in err
+    assert "SENTINEL" not in out + err
 
 
 DINGTALK_TOKEN = "SENTINEL-cli-dingtalk-token-11f0"
