@@ -236,6 +236,7 @@ class Bridge:
                     on_change=self.refresh,
                     rng=self._rng,
                     lease_seconds=self.runtime.settings.database.lease_seconds,
+                    shared=self.runtime.db.shared,
                 )
                 self.workers[destination] = worker
                 worker.start()

@@ -111,6 +111,7 @@ class DestinationWorker:
         on_change: Callable[[], Awaitable[None]],
         rng: random.Random | None = None,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        shared: bool = False,
     ) -> None:
         self.destination = destination
         """The channel's key for it (a digest where it holds a secret): safe to log."""
@@ -124,6 +125,9 @@ class DestinationWorker:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self._holder = f"{_PROCESS}:{next(_WORKER_NUMBERS)}"
         self._lease_seconds = lease_seconds
+        self._shared = shared
+        """Whether other processes deliver from the same outbox (then the lease is renewed
+        during long waits; alone, nobody could take it)."""
         self._lease_until = 0.0
         """Wall-clock time until which this worker holds the destination's lease."""
         self._wakeup = asyncio.Event()
@@ -237,6 +241,8 @@ class DestinationWorker:
         """Whether this worker holds the destination's lease, renewed once a third of it has
         passed. Taking it over from another process adopts its send times and queues again
         the rows it had claimed."""
+        if not self._shared:  # alone on the outbox: nobody else could deliver
+            return True
         if self._lease_until - now > self._lease_seconds * 2 / 3:
             return True
         grant = await self._outbox.lease(self.destination, self._holder, now, self._lease_seconds)
@@ -264,7 +270,7 @@ class DestinationWorker:
         self.limits.adopt(moment + offset for moment in sends)
 
     async def _keep_sends(self) -> None:
-        if self.limits.unlimited:
+        if self.limits.unlimited or not self._shared:
             return
         offset = self._now() - self._clock.monotonic()
         sends = [moment + offset for moment in self.limits.history()]
@@ -438,6 +444,9 @@ class DestinationWorker:
     async def _pause_holding(self, seconds: float) -> None:
         """Wait ``seconds`` (not woken by new work), renewing the lease on the way; the rows
         are checked again (:meth:`_still_held`) before the next send."""
+        if not self._shared:
+            await self._pause(seconds, wakeable=False)
+            return
         end = self._clock.monotonic() + seconds
         while (left := end - self._clock.monotonic()) > 0:
             await self._pause(min(left, self._lease_seconds / 3), wakeable=False)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,8 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from sheepdog.config import Config, parse_config
+from sheepdog.core.backends import database_for
+from sheepdog.core.db import Database
 from tests.support.postgres import PostgresServer, running_server, why_unavailable
 from tests.support.process import free_port
 from tests.support.state import StoredState
@@ -71,3 +73,11 @@ def stored(backend: dict[str, Any], tmp_path: Path) -> Iterator[StoredState]:
     state = StoredState(tmp_path / "state", backend.get("database", {}).get("url"))
     yield state
     state.close()
+
+
+@pytest.fixture
+async def database(backend: dict[str, Any], make_config: MakeConfig) -> AsyncIterator[Database]:
+    """An open database of the test's backend (``state_dir`` tmp_path/state), closed after."""
+    db = database_for(make_config(dict(backend)))
+    yield db
+    await db.close()

@@ -16,8 +16,8 @@ from bridge.payload import validate_payload
 from sheepdog.cli import main
 from sheepdog.config import load_config
 from sheepdog.core.backends import database_for
-from tests.support.state import StoredState
 from tests.bridge.conftest import ROBOT_KEY, SMTP_PASSWORD, fixture_payload, make_payload
+from tests.support.state import StoredState
 
 TARGETS = {
     "ops-wechat": {

@@ -13,6 +13,7 @@ import yaml
 from bridge import BRIDGE
 from bridge.outbox import Outbox
 from sheepdog.config import Config, load_config
+from sheepdog.core.db import Database
 from sheepdog.core.runtime import RUNTIME
 from tests.bridge.conftest import AUTH, ROBOT_KEY, StartBridge, make_payload, targets_config
 from tests.bridge.conftest import wait_for as wait_for
@@ -113,24 +114,17 @@ async def test_the_rate_history_survives_a_reload_that_moves_a_target_to_the_rob
         await robot.close()
 
 
-async def test_waiting_rows_are_listed_without_their_payloads(tmp_path: Path) -> None:
+async def test_waiting_rows_are_listed_without_their_payloads(database: Database) -> None:
     """Listing a backlog decodes no payload; a batch's payloads are loaded for it alone."""
-    from sheepdog.core.db import Database
-
-    db = Database(tmp_path)
+    db = database
     outbox = Outbox(db)
-    try:
-        ids = [
-            (await outbox.add("t", make_payload(3, name=f"A{n}"), 1000.0 + n))[0] for n in range(50)
-        ]
-        rows = await outbox.waiting(["t"], 500)
-        assert [row.id for row in rows] == ids
-        assert not hasattr(rows[0], "payload")
-        loaded = await outbox.payloads(ids[:2])
-        assert sorted(loaded) == ids[:2]
-        assert loaded[ids[0]]["alerts"][0]["labels"]["alertname"] == "A0"
-    finally:
-        await db.close()
+    ids = [(await outbox.add("t", make_payload(3, name=f"A{n}"), 1000.0 + n))[0] for n in range(50)]
+    rows = await outbox.waiting(["t"], 500)
+    assert [row.id for row in rows] == ids
+    assert not hasattr(rows[0], "payload")
+    loaded = await outbox.payloads(ids[:2])
+    assert sorted(loaded) == ids[:2]
+    assert loaded[ids[0]]["alerts"][0]["labels"]["alertname"] == "A0"
 
 
 async def test_a_delivery_decodes_only_the_payloads_it_sends(

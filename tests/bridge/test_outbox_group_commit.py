@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,36 +21,44 @@ from tests.peers.wechat import WeChatRobot
 T = TypeVar("T")
 
 
-class CountingDatabase(Database):
-    """Counts the transactions run, and can be told to fail them."""
+class Counting:
+    """Counts the transactions a database runs, and can be told to fail them."""
 
-    def __init__(self, state_dir: Path) -> None:
-        super().__init__(state_dir)
+    def __init__(self, db: Database) -> None:
+        self.db = db
         self.transactions = 0
         self.failure: Exception | None = None
+        run = db.run  # type: ignore[attr-defined]
 
-    async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        self.transactions += 1
-        if self.failure is not None:
-            raise self.failure
-        return await super().run(work)
+        async def counted(work: Callable[..., Any], **options: Any) -> Any:
+            self.transactions += 1
+            if self.failure is not None:
+                raise self.failure
+            return await run(work, **options)
+
+        db.run = counted  # type: ignore[attr-defined]
+
+    async def close(self) -> None:
+        pass  # the database fixture closes it
 
 
-async def _outbox(tmp_path: Path) -> tuple[CountingDatabase, Outbox]:
-    db = CountingDatabase(tmp_path / "state")
-    outbox = Outbox(db)
-    await db.open()
-    db.transactions = 0
-    return db, outbox
+@pytest.fixture
+async def counted(database: Database) -> tuple[Counting, Outbox]:
+    """An outbox on the test's backend whose transactions are counted (after opening)."""
+    outbox = Outbox(database)
+    await database.open()
+    return Counting(database), outbox
 
 
 def _payload(name: str) -> Any:
     return validate_payload(make_payload(name=name))
 
 
-async def test_concurrent_notifications_are_stored_in_few_transactions(tmp_path: Path) -> None:
+async def test_concurrent_notifications_are_stored_in_few_transactions(
+    counted: tuple[Counting, Outbox],
+) -> None:
     """100 notifications at once: every one stored, with its own id, in far fewer commits."""
-    db, outbox = await _outbox(tmp_path)
+    db, outbox = counted
     try:
         results = await asyncio.gather(
             *(outbox.add("t", _payload(f"A{i}"), 10.0) for i in range(100))
@@ -67,9 +74,9 @@ async def test_concurrent_notifications_are_stored_in_few_transactions(tmp_path:
         await db.close()
 
 
-async def test_a_retry_in_the_same_batch_is_recognised(tmp_path: Path) -> None:
+async def test_a_retry_in_the_same_batch_is_recognised(counted: tuple[Counting, Outbox]) -> None:
     """The same notification twice in one batch: stored once, the second answered as a retry."""
-    db, outbox = await _outbox(tmp_path)
+    db, outbox = counted
     try:
         payload = _payload("Same")
         first, second = await asyncio.gather(
@@ -82,10 +89,12 @@ async def test_a_retry_in_the_same_batch_is_recognised(tmp_path: Path) -> None:
         await db.close()
 
 
-async def test_a_failed_commit_fails_every_notification_in_it(tmp_path: Path) -> None:
+async def test_a_failed_commit_fails_every_notification_in_it(
+    counted: tuple[Counting, Outbox],
+) -> None:
     """The database unavailable: every waiting notification gets the error (a 503), none a
     false success; the next ones are stored once it is back."""
-    db, outbox = await _outbox(tmp_path)
+    db, outbox = counted
     try:
         db.failure = DatabaseUnavailable("disk full")
         results = await asyncio.gather(
@@ -101,9 +110,11 @@ async def test_a_failed_commit_fails_every_notification_in_it(tmp_path: Path) ->
         await db.close()
 
 
-async def test_a_notification_that_cannot_be_written_fails_alone(tmp_path: Path) -> None:
+async def test_a_notification_that_cannot_be_written_fails_alone(
+    counted: tuple[Counting, Outbox],
+) -> None:
     """An error other than the database's (one bad row) fails only its own notification."""
-    db, outbox = await _outbox(tmp_path)
+    db, outbox = counted
     try:
         bad = _payload("Bad")
         bad["alerts"][0]["labels"]["broken"] = object()  # not JSON-serialisable
@@ -123,10 +134,10 @@ async def test_a_notification_that_cannot_be_written_fails_alone(tmp_path: Path)
 
 @pytest.mark.parametrize("cancel_first", [True, False])
 async def test_a_waiter_that_goes_away_does_not_disturb_the_others(
-    tmp_path: Path, cancel_first: bool
+    counted: tuple[Counting, Outbox], cancel_first: bool
 ) -> None:
     """A cancelled waiter (its client gone) leaves the batch to be stored for the rest."""
-    db, outbox = await _outbox(tmp_path)
+    db, outbox = counted
     try:
         tasks = [asyncio.create_task(outbox.add("t", _payload(f"C{i}"), 10.0)) for i in range(3)]
         await asyncio.sleep(0)

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,14 @@ def write_config(tmp_path: Path, usd_rate: float = 1.0, market: float = 7.3) -> 
     return path
 
 
+def run_main(argv: list[str]) -> int:
+    """``sheepdog`` as a command: on a thread of its own, since it runs its own event loop."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(main, argv).result()
+
+
 def report(capsys: pytest.CaptureFixture[str], *args: str) -> str:
-    assert main(["report", *args]) == 0
+    assert run_main(["report", *args]) == 0
     return capsys.readouterr().out
 
 
@@ -253,7 +260,7 @@ def test_bad_month_is_a_clear_error_with_exit_2(
 ) -> None:
     """A --month that is not YYYY-MM exits 2 and says what is expected."""
     with pytest.raises(SystemExit) as exited:
-        main(["report", "--month", month, "--config", str(write_config(tmp_path))])
+        run_main(["report", "--month", month, "--config", str(write_config(tmp_path))])
     assert exited.value.code == 2
     assert (
         f"argument --month: {month!r} is not a month: expected YYYY-MM" in capsys.readouterr().err

@@ -31,9 +31,9 @@ def find_binaries() -> Path | None:
     """The directory holding initdb and pg_ctl (the newest installed PostgreSQL), or None."""
     found = sorted(
         glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-        key=lambda path: int(Path(path).parent.parent.name)
-        if Path(path).parent.parent.name.isdigit()
-        else 0,
+        key=lambda path: (
+            int(Path(path).parent.parent.name) if Path(path).parent.parent.name.isdigit() else 0
+        ),
     )
     if found:
         return Path(found[-1]).parent

@@ -50,7 +50,9 @@ class StoredState:
                     raise
         numbered = iter(range(1, 1000))
         statement = _MARK.sub(lambda _: f"${next(numbered)}", sql)
-        return asyncio.run_coroutine_threadsafe(self._fetch(statement, args), self._running()).result(30)
+        return asyncio.run_coroutine_threadsafe(
+            self._fetch(statement, args), self._running()
+        ).result(30)
 
     def statuses(self, target: str | None = None) -> list[str]:
         """The outbox's row statuses in id order (of one target, if given)."""
@@ -66,9 +68,7 @@ class StoredState:
         """Every outbox row, in id order (of one target, if given)."""
         if target is None:
             return self.query("SELECT * FROM outbox_notifications ORDER BY id")
-        return self.query(
-            "SELECT * FROM outbox_notifications WHERE target = ? ORDER BY id", target
-        )
+        return self.query("SELECT * FROM outbox_notifications WHERE target = ? ORDER BY id", target)
 
     def ledger(self, month: str) -> list[tuple[Any, ...]]:
         """The ledger rows of ``month`` as (month, client, model, requests, input, output, usd)."""
