@@ -7,7 +7,7 @@ each registers how it prepares for a reload.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, disable_created_metrics
@@ -20,6 +20,7 @@ from sheepdog.core.clock import Clock, SystemClock
 from sheepdog.core.db import Database
 from sheepdog.core.ops import setup_ops
 from sheepdog.core.runtime import RUNTIME, ConfigLoader, Prepared, ReadinessCheck, Runtime
+from sheepdog.core.workers import WorkerSet
 
 # Big enough for any request body the halves accept; each half enforces its own, smaller limit
 # and answers with its own error shape.
@@ -33,12 +34,16 @@ def create_app(
     clock: Clock | None = None,
     config_loader: ConfigLoader | None = None,
     database: Database | None = None,
+    workers: WorkerSet | None = None,
+    request_reload_of_all: Callable[[], None] | None = None,
 ) -> web.Application:
     """Build the service from a validated config. Parses no argv and reads no file itself.
 
     ``registry`` defaults to a fresh one (so tests never share metrics); ``config_loader`` is what
     a reload calls, by default reading ``config.source`` again; ``database`` defaults to the
-    one the config names (PostgreSQL with ``database.url``, else SQLite in ``state_dir``).
+    one the config names (PostgreSQL with ``database.url``, else SQLite in ``state_dir``);
+    ``workers`` is this process's place among several serving ``listen`` (``sheepdog serve``
+    with ``workers`` > 1), and ``request_reload_of_all`` how it asks them all to reload.
     """
     # No `*_created` samples: Prometheus stores each as a series of its own, and they were half of
     # every scrape's samples. (A process-wide switch of prometheus_client; idempotent.)
@@ -50,6 +55,8 @@ def create_app(
         clock=clock if clock is not None else SystemClock(),
         db=database if database is not None else database_for(config),
         load_config=config_loader or (lambda: load_config(config.source, os.environ)),
+        workers=workers,
+        request_reload_of_all=request_reload_of_all,
     )
     app[RUNTIME] = runtime
     runtime.readiness_checks["database"] = _database_readiness(runtime.db)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import logging
 import platform
 import time
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge
@@ -18,6 +20,7 @@ from sheepdog.core.errors import ConfigError
 from sheepdog.core.exposition import render
 from sheepdog.core.runtime import RUNTIME, Prepared
 from sheepdog.core.settings import CoreSettings
+from sheepdog.core.workers import SiblingFailed, fetch_siblings, merge
 
 log = logging.getLogger("sheepdog.ops")
 
@@ -52,13 +55,15 @@ def setup_ops(app: web.Application) -> None:
     runtime = app[RUNTIME]
     app[OPS_METRICS] = OpsMetrics(runtime.registry)
     app.router.add_get("/metrics", _metrics)
+    if runtime.workers is not None:
+        app.cleanup_ctx.append(_own_exposition_socket)
     app.router.add_get("/-/healthy", _healthy)
     app.router.add_get("/-/ready", _ready)
     app.router.add_post("/-/reload", _reload_endpoint)
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    """The exposition, rendered in a worker thread.
+    """The exposition, rendered in a worker thread; with ``workers`` > 1, the whole service's.
 
     prometheus_client's aiohttp handler renders on the event loop and compresses at gzip level 9:
     with 50 models × 20 clients of series that held every relayed request and stream chunk for
@@ -66,17 +71,69 @@ async def _metrics(request: web.Request) -> web.Response:
     costs a few milliseconds instead of tens. The proxy's label series format themselves
     (sheepdog/core/exposition.py): collect() alone cost ~9 µs a sample, ~7,400 samples at that size.
     """
-    registry = request.app[RUNTIME].registry
+    runtime = request.app[RUNTIME]
     accept = request.headers.get("Accept", "")
     compress = gzip_accepted(request.headers.get("Accept-Encoding", ""))
     names = request.query.getall("name[]", [])
-    body, content_type = await asyncio.to_thread(
-        _render_exposition, registry, accept, names, compress
-    )
+    workers = runtime.workers
+    if workers is None:
+        body, content_type = await asyncio.to_thread(
+            _render_exposition, runtime.registry, accept, names, compress
+        )
+    else:
+        # Every process's exposition, summed (sheepdog/core/workers.py).
+        query = [("name[]", name) for name in names]
+        own = asyncio.to_thread(_render_exposition, runtime.registry, accept, names, False)
+        try:
+            (body, content_type), others = await asyncio.gather(
+                own, fetch_siblings(workers, accept, query)
+            )
+        except SiblingFailed as exc:
+            log.warning(
+                "a worker process gave no metrics; scrape refused", extra={"reason": str(exc)}
+            )
+            return web.Response(status=503, text=f"worker metrics unavailable: {exc}\n")
+        body = await asyncio.to_thread(_merge_exposition, body, others, compress)
     response = web.Response(body=body, headers={"Content-Type": content_type})
     if compress:
         response.headers["Content-Encoding"] = "gzip"
     return response
+
+
+def _merge_exposition(own: bytes, others: list[str], compress: bool) -> bytes:
+    body = merge([own.decode(), *others]).encode()
+    return gzip.compress(body, compresslevel=1) if compress else body
+
+
+async def _own_metrics(request: web.Request) -> web.Response:
+    """This process's exposition alone (for the process that answers a scrape)."""
+    registry = request.app[OWN_REGISTRY]
+    names = request.query.getall("name[]", [])
+    body, content_type = await asyncio.to_thread(
+        _render_exposition, registry, request.headers.get("Accept", ""), names, False
+    )
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+OWN_REGISTRY = web.AppKey("sheepdog.own_registry", CollectorRegistry)
+
+
+async def _own_exposition_socket(app: web.Application) -> AsyncIterator[None]:
+    """Serve this process's own exposition on its Unix socket, for the others."""
+    runtime = app[RUNTIME]
+    workers = runtime.workers
+    assert workers is not None
+    own = web.Application()
+    own[OWN_REGISTRY] = runtime.registry
+    own.router.add_get("/metrics", _own_metrics)
+    runner = web.AppRunner(own, access_log=None)
+    await runner.setup()
+    path = workers.own_socket
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()  # left by a process of this slot that was killed
+    await web.UnixSite(runner, str(path)).start()
+    yield
+    await runner.cleanup()
 
 
 def _render_exposition(
@@ -113,6 +170,8 @@ async def _reload_endpoint(request: web.Request) -> web.Response:
     error = await reload_config(request.app)
     if error is not None:
         return web.json_response({"status": "refused", "error": error}, status=400)
+    if runtime.workers is not None and runtime.request_reload_of_all is not None:
+        runtime.request_reload_of_all()  # the other processes read the same file again
     return web.json_response({"status": "reloaded"})
 
 

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from sheepdog.core.clock import Clock
 from sheepdog.core.db import Database
 from sheepdog.core.settings import CoreSettings
+from sheepdog.core.workers import WorkerSet
 
 __all__ = ["RUNTIME", "ConfigLoader", "PrepareReload", "Prepared", "ReadinessCheck", "Runtime"]
 
@@ -55,6 +56,10 @@ class Runtime:
     reload_parts: list[PrepareReload] = field(default_factory=list)
     readiness_checks: dict[str, ReadinessCheck] = field(default_factory=dict)
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    workers: WorkerSet | None = None
+    """With ``workers`` > 1: this process's place among those serving ``listen``."""
+    request_reload_of_all: Callable[[], None] | None = None
+    """Asks every process serving ``listen`` to reload (a ``POST /-/reload`` reached one)."""
 
 
 RUNTIME = web.AppKey("sheepdog.runtime", Runtime)
