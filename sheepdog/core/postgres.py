@@ -132,7 +132,7 @@ class PostgresDatabase(Database):
             try:
                 pool = await asyncpg.create_pool(
                     self._url.reveal(),
-                    min_size=1,
+                    min_size=0,  # connect on demand: no reconnect loop while the server is down
                     max_size=self._pool_size,
                     timeout=_CONNECT_TIMEOUT_SECONDS,
                     command_timeout=_COMMAND_TIMEOUT_SECONDS,

@@ -13,10 +13,9 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import sqlite3
 from collections import Counter
-from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -25,6 +24,7 @@ from tests.bridge.conftest import ALERT_TOKEN, make_payload, wait_for
 from tests.faults.conftest import FIGURES
 from tests.peers.wechat import Answer, WeChatRobot
 from tests.support.process import SheepdogProcess, free_port
+from tests.support.state import StoredState
 
 pytestmark = pytest.mark.slow
 
@@ -38,15 +38,12 @@ FAILING = (Answer(http_status=500, body="upstream busy"), Answer(errcode=-1), An
 FLAKY = (Answer(http_status=500, body="upstream busy"), Answer(errcode=-1), None)
 
 
-def _rows(state: Path) -> dict[int, tuple[str, str]]:
+def _rows(stored: StoredState) -> dict[int, tuple[str, str]]:
     """Outbox rows by id: (status, alert name)."""
-    with closing(sqlite3.connect(state / "sheepdog.db")) as conn:
-        return {
-            row_id: (status, json.loads(names)[0])
-            for row_id, status, names in conn.execute(
-                "SELECT id, status, alert_names FROM outbox_notifications ORDER BY id"
-            )
-        }
+    return {
+        row["id"]: (row["status"], json.loads(row["alert_names"])[0])
+        for row in stored.query("SELECT id, status, alert_names FROM outbox_notifications")
+    }
 
 
 def _names_in(messages: list[str]) -> Counter[str]:
@@ -59,9 +56,10 @@ def _names_in(messages: list[str]) -> Counter[str]:
 
 @pytest.mark.parametrize("outage", ["failing", "flaky"])
 async def test_kill_9_with_100_pending_then_restart_delivers_every_alert(
-    tmp_path: Path, outage: str
+    tmp_path: Path, outage: str, backend: dict[str, Any], stored: StoredState
 ) -> None:
-    """After kill -9 and a restart, all 100 alerts arrive; none the outbox had sent comes twice."""
+    """After kill -9 and a restart, all 100 alerts arrive; none the outbox had sent comes twice.
+    On PostgreSQL the restarted process takes the robot over once the dead one's lease ends."""
     robot = await WeChatRobot(keys=["crash-key"], per_minute=1000).start()
     state = tmp_path / "state"
     port = free_port()
@@ -74,6 +72,7 @@ async def test_kill_9_with_100_pending_then_restart_delivers_every_alert(
             "targets": {"ops": {"type": "wechat", "url": robot.url()}},
             "retry": {"initial_seconds": 0.2, "max_seconds": 1},
         },
+        **backend,
     }
     config.write_text(yaml.safe_dump(document), encoding="utf-8")
     first = SheepdogProcess(config, port, tmp_path)
@@ -92,7 +91,7 @@ async def test_kill_9_with_100_pending_then_restart_delivers_every_alert(
         else:
             await wait_for(lambda: len(robot.messages) >= 2, what="some messages through")
         await asyncio.to_thread(first.kill)
-        at_kill = _rows(state)
+        at_kill = _rows(stored)
         delivered_before = len(robot.messages)
         assert len(at_kill) == NOTIFICATIONS
         sent_at_kill = {name for status, name in at_kill.values() if status == "sent"}
@@ -104,7 +103,7 @@ async def test_kill_9_with_100_pending_then_restart_delivers_every_alert(
         robot.recover()
         await asyncio.to_thread(second.start)
         await wait_for(
-            lambda: all(status == "sent" for status, _ in _rows(state).values()),
+            lambda: all(status == "sent" for status, _ in _rows(stored).values()),
             timeout=60,
             what="every notification sent after the restart",
         )
@@ -126,7 +125,8 @@ async def test_kill_9_with_100_pending_then_restart_delivers_every_alert(
     assert all(extra == 1 for extra in duplicates.values())
     assert "Traceback" not in second.output
     assert ALERT_TOKEN not in first.output + second.output
-    FIGURES.fault(f"kill -9 of sheepdog serve, WeChat {outage}")
+    on = "" if not backend else ", PostgreSQL"
+    FIGURES.fault(f"kill -9 of sheepdog serve, WeChat {outage}{on}")
     FIGURES.fault("WeChat robot failing (500, errcode -1, 45009) before a crash")
     FIGURES.notifications(accepted=NOTIFICATIONS, lost=len(lost))
-    FIGURES.duplicates[f"crash recovery, WeChat {outage}"] += sum(duplicates.values())
+    FIGURES.duplicates[f"crash recovery, WeChat {outage}{on}"] += sum(duplicates.values())
