@@ -72,9 +72,18 @@ IDLE_POLL_SECONDS: Final = 5.0
 MAX_DIGEST_NOTIFICATIONS: Final = 500
 _TROUBLE_PAUSE: Final = 5.0
 DEFAULT_LEASE_SECONDS: Final = 30.0
-# One name per process start (a restarted container may get the same pid), one per worker.
-_PROCESS: Final = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 _WORKER_NUMBERS: Final = itertools.count(1)
+_process_names: dict[int, str] = {}
+
+
+def _process_name() -> str:
+    """This process's name in the outbox: host, pid and a random part (a restarted container
+    may get the same pid), made in the process itself (not inherited across a fork)."""
+    pid = os.getpid()
+    name = _process_names.get(pid)
+    if name is None:
+        name = _process_names[pid] = f"{socket.gethostname()}:{pid}:{secrets.token_hex(4)}"
+    return name
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +132,7 @@ class DestinationWorker:
         self._metrics = metrics
         self._on_change = on_change
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
-        self._holder = f"{_PROCESS}:{next(_WORKER_NUMBERS)}"
+        self._holder = f"{_process_name()}:{next(_WORKER_NUMBERS)}"
         self._lease_seconds = lease_seconds
         self._shared = shared
         """Whether other processes deliver from the same outbox (then the lease is renewed

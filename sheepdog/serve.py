@@ -270,7 +270,7 @@ class _Supervisor:
             if self.stopping:
                 failed = failed or code not in (0, -signal.SIGTERM)
                 continue
-            if time.monotonic() - self.started[index] < _STARTUP_SECONDS:
+            if code == 1 and time.monotonic() - self.started[index] < _STARTUP_SECONDS:
                 # Failed while starting (cannot listen, say): starting it again would not help.
                 log.error("worker failed at start-up; stopping", extra={"worker": index})
                 self.stopping, failed = True, True
