@@ -25,6 +25,17 @@ DEPLOY_CONFIG = REPO / "deploy" / "sheepdog.compose.yaml"
 TOKEN_SECRET = "sheepdog_alert_token"
 SMTP_SECRET = "smtp_password"
 STACK = {"sheepdog", "prometheus", "alertmanager", "grafana", "node-exporter", "blackbox-exporter"}
+HA = {
+    "postgres",
+    "sheepdog-1",
+    "sheepdog-2",
+    "sheepdog-lb",
+    "alertmanager-1",
+    "alertmanager-2",
+    "prometheus-ha",
+}
+HA_CONFIG = REPO / "deploy" / "sheepdog.ha.yaml"
+DATABASE_SECRETS = ("postgres_password", "sheepdog_database_url")
 # ${VAR}, ${VAR:-default}, ${VAR:?message}; $$ is an escaped dollar in compose.
 _INTERPOLATION = re.compile(r"(?<!\$)\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<op>:?[-?][^}]*)?\}")
 
@@ -94,8 +105,10 @@ def test_the_schema_rejects_a_broken_compose_file() -> None:
 
 
 def test_the_whole_stack_is_defined() -> None:
-    """sheepdog, Prometheus, Alertmanager, Grafana, node-exporter and blackbox-exporter run."""
-    assert set(_compose()["services"]) == STACK
+    """sheepdog, Prometheus, Alertmanager, Grafana, node-exporter and blackbox-exporter run;
+    the ha profile adds PostgreSQL, two replicas and their load balancer, two Alertmanagers and
+    a Prometheus of its own."""
+    assert set(_compose()["services"]) == STACK | HA
 
 
 def test_every_mounted_repository_path_exists() -> None:
@@ -180,9 +193,13 @@ def test_node_exporter_sees_the_host_behind_its_profile() -> None:
     prometheus = yaml.safe_load((REPO / "prometheus" / "prometheus.yml").read_text("utf-8"))
     (job,) = [job for job in prometheus["scrape_configs"] if job["job_name"] == "node"]
     assert job["static_configs"] == [{"targets": ["host.docker.internal:9100"]}]
-    # the other services are in the compose network and start without a profile
+    # the other services are in the compose network and start without a profile, or in the
+    # ha profile on the ha network
     for name, service in services.items():
-        if name != "node-exporter":
+        if name in HA:
+            assert service["profiles"] == ["ha"], name
+            assert list(service["networks"]) == ["ha"], name
+        elif name != "node-exporter":
             assert "profiles" not in service and "network_mode" not in service, name
 
 
@@ -234,10 +251,17 @@ def test_secrets_are_files_that_sheepdog_and_alertmanager_both_read() -> None:
     and each side's config reads them at /run/secrets/<name>."""
     compose = _compose()
     assert compose["secrets"] == {
-        name: {"file": f"./secrets/{name}"} for name in (TOKEN_SECRET, SMTP_SECRET)
+        name: {"file": f"./secrets/{name}"}
+        for name in (TOKEN_SECRET, SMTP_SECRET, *DATABASE_SECRETS)
     }
-    for service in ("sheepdog", "alertmanager"):
+    for service in ("sheepdog", "alertmanager", "alertmanager-1", "alertmanager-2"):
         assert compose["services"][service]["secrets"] == [TOKEN_SECRET, SMTP_SECRET], service
+    for service in ("sheepdog-1", "sheepdog-2"):
+        assert compose["services"][service]["secrets"] == [
+            TOKEN_SECRET,
+            SMTP_SECRET,
+            "sheepdog_database_url",
+        ], service
     alertmanager = (REPO / "alertmanager" / "alertmanager.yml").read_text(encoding="utf-8")
     assert set(re.findall(r"credentials_file:\s*(\S+)", alertmanager)) == {
         f"/run/secrets/{TOKEN_SECRET}"
@@ -272,7 +296,9 @@ def test_secrets_in_compose_come_from_env_interpolation() -> None:
     secret_like = re.compile(r"TOKEN|KEY|PASSWORD|SECRET|WEBHOOK|SMTP_USERNAME")
     for name, service in _compose()["services"].items():
         for key, value in (service.get("environment") or {}).items():
-            if secret_like.search(key):
+            if key.endswith("_FILE"):  # a path to a file secret, not the secret
+                assert str(value).startswith("/run/secrets/"), f"{name}: {key}={value!r}"
+            elif secret_like.search(key):
                 assert _INTERPOLATION.fullmatch(str(value)), f"{name}: {key}={value!r}"
 
 
@@ -406,3 +432,92 @@ def test_dockerignore_keeps_secrets_and_the_stack_out_of_the_image(path: str) ->
     assert lines[0] == "*"
     allowed = [line[1:].rstrip("/") for line in lines if line.startswith("!")]
     assert not any(Path(path).parts[0] == entry for entry in allowed), path
+
+
+def test_the_ha_replicas_run_the_ha_config_which_differs_only_in_its_state() -> None:
+    """Both replicas run deploy/sheepdog.ha.yaml: the compose config with the state in
+    PostgreSQL (its URL a file secret) and two processes each; nothing else differs."""
+    services = _compose()["services"]
+    config_path = f"/etc/sheepdog/{HA_CONFIG.name}"
+    for name in ("sheepdog-1", "sheepdog-2"):
+        assert services[name]["command"] == ["sheepdog", "serve", "--config", config_path]
+        assert services[name]["environment"]["SHEEPDOG_CONFIG"] == config_path
+        assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    single = yaml.safe_load(DEPLOY_CONFIG.read_text(encoding="utf-8"))
+    ha = yaml.safe_load(HA_CONFIG.read_text(encoding="utf-8"))
+    assert ha.pop("database") == {"url_file": "/run/secrets/sheepdog_database_url"}
+    assert ha.pop("workers") == 2
+    assert ha == single
+
+
+def test_the_ha_load_balancer_answers_as_sheepdog_and_spreads_over_both_replicas() -> None:
+    """On the ha network the load balancer is `sheepdog` (where alertmanager.yml posts), and
+    its nginx config sends to both replicas without buffering streams."""
+    lb = _compose()["services"]["sheepdog-lb"]
+    assert lb["networks"] == {"ha": {"aliases": ["sheepdog"]}}
+    assert ("./deploy/nginx.ha.conf", "/etc/nginx/nginx.conf") in _bind_mounts(lb)
+    nginx = (REPO / "deploy" / "nginx.ha.conf").read_text(encoding="utf-8")
+    assert re.findall(r"server (sheepdog-\d):8000", nginx) == ["sheepdog-1", "sheepdog-2"]
+    assert "proxy_buffering off;" in nginx
+    assert "non_idempotent" not in nginx  # a POST that reached a replica is not sent again
+    assert "http://sheepdog:8000/alerts/" in (REPO / "alertmanager" / "alertmanager.yml").read_text(
+        encoding="utf-8"
+    )
+
+
+def test_the_ha_alertmanagers_form_one_cluster_and_prometheus_scrapes_both_replicas() -> None:
+    """The two Alertmanagers gossip with each other; the ha Prometheus scrapes both replicas
+    and both Alertmanagers and sends its alerts to both."""
+    services = _compose()["services"]
+    for name in ("alertmanager-1", "alertmanager-2"):
+        command = services[name]["command"]
+        assert "--cluster.listen-address=0.0.0.0:9094" in command
+        peers = {arg.split("=", 1)[1] for arg in command if arg.startswith("--cluster.peer=")}
+        assert peers == {"alertmanager-1:9094", "alertmanager-2:9094"}
+    prometheus = services["prometheus-ha"]
+    assert "--config.file=/etc/prometheus/prometheus.ha.yml" in prometheus["command"]
+    config = yaml.safe_load((REPO / "prometheus" / "prometheus.ha.yml").read_text("utf-8"))
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert jobs["sheepdog"]["static_configs"] == [
+        {"targets": ["sheepdog-1:8000", "sheepdog-2:8000"]}
+    ]
+    targets = ["alertmanager-1:9093", "alertmanager-2:9093"]
+    assert config["alerting"]["alertmanagers"] == [{"static_configs": [{"targets": targets}]}]
+    assert config["rule_files"] == ["rules/*.yml"]
+    hosts = {
+        host.rsplit(":", 1)[0]
+        for job in config["scrape_configs"]
+        for static in job["static_configs"]
+        for host in static["targets"]
+    } - {"localhost"}
+    assert hosts <= HA
+
+
+def test_the_ha_config_of_sheepdog_is_valid(tmp_path: Path) -> None:
+    """`sheepdog check-config` accepts deploy/sheepdog.ha.yaml with its secret files, and
+    prints where the database is without its password."""
+    password = "SENTINEL-compose-db-password"
+    secrets = {
+        **SECRET_FILES,
+        "sheepdog_database_url": f"postgresql://sheepdog:{password}@postgres:5432/sheepdog",
+    }
+    for name, value in secrets.items():
+        (tmp_path / name).write_text(value + "\n", encoding="utf-8")
+    config = tmp_path / HA_CONFIG.name
+    text = HA_CONFIG.read_text(encoding="utf-8").replace("/run/secrets/", f"{tmp_path}/")
+    config.write_text(text, encoding="utf-8")
+    env = {key: value for key, value in {**os.environ, **_env_example()}.items()}
+    env.pop("SHEEPDOG_CONFIG", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "sheepdog.cli", "check-config", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "database: postgresql://postgres:5432/sheepdog" in result.stdout
+    assert "workers: 2" in result.stdout
+    assert password not in result.stdout + result.stderr
