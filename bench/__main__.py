@@ -9,7 +9,7 @@ import shlex
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -53,6 +53,7 @@ from bench.service import (
     start_upstream,
     upstream_stats,
 )
+from bench.state import VARIANTS, Variant, postgres_urls
 from bench.stats import LoadResult
 from bench.streaming import pace_headers
 
@@ -157,6 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"unknown phase(s): {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2
+    states = [key for key in (args.state or "").split(",") if key]
+    unknown = set(states) - set(VARIANTS)
+    if unknown:
+        print(f"unknown state variant(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    variants = [VARIANTS[key] for key in states]
     raise_open_files_limit()
     use_wrk = not args.no_wrk and wrk_binary() is not None
     command = "python -m bench " + shlex.join(argv if argv is not None else sys.argv[1:])
@@ -186,9 +193,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="sheepdog-bench-") as tmp:
         workdir = Path(args.keep_workdir or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        with ProcessGroup(workdir) as group:
+        with (
+            postgres_urls(any(variant.postgres for variant in variants)) as urls,
+            ProcessGroup(workdir) as group,
+        ):
             run = _Run(group, settings, results, use_wrk, args)
             run.start_servers(phases, use_nginx=not args.no_nginx)
+            run.start_variants(variants, urls)
             if "relay" in phases:
                 _timed(results, group, "non-streaming relay", run.relay)
             if "stream" in phases:
@@ -273,6 +284,12 @@ def _parser() -> argparse.ArgumentParser:
         "--profile", metavar="DIR", help="record py-spy profiles of sheepdog under load into DIR"
     )
     parser.add_argument("--keep-workdir", metavar="DIR", help="keep configs, logs and state in DIR")
+    parser.add_argument(
+        "--state",
+        metavar="VARIANTS",
+        help="also measure sheepdog with its state elsewhere, comma-separated: "
+        + ", ".join(VARIANTS),
+    )
     return parser
 
 
@@ -296,6 +313,7 @@ class _Run:
         self.bridge_ok = False
         self.bridge_why = ""
         self.robot: Server | None = None
+        self.variants: dict[str, Server] = {}
         self.upstream: Server | None = None
 
     def _note(self, text: str) -> None:
@@ -346,6 +364,30 @@ class _Run:
             self.bridge_ok, self.bridge_why = bridge.bridge_available(self.sheepdog.url)
             if not self.bridge_ok:
                 self._note(f"sheepdog's bridge does not accept alerts yet ({self.bridge_why}).")
+
+    def start_variants(self, variants: list[Variant], urls: Iterator[str] | str) -> None:
+        """One more sheepdog per state variant: a path of the relay phases, and a bridge whose
+        accept rate is measured too."""
+        if self.sheepdog is None or self.robot is None or self.upstream is None:
+            return
+        for variant in variants:
+            if variant.postgres and isinstance(urls, str):
+                self._note(f"{variant.name}: not measured: {urls}.")
+                continue
+            url = next(urls) if variant.postgres and not isinstance(urls, str) else None
+            server = start_sheepdog(
+                self.group,
+                f"sheepdog-{variant.key}",
+                f"{self.upstream.url}/v1",
+                self.robot.url,
+                state=variant.config(url),
+            )
+            ok, why = proxy_available(server)
+            if not ok:
+                self._note(f"{variant.name} does not relay ({why}): its rows are left out.")
+                continue
+            self.paths[variant.name] = server
+            self.variants[variant.name] = server
 
     def _profile(self, name: str, duration: float) -> Recording | None:
         if self.profile_dir is None or self.sheepdog is None:
@@ -570,6 +612,14 @@ class _Run:
         after = bridge.alerts_received(base, ACCEPT_TARGET)
         if before is not None and after is not None:
             self.results.bridge_accepted_stored = after - before
+        for name, server in self.variants.items():
+            self.results.bridge_accept_variants[name] = _attempt(
+                lambda url=server.url: bridge.measure_accept(  # type: ignore[misc]
+                    url, s.accept_connections, s.accept_duration, use_wrk=self.use_wrk
+                ),
+                self._note,
+                f"bridge accept, {name}",
+            )
         recording = self._profile("bridge-accept", PROFILE_SECONDS)
         if recording is not None:
             bridge.measure_accept(base, s.accept_connections, PROFILE_SECONDS, use_wrk=self.use_wrk)

@@ -129,6 +129,8 @@ class Results:
     bridge_accept_connections: int = 0
     bridge_accepted_stored: int | None = None
     bridge_delivery: DeliveryResult | str | None = None
+    bridge_accept_variants: dict[str, LoadResult | str] = field(default_factory=dict)
+    """Accepted per second by the sheepdog of each state variant (``--state``)."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -487,6 +489,32 @@ def _stream_load_table(results: Results) -> list[str]:
     )
 
 
+def _state_variants(results: Results) -> list[str]:
+    """The sheepdogs of ``--state``: accept rate, and throughput against the pass-through."""
+    if not results.bridge_accept_variants:
+        return []
+    out = ["", "With the state elsewhere (`--state`), the same measurements:", ""]
+    for name, accept in results.bridge_accept_variants.items():
+        if isinstance(accept, LoadResult):
+            figure = (
+                f"accepted **{accept.rate:,.0f}/s** (POST p50 {_ms(accept.p50)} ms, "
+                f"p99 {_ms(accept.p99)} ms)"
+            )
+        else:
+            figure = f"accept not measured: {accept}"
+        ratios = []
+        for row in results.relay:
+            floor = _relay_row(results, PASSTHROUGH, row.concurrency)
+            if row.path == name and floor is not None and floor.rate:
+                ratios.append(
+                    f"c={row.concurrency} {row.rate / floor.rate:.2f} × pass-through "
+                    f"({row.rate:,.0f} req/s)"
+                )
+        relay = f"; non-streaming: {', '.join(ratios)}" if ratios else ""
+        out.append(f"- {name}: {figure}{relay}.")
+    return out
+
+
 def render(results: Results, machine: dict[str, str], analysis: str = "") -> str:
     """The whole report as markdown; ``analysis`` (markdown) goes at the end."""
     out = [
@@ -624,6 +652,7 @@ def render(results: Results, machine: dict[str, str], analysis: str = "") -> str
         ]
     else:
         out.append(f"Accepted: not measured: {accept or 'skipped'}.")
+    out += _state_variants(results)
     delivery = results.bridge_delivery
     out.append("")
     if isinstance(delivery, DeliveryResult):

@@ -83,8 +83,10 @@ def write_config(
     robot_url: str | None = None,
     latency_rate_per_minute: float = 6000.0,
     limits: bool = False,
+    state: dict[str, object] | None = None,
 ) -> None:
-    """A config with 20 clients (each with a budget) and 50 priced models.
+    """A config with 20 clients (each with a budget) and 50 priced models; ``state`` adds
+    top-level keys such as ``database`` and ``workers``.
 
     With ``robot_url``, two WeChat targets at the local robot: ``bench-latency`` with a rate far
     above what the bench sends, and ``bench-accept`` with WeChat's default 20 a minute.
@@ -140,6 +142,7 @@ def write_config(
         for client in proxy["clients"]:
             client["requests_per_minute"] = 100_000_000
             client["tokens_per_minute"] = 10_000_000_000
+    config.update(state or {})
     path.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
@@ -150,11 +153,13 @@ def start_sheepdog(
     robot_url: str | None = None,
     env: dict[str, str] | None = None,
     limits: bool = False,
+    state: dict[str, object] | None = None,
 ) -> Server:
     """Write a config into the group's work directory and run ``sheepdog serve`` on it.
 
     ``env`` is added to the process's environment (``PYTHONPATH`` to run another source tree);
     ``limits`` turns the guard rails on (see :func:`write_config`).
+    ``state`` is added to the config (``database``, ``workers``).
     """
     port = free_port()
     workdir = group.workdir / name
@@ -167,6 +172,7 @@ def start_sheepdog(
         state_dir=workdir / "state",
         robot_url=robot_url,
         limits=limits,
+        state=state,
     )
     return group.start(
         name,

@@ -3,8 +3,8 @@
 Debian's ``postgresql`` package provides the binaries (``scripts/setup --test`` installs it where
 apt is available). The cluster is made once per test session (initdb, pg_ctl), run as an
 unprivileged user when the tests run as root (PostgreSQL refuses to run as root), and each test
-gets a database of its own. Durability settings are relaxed (``fsync=off``): the tests check what
-sheepdog does with the database, not the disk under it.
+gets a database of its own. Durability settings are relaxed (``fsync=off``) for the tests: they
+check what sheepdog does with the database, not the disk under it; bench/ keeps them.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["PostgresServer", "find_binaries", "why_unavailable"]
+__all__ = ["PostgresServer", "find_binaries", "running_server", "why_unavailable"]
 
 USER = "sheepdog"
 PASSWORD = "SENTINEL-db-password-5c1e"
@@ -62,7 +62,7 @@ def _unprivileged_user() -> pwd.struct_passwd | None:
 class PostgresServer:
     """One cluster; :meth:`database_url` makes a fresh database in it for each test."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, *, durable: bool = False) -> None:
         binaries = find_binaries()
         assert binaries is not None, why_unavailable()
         self.bin = binaries
@@ -73,6 +73,7 @@ class PostgresServer:
         self.log = self.root / "postgres.log"
         self._as: list[str] = []
         self._databases = 0
+        self.durable = durable
         self.sockets.mkdir()
         if os.geteuid() == 0:  # PostgreSQL refuses to run as root
             user = _unprivileged_user()
@@ -104,9 +105,11 @@ class PostgresServer:
 
     def start(self) -> None:
         options = (
-            f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c full_page_writes=off -c max_connections=300 -c shared_buffers=32MB"
+            f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1 "
+            "-c max_connections=300 -c shared_buffers=32MB"
         )
+        if not self.durable:
+            options += " -c fsync=off -c full_page_writes=off"
         self._run(
             str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w",
             "-t", "60", "-o", options, "start",
@@ -146,8 +149,9 @@ class PostgresServer:
 
 
 @contextlib.contextmanager
-def running_server(port: int) -> Iterator[PostgresServer]:
-    server = PostgresServer(port)
+def running_server(port: int, *, durable: bool = False) -> Iterator[PostgresServer]:
+    """A started cluster, removed after; ``durable`` keeps PostgreSQL's fsync (for bench/)."""
+    server = PostgresServer(port, durable=durable)
     try:
         server.initialise()
         server.start()
