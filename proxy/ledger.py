@@ -287,13 +287,13 @@ class SpendLedger:
 
     async def run(self) -> None:
         """Synchronise every interval until :meth:`stop`, then once more."""
-        while True:
+        while not self._stopping.is_set():
             await self.sync()
-            if self._stopping.is_set():
-                return
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._flush_interval):
                     await self._stopping.wait()
+        # After the stop: what was recorded since, including during a sync the stop came in.
+        await self.sync()
 
     def stop(self) -> None:
         """Ask :meth:`run` to write what is pending and return."""
