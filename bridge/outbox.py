@@ -22,7 +22,7 @@ process alone on its SQLite file instead takes back, at start-up, everything lef
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -30,6 +30,7 @@ from bridge.payload import Payload
 from sheepdog.core.db import Database, DatabaseUnavailable
 
 __all__ = [
+    "CHANNEL",
     "DEDUP_WINDOW_SECONDS",
     "KEEP_SENT_SECONDS",
     "STATUSES",
@@ -43,6 +44,8 @@ __all__ = [
 ]
 
 STATUSES: Final = ("pending", "in_flight", "sent", "dead")
+CHANNEL: Final = "sheepdog_outbox"
+"""What the database announces new rows on (:meth:`~sheepdog.core.db.Database.watch`)."""
 KEEP_SENT_SECONDS: Final = 7 * 24 * 3600.0
 DEDUP_WINDOW_SECONDS: Final = 15 * 60.0
 """How long an identical notification counts as Alertmanager retrying, not repeating.
@@ -250,6 +253,10 @@ class Outbox:
     async def payloads(self, ids: Sequence[int]) -> dict[int, Payload]:
         """The payloads of the rows ``ids`` (a batch about to be delivered), decoded."""
         return await self.store.payloads(list(ids))
+
+    def watch(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when another process stores a notification or queues one again."""
+        self.db.watch(CHANNEL, callback)
 
     async def lease(
         self, destination: str, holder: str, now: float, seconds: float

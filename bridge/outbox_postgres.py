@@ -14,7 +14,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from bridge.outbox import Grant, NewRow, Row, TargetStats
+from bridge.outbox import CHANNEL, Grant, NewRow, Row, TargetStats
 from bridge.outbox_schema import MIGRATIONS
 from bridge.payload import Payload, alert_names, dedup_key
 from sheepdog.core.db import Database
@@ -85,6 +85,8 @@ class PostgresOutboxStore:
                 )
                 earlier.setdefault((key, row.target), []).insert(0, (row_id, row.now))
                 results.append((row_id, True))
+            if any(new for _, new in results):
+                await conn.execute("SELECT pg_notify($1, '')", CHANNEL)  # sent at the commit
             return results
 
         return await self.db.run(work)
@@ -319,6 +321,8 @@ class PostgresOutboxStore:
                 queued,
                 now,
             )
+            if queued:
+                await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
             return queued, refused
 
         return await self.db.run(work)

@@ -192,6 +192,9 @@ class Bridge:
 
     def _start_all(self) -> None:
         self._started = True
+        # Notifications another process stores are delivered at once by whichever of them
+        # holds the destination, not at its next poll.
+        self.outbox.watch(self._wake_workers)
         self._reconcile_workers()
         self._housekeeping = asyncio.create_task(self._housekeep(), name="sheepdog-bridge-prune")
 
@@ -251,6 +254,10 @@ class Bridge:
 
     def on(self, destination: str) -> Mapping[str, Route]:
         return self.plan.on(destination)
+
+    def _wake_workers(self) -> None:
+        for worker in self.workers.values():
+            worker.wake()
 
     def worker_of(self, target: str) -> DestinationWorker | None:
         route = self.plan.routes.get(target)

@@ -90,6 +90,11 @@ class Database:
         self.migrations: dict[str, list[Migration]] = {}
         self.last_error: str | None = None
 
+    def watch(self, channel: str, callback: Callable[[], None]) -> None:
+        """Call ``callback`` soon after another process changes what ``channel`` names (new
+        notifications in the outbox: the process holding their destination delivers at once
+        instead of at its next poll). Nothing to watch for a database that is not shared."""
+
     def add_migrations(self, component: str, migrations: Sequence[Migration]) -> None:
         """Register ``component``'s schema steps, applied at every open that finds them missing."""
         self.migrations.setdefault(component, []).extend(migrations)

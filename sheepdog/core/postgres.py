@@ -6,11 +6,17 @@ advisory lock so that replicas starting together migrate once. A server that is 
 or refusing connections makes calls raise :class:`DatabaseUnavailable` (asyncpg reconnects a
 pooled connection the server dropped on its next use); errors never carry the password, and
 :attr:`PostgresDatabase.where` names host, port and database only.
+
+:meth:`PostgresDatabase.watch` keeps one more connection, which LISTENs on the channels watched
+(a writer sends ``pg_notify`` in its transaction, so the news comes with the commit); it is
+opened again a second after the server drops it, and the watchers are then called once, for
+whatever was announced while nobody listened.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -35,6 +41,8 @@ else:  # asyncpg's classes take no type parameters at run time
 _CONNECT_TIMEOUT_SECONDS: Final = 5.0
 _COMMAND_TIMEOUT_SECONDS: Final = 10.0
 _POOL_SIZE: Final = 4
+_LISTEN_RETRY_SECONDS: Final = 1.0
+_LISTEN_KEEPALIVE_SECONDS: Final = 30.0
 # pg_advisory_xact_lock key for migrations: any fixed number, the same in every replica.
 _MIGRATION_LOCK: Final = 0x5EED_D06
 # SQLSTATE classes that say the server cannot be used right now, not that the query is wrong:
@@ -60,6 +68,8 @@ def is_unavailable(exc: BaseException) -> bool:
     """Whether ``exc`` means the server cannot be used now (worth retrying later)."""
     if isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError):
         return True
+    if isinstance(exc, asyncpg.InternalClientError):  # a connection the server broke off
+        return True
     if isinstance(exc, asyncpg.PostgresError):
         state = getattr(exc, "sqlstate", None) or ""
         return state[:2] in _UNAVAILABLE_CLASSES
@@ -76,6 +86,8 @@ class PostgresDatabase(Database):
         self._pool_size = pool_size
         self._pool: asyncpg.Pool[Any] | None = None
         self._opening = asyncio.Lock()
+        self._watchers: dict[str, list[Callable[[], None]]] = {}
+        self._listener: asyncio.Task[None] | None = None
 
     @property
     def where(self) -> str:
@@ -95,11 +107,18 @@ class PostgresDatabase(Database):
         """Run ``await work(connection)`` in one transaction; commit if it succeeds."""
         try:
             pool = await self._ensure_pool()
-            async with (
-                pool.acquire(timeout=_CONNECT_TIMEOUT_SECONDS) as conn,
-                conn.transaction(readonly=readonly),
-            ):
-                result = await work(conn)
+            conn = await pool.acquire(timeout=_CONNECT_TIMEOUT_SECONDS)
+            try:
+                async with conn.transaction(readonly=readonly):
+                    result = await work(conn)
+            except BaseException as exc:
+                if not isinstance(exc, asyncpg.PostgresError) or is_unavailable(exc):
+                    # Broken off mid-protocol (the server went away, a timeout, a cancel): a
+                    # connection in a state nobody knows is not given to the next caller.
+                    conn.terminate()
+                raise
+            finally:
+                await pool.release(conn)
         except DatabaseUnavailable as exc:
             self.last_error = str(exc)
             raise
@@ -114,7 +133,60 @@ class PostgresDatabase(Database):
             self.last_error = None
         return result
 
+    def watch(self, channel: str, callback: Callable[[], None]) -> None:
+        self._watchers.setdefault(channel, []).append(callback)
+        if self._listener is None or self._listener.done():
+            self._listener = asyncio.get_running_loop().create_task(
+                self._listen(), name="sheepdog-db-listen"
+            )
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                conn = await asyncpg.connect(self._url.reveal(), timeout=_CONNECT_TIMEOUT_SECONDS)
+            except Exception as exc:
+                if not is_unavailable(exc) and not isinstance(exc, asyncpg.PostgresError):
+                    raise
+                await asyncio.sleep(_LISTEN_RETRY_SECONDS)
+                continue
+            try:
+                await self._listen_on(conn)
+            except Exception as exc:
+                if not is_unavailable(exc) and not isinstance(exc, asyncpg.PostgresError):
+                    raise
+            finally:
+                conn.terminate()
+            await asyncio.sleep(_LISTEN_RETRY_SECONDS)
+
+    async def _listen_on(self, conn: asyncpg.Connection[Any]) -> None:
+        """LISTEN on every channel watched until the connection is lost."""
+        lost = asyncio.Event()
+        conn.add_termination_listener(lambda _: lost.set())
+        for channel in self._watchers:
+            await conn.add_listener(channel, self._notified)
+        self._call_all()  # whatever was announced while nobody listened
+        while not lost.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_LISTEN_KEEPALIVE_SECONDS):
+                    await lost.wait()
+            if not lost.is_set():  # a connection a network failure left half-open
+                await conn.execute("SELECT 1", timeout=_CONNECT_TIMEOUT_SECONDS)
+
+    def _notified(self, conn: object, pid: int, channel: str, payload: object) -> None:
+        for callback in self._watchers.get(channel, ()):
+            callback()
+
+    def _call_all(self) -> None:
+        for callbacks in self._watchers.values():
+            for callback in callbacks:
+                callback()
+
     async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
         pool, self._pool = self._pool, None
         if pool is not None:
             try:

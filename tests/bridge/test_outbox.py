@@ -3,12 +3,18 @@ console read; on both backends."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from typing import Any
+
 import pytest
 
 from bridge.outbox import DEDUP_WINDOW_SECONDS, KEEP_SENT_SECONDS, Outbox
 from bridge.payload import validate_payload
+from sheepdog.core.backends import database_for
 from sheepdog.core.db import Database
 from tests.bridge.conftest import make_payload
+from tests.conftest import MakeConfig
 
 
 @pytest.fixture
@@ -103,3 +109,30 @@ async def test_the_console_reads_counts_last_delivery_and_last_failure(outbox: O
         [ids[1]],
         {ids[2]: "is pending, not dead"},
     )
+
+
+async def test_a_notification_another_process_stores_wakes_the_watcher(
+    backend: dict[str, Any], make_config: MakeConfig
+) -> None:
+    """Two processes on one outbox (two databases here): one stores, the other is woken, so
+    the process holding the destination delivers at once rather than at its next poll."""
+    config = make_config({**backend, "workers": 2})
+    watcher_db, writer_db = database_for(config), database_for(config)
+    try:
+        watcher, writer = Outbox(watcher_db), Outbox(writer_db)
+        await watcher_db.open()
+        await writer_db.open()
+        woken = asyncio.Event()
+        watcher.watch(woken.set)
+        for attempt in range(20):  # until the watcher has looked once and sees the change
+            woken.clear()
+            await writer.add("t", validate_payload(make_payload(name=f"W{attempt}")), 1.0)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1):
+                    await woken.wait()
+            if woken.is_set() and attempt > 0:
+                break
+        assert woken.is_set()
+    finally:
+        await watcher_db.close()
+        await writer_db.close()

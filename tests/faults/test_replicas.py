@@ -104,7 +104,8 @@ async def replicas(
     yield pair
     await pair.stop()
     output = pair.output()
-    assert "Traceback" not in output
+    tracebacks = [line for line in output.splitlines() if "Traceback" in line]
+    assert tracebacks == [], tracebacks[0][-3000:]
     assert PASSWORD not in output and ALERT_TOKEN not in output and TEAM_A_KEY not in output
 
 
@@ -299,7 +300,14 @@ async def test_the_database_restarted_under_traffic_loses_nothing(
         what="every request in the ledger",
     )
     counts = Counter(names_in(robot))
-    assert [name for name in names if counts[name] != 1] == []
+    lost = [name for name in names if counts[name] == 0]
+    assert lost == []
+    # At least once: a message the robot took while the database was down could not be marked
+    # sent; if the holder's lease ran out meanwhile, the replica taking over sends it again.
+    assert all(count <= 2 for count in counts.values())
     FIGURES.fault("PostgreSQL stopped and started under traffic")
     FIGURES.fault("alerts answered 503 while PostgreSQL was down", refused)
-    FIGURES.notifications(accepted=len(names), lost=0)
+    FIGURES.notifications(accepted=len(names), lost=len(lost))
+    FIGURES.duplicates["PostgreSQL restarted under traffic"] += sum(
+        count - 1 for count in counts.values()
+    )
