@@ -97,7 +97,10 @@ def test_spec_example_loads_with_its_variables_set() -> None:
         "ops-wechat",
         600,
     )
-    assert len(secrets_of(config)) == 6
+    assert config.workers == 1
+    assert config.database.url is not None  # a secret: it may hold the password
+    assert str(config.database.url) == "<secret>"
+    assert len(secrets_of(config)) == 7
 
 
 def test_the_specs_upstreams_example_loads_each_with_its_own_key() -> None:
