@@ -40,7 +40,9 @@ else:  # asyncpg's classes take no type parameters at run time
 
 _CONNECT_TIMEOUT_SECONDS: Final = 5.0
 _COMMAND_TIMEOUT_SECONDS: Final = 10.0
-_POOL_SIZE: Final = 4
+_POOL_SIZE: Final = 8
+"""Connections per process at most: the outbox writer, the ledger, one per destination worker
+at a time; a call beyond them waits for one to be free (never counted as the server down)."""
 _LISTEN_RETRY_SECONDS: Final = 1.0
 _LISTEN_KEEPALIVE_SECONDS: Final = 30.0
 # pg_advisory_xact_lock key for migrations: any fixed number, the same in every replica.
@@ -107,7 +109,7 @@ class PostgresDatabase(Database):
         """Run ``await work(connection)`` in one transaction; commit if it succeeds."""
         try:
             pool = await self._ensure_pool()
-            conn = await pool.acquire(timeout=_CONNECT_TIMEOUT_SECONDS)
+            conn = await pool.acquire()  # a new connection's own connect times out
             try:
                 async with conn.transaction(readonly=readonly):
                     result = await work(conn)
