@@ -443,6 +443,8 @@ def test_the_ha_replicas_run_the_ha_config_which_differs_only_in_its_state() -> 
         assert services[name]["command"] == ["sheepdog", "serve", "--config", config_path]
         assert services[name]["environment"]["SHEEPDOG_CONFIG"] == config_path
         assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
+        environment = {**services[name]["environment"], "SHEEPDOG_CONFIG": None}
+        assert environment == {**services["sheepdog"]["environment"], "SHEEPDOG_CONFIG": None}
     single = yaml.safe_load(DEPLOY_CONFIG.read_text(encoding="utf-8"))
     ha = yaml.safe_load(HA_CONFIG.read_text(encoding="utf-8"))
     assert ha.pop("database") == {"url_file": "/run/secrets/sheepdog_database_url"}
