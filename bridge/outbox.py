@@ -147,7 +147,7 @@ class OutboxStore(Protocol):
 
     async def prune(self, now: float, keep: float) -> int: ...
 
-    async def stats(self) -> dict[str, TargetStats]: ...
+    async def stats(self, *, history: bool = False) -> dict[str, TargetStats]: ...
 
     async def list_rows(self, statuses: Sequence[str], target: str | None) -> list[Row]: ...
 
@@ -317,8 +317,14 @@ class Outbox:
     # The read side: the gauges, `sheepdog outbox` and the console -------------------------
 
     async def stats(self) -> dict[str, TargetStats]:
-        """Per target: waiting and dead counts, the oldest waiting, last delivery and failure."""
+        """Per target: waiting and dead counts and the oldest waiting (for the gauges: rows
+        still to deliver or dead only, however many were sent this week)."""
         return await self.store.stats()
+
+    async def overview(self) -> dict[str, TargetStats]:
+        """:meth:`stats` with when each target last delivered and last failed, and why (for
+        the console: this reads the week of sent rows too)."""
+        return await self.store.stats(history=True)
 
     async def list_rows(self, statuses: Iterable[str], target: str | None = None) -> list[Row]:
         """Rows in the given statuses (oldest first), without payloads."""

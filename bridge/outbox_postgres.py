@@ -57,34 +57,51 @@ class PostgresOutboxStore:
                 earlier.setdefault((found["dedup_key"], found["target"]), []).append(
                     (found["id"], found["created_at"])
                 )
-            results: list[tuple[int, bool]] = []
-            for (key, row), (names, payload) in zip(keyed, encoded, strict=True):
-                match = next(
-                    (
-                        row_id
-                        for row_id, created in earlier.get((key, row.target), [])
-                        if created >= row.now - row.window
-                    ),
-                    None,
-                )
+            # Each notification: a retry of an earlier row, of one earlier in this batch, or
+            # new. The new ones go in with one statement, in order (ids follow arrival).
+            first_new: dict[tuple[str, str], tuple[int, float]] = {}  # index, when stored
+            fresh: list[int] = []
+            repeats: dict[int, tuple[int, bool] | int] = {}
+            for index, (key, row) in enumerate(keyed):
+                since = row.now - row.window
+                stored = earlier.get((key, row.target), [])
+                match = next((row_id for row_id, created in stored if created >= since), None)
+                in_batch = first_new.get((key, row.target))
                 if match is not None:
-                    results.append((match, False))
-                    continue
-                row_id = await conn.fetchval(
+                    repeats[index] = (match, False)
+                elif in_batch is not None and in_batch[1] >= since:
+                    repeats[index] = in_batch[0]
+                else:
+                    first_new[key, row.target] = (index, row.now)
+                    fresh.append(index)
+            ids: dict[tuple[str, str], int] = {}
+            if fresh:
+                inserted = await conn.fetch(
                     "INSERT INTO outbox_notifications (target, dedup_key, status, alert_status, "
                     "alert_names, alert_count, payload, created_at, queued_at, next_attempt_at, "
-                    "updated_at) VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $7, $7, $7) "
-                    "RETURNING id",
-                    row.target,
-                    key,
-                    row.payload["status"],
-                    names,
-                    len(row.payload["alerts"]),
-                    payload,
-                    row.now,
+                    "updated_at) SELECT target, dedup_key, 'pending', alert_status, alert_names, "
+                    "alert_count, payload, at, at, at, at FROM unnest($1::text[], $2::text[], "
+                    "$3::text[], $4::text[], $5::int[], $6::text[], $7::float8[]) WITH "
+                    "ORDINALITY AS u(target, dedup_key, alert_status, alert_names, alert_count, "
+                    "payload, at, ord) ORDER BY ord RETURNING id, dedup_key, target",
+                    [keyed[i][1].target for i in fresh],
+                    [keyed[i][0] for i in fresh],
+                    [keyed[i][1].payload["status"] for i in fresh],
+                    [encoded[i][0] for i in fresh],
+                    [len(keyed[i][1].payload["alerts"]) for i in fresh],
+                    [encoded[i][1] for i in fresh],
+                    [keyed[i][1].now for i in fresh],
                 )
-                earlier.setdefault((key, row.target), []).insert(0, (row_id, row.now))
-                results.append((row_id, True))
+                ids = {(found["dedup_key"], found["target"]): found["id"] for found in inserted}
+            results: list[tuple[int, bool]] = []
+            for index, (key, row) in enumerate(keyed):
+                repeat = repeats.get(index)
+                if repeat is None:
+                    results.append((ids[key, row.target], True))
+                elif isinstance(repeat, tuple):
+                    results.append(repeat)
+                else:
+                    results.append((ids[keyed[repeat][0], keyed[repeat][1].target], False))
             if any(new for _, new in results):
                 await conn.execute("SELECT pg_notify($1, '')", CHANNEL)  # sent at the commit
             return results
@@ -247,26 +264,29 @@ class PostgresOutboxStore:
             now - keep,
         )
 
-    async def stats(self) -> dict[str, TargetStats]:
+    async def stats(self, *, history: bool = False) -> dict[str, TargetStats]:
+        # Without the history only the rows still to deliver and the dead are read.
+        where = "" if history else "WHERE status IN ('pending', 'in_flight', 'dead') "
+
         async def work(conn: Connection) -> dict[str, TargetStats]:
             found = await conn.fetch(
-                "SELECT target, "
+                "SELECT target, "  # noqa: S608 - fixed fragments
                 "COUNT(*) FILTER (WHERE status IN ('pending', 'in_flight')) AS waiting, "
                 "MIN(created_at) FILTER (WHERE status IN ('pending', 'in_flight')) AS oldest, "
                 "COUNT(*) FILTER (WHERE status = 'dead') AS dead, "
                 "MAX(updated_at) FILTER (WHERE status = 'sent') AS sent_at, "
                 "MAX(last_failure_at) AS failed_at, "
                 "(array_agg(last_error ORDER BY last_failure_at DESC NULLS LAST))[1] AS error "
-                "FROM outbox_notifications GROUP BY target"
+                f"FROM outbox_notifications {where}GROUP BY target"
             )
             return {
                 row["target"]: TargetStats(
                     row["waiting"],
                     row["oldest"],
                     row["dead"],
-                    row["sent_at"],
-                    row["failed_at"],
-                    row["error"] if row["failed_at"] is not None else None,
+                    row["sent_at"] if history else None,
+                    row["failed_at"] if history else None,
+                    row["error"] if history and row["failed_at"] is not None else None,
                 )
                 for row in found
             }
