@@ -32,10 +32,12 @@ def _rule_tests() -> list[dict[str, Any]]:
     return tests
 
 
-def test_promtool_check_config() -> None:
-    """`promtool check config` accepts prometheus.yml and the rule files it loads."""
+@pytest.mark.parametrize("config", ["prometheus.yml", "prometheus.ha.yml"])
+def test_promtool_check_config(config: str) -> None:
+    """`promtool check config` accepts prometheus.yml (and the ha profile's) and the rule files
+    it loads."""
     promtool = require_binary("promtool", "prometheus")
-    result = run_tool(promtool, "check", "config", "prometheus/prometheus.yml")
+    result = run_tool(promtool, "check", "config", f"prometheus/{config}")
     assert result.returncode == 0, result.stdout + result.stderr
     for path in rule_files():
         assert f"Checking prometheus/rules/{path.name}" in result.stdout, result.stdout
