@@ -30,10 +30,9 @@ from bridge.outbox import Outbox, TargetStats
 from bridge.pacing import RateLimits, combine_limits
 from bridge.payload import Payload
 from bridge.render import Renderer
-from bridge.watchdog import Watchdog
-from bridge.watchdog_sqlite import SqliteWatchdogStore
+from bridge.watchdog import Watchdog, WatchdogStore
 from bridge.worker import DestinationWorker, Route, Sleep
-from sheepdog.core.db import DatabaseUnavailable
+from sheepdog.core.db import Database, DatabaseUnavailable
 from sheepdog.core.errors import ConfigError
 from sheepdog.core.runtime import Runtime
 
@@ -51,6 +50,17 @@ log = logging.getLogger("sheepdog.bridge")
 HOUSEKEEPING_SECONDS: Final = 3600.0
 """How often sent rows older than a week are pruned."""
 RECOVERY_RETRY_SECONDS: Final = 5.0
+
+
+def watchdog_store_for(db: Database) -> WatchdogStore:
+    """The watchdog's store for ``db``'s backend; registers its migrations on it."""
+    if db.kind == "postgresql":
+        from bridge.watchdog_postgres import PostgresWatchdogStore
+
+        return PostgresWatchdogStore(db)
+    from bridge.watchdog_sqlite import SqliteWatchdogStore
+
+    return SqliteWatchdogStore(db)
 
 
 def build_renderer(config: BridgeConfig) -> Renderer:
@@ -131,7 +141,7 @@ class Bridge:
         self._started = False
         self.metrics.add_targets(self._reasons(config), self.age_of)
         self.watchdog = Watchdog(
-            store=SqliteWatchdogStore(runtime.db),
+            store=watchdog_store_for(runtime.db),
             clock=runtime.clock,
             sleep=self._sleep,
             registry=runtime.registry,

@@ -169,8 +169,8 @@ def announced(state: WatchState, message: Message, silence_started_at: float) ->
 
 class WatchdogStore(Protocol):
     """The watchdog's row in the database, one implementation per backend
-    (:mod:`bridge.watchdog_sqlite`). Each call is one transaction; a database that cannot be
-    reached raises :class:`DatabaseUnavailable`."""
+    (:mod:`bridge.watchdog_sqlite`, :mod:`bridge.watchdog_postgres`). Each call is one
+    transaction; a database that cannot be reached raises :class:`DatabaseUnavailable`."""
 
     async def read(self) -> WatchState: ...
 

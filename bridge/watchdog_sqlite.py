@@ -11,37 +11,15 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from bridge.watchdog import WatchState
+from bridge.watchdog_schema import COLUMNS, MIGRATIONS
 from sheepdog.core.db import Database
+from sheepdog.core.sqlite import SqliteDatabase
 
 __all__ = ["SqliteWatchdogStore"]
 
-_COLUMNS: Final = (
-    "last_heartbeat_at",
-    "unheard_seconds",
-    "listened_at",
-    "silence_started_at",
-    "silence_ended_at",
-    "announced",
-)
+_COLUMNS: Final = COLUMNS
 _READ: Final = f"SELECT {', '.join(_COLUMNS)} FROM watchdog_state WHERE id = 1"  # noqa: S608
 _WRITE: Final = f"UPDATE watchdog_state SET {', '.join(f'{c} = ?' for c in _COLUMNS)} WHERE id = 1"  # noqa: S608
-
-
-def _schema(conn: sqlite3.Connection) -> None:
-    conn.executescript(
-        """
-        CREATE TABLE IF NOT EXISTS watchdog_state (
-            id INTEGER PRIMARY KEY CHECK (id = 1),
-            last_heartbeat_at REAL,
-            unheard_seconds REAL NOT NULL DEFAULT 0,
-            listened_at REAL,
-            silence_started_at REAL,
-            silence_ended_at REAL,
-            announced TEXT CHECK (announced IN ('silent', 'recovered'))
-        );
-        INSERT OR IGNORE INTO watchdog_state (id) VALUES (1);
-        """
-    )
 
 
 def _read(conn: sqlite3.Connection) -> WatchState:
@@ -57,19 +35,18 @@ def _values(state: WatchState) -> tuple[Any, ...]:
 
 class SqliteWatchdogStore:
     def __init__(self, db: Database) -> None:
+        assert isinstance(db, SqliteDatabase)
         self.db = db
-        db.add_schema(_schema)
+        db.add_migrations("watchdog", MIGRATIONS)
 
     async def read(self) -> WatchState:
-        return await self.db.run(_read)
+        return await self.db.run(_read, readonly=True)
 
     async def update(
         self, change: Callable[[WatchState], WatchState]
     ) -> tuple[WatchState, WatchState]:
         def work(conn: sqlite3.Connection) -> tuple[WatchState, WatchState]:
-            if not conn.in_transaction:  # the database may have begun one already
-                conn.execute("BEGIN IMMEDIATE")
-            before = _read(conn)
+            before = _read(conn)  # the transaction began IMMEDIATE: the row is ours till commit
             after = change(before)
             if after != before:
                 conn.execute(_WRITE, _values(after))
