@@ -10,7 +10,7 @@ import os
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, disable_created_metrics
+from prometheus_client import disable_created_metrics
 
 import bridge
 import proxy
@@ -18,6 +18,7 @@ from sheepdog.config import Config, load_config
 from sheepdog.core.backends import database_for
 from sheepdog.core.clock import Clock, SystemClock
 from sheepdog.core.db import Database
+from sheepdog.core.exposition import MetricsRegistry
 from sheepdog.core.ops import setup_ops
 from sheepdog.core.runtime import RUNTIME, ConfigLoader, Prepared, ReadinessCheck, Runtime
 from sheepdog.core.workers import WorkerSet
@@ -30,7 +31,7 @@ _CLIENT_MAX_SIZE = 1024**3
 def create_app(
     config: Config,
     *,
-    registry: CollectorRegistry | None = None,
+    registry: MetricsRegistry | None = None,
     clock: Clock | None = None,
     config_loader: ConfigLoader | None = None,
     database: Database | None = None,
@@ -51,7 +52,7 @@ def create_app(
     app = web.Application(client_max_size=_CLIENT_MAX_SIZE)
     runtime = Runtime(
         settings=config,
-        registry=registry if registry is not None else CollectorRegistry(),
+        registry=registry if registry is not None else MetricsRegistry(),
         clock=clock if clock is not None else SystemClock(),
         db=database if database is not None else database_for(config),
         load_config=config_loader or (lambda: load_config(config.source, os.environ)),

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 import yaml
-from prometheus_client import CollectorRegistry
 
 from sheepdog.config import Config, parse_config
 from sheepdog.core.backends import database_for
 from sheepdog.core.db import Database
+from sheepdog.core.exposition import MetricsRegistry
 from tests.support.postgres import PostgresServer, running_server, why_unavailable
 from tests.support.process import free_port
 from tests.support.state import StoredState
@@ -36,9 +36,9 @@ def make_config(tmp_path: Path) -> MakeConfig:
 
 
 @pytest.fixture
-def registry() -> CollectorRegistry:
-    """A fresh metrics registry per test."""
-    return CollectorRegistry()
+def registry() -> MetricsRegistry:
+    """A fresh metrics registry per test, of the kind the service uses."""
+    return MetricsRegistry()
 
 
 @pytest.fixture(scope="session")

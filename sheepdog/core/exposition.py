@@ -10,6 +10,11 @@ and OpenMetrics) write for the same series: labels sorted by name, values escape
 formatted the same way. ``collect()`` still gives the ordinary families, for ``?name[]=``,
 ``get_sample_value`` and any other encoder.
 
+Only prometheus_client's public API is used: the service's metrics live on a
+:class:`MetricsRegistry`, which remembers its collectors in registration order as they pass through
+``register``, so that ``render`` can write the fast ones itself and hand the others, in the same
+order, to prometheus_client's own encoder.
+
 Updates happen on the event loop thread only and take no lock; a scrape reads from a worker
 thread, copying each dict of series first, so it sees every series created before it began. A
 histogram's ``_sum`` may lag its buckets by the one observation being made during the copy. No
@@ -19,6 +24,7 @@ histogram's ``_sum`` may lag its buckets by the one observation being made durin
 from __future__ import annotations
 
 import re
+import threading
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
@@ -27,7 +33,6 @@ from typing import Generic, TypeVar
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import Metric
-from prometheus_client.openmetrics.exposition import ALLOWUTF8, UNDERSCORES, VALUES
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_generate_latest
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
@@ -40,12 +45,17 @@ __all__ = [
     "FastHistogram",
     "GaugeChild",
     "HistogramChild",
+    "MetricsRegistry",
     "escape_label_value",
     "render",
 ]
 
 _INF = float("inf")
 _EOF = "# EOF\n"
+# The name escaping schemes a scraper may ask for (``escaping=`` in its Accept header) that leave
+# names valid in the legacy character set, as all of ours are, unchanged; ``dots`` does not.
+_ESCAPING_KEEPS_OUR_NAMES = frozenset({"underscores", "values", "allow-utf-8"})
+_OPENMETRICS_VERSION = "1.0.0"
 _LEGACY_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 # prometheus_client's number format (``1.0``, ``+Inf``, ``1e+06``), typed.
 _go_float: Callable[[float], str] = floatToGoString
@@ -313,6 +323,36 @@ class FastCollector(Collector):
         return "".join(out)
 
 
+class MetricsRegistry(CollectorRegistry):
+    """A ``CollectorRegistry`` that also keeps its collectors in registration order.
+
+    prometheus_client's registry does not tell which collectors it holds; this one remembers
+    what passes through ``register`` and ``unregister`` (every metric given ``registry=`` does),
+    so that :func:`render` can let ``FastCollector``s write their own text and keep the order
+    ``generate_latest`` uses.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._collectors_in_order: list[Collector] = []
+        self._order_lock = threading.Lock()
+
+    def register(self, collector: Collector) -> None:
+        with self._order_lock:
+            super().register(collector)  # refuses duplicate names before we note the collector
+            self._collectors_in_order.append(collector)
+
+    def unregister(self, collector: Collector) -> None:
+        with self._order_lock:
+            super().unregister(collector)
+            self._collectors_in_order.remove(collector)
+
+    def collectors(self) -> list[Collector]:
+        """The registered collectors, in the order they were registered."""
+        with self._order_lock:
+            return list(self._collectors_in_order)
+
+
 class _Collectors(Collector):
     def __init__(self, collectors: Sequence[Collector]) -> None:
         self._collectors = tuple(collectors)
@@ -322,27 +362,32 @@ class _Collectors(Collector):
             yield from collector.collect()
 
 
-def render(registry: CollectorRegistry, encoder: Callable[[Collector], bytes]) -> bytes:
+def _fast_format(encoder: Callable[[Collector], bytes]) -> bool | None:
+    """For an encoder ``choose_encoder`` gives: False for the text format, True for OpenMetrics 1.0,
+    where our names come out unchanged; None for anything else (``render`` then just calls it)."""
+    func, options = (
+        (encoder.func, dict(encoder.keywords)) if isinstance(encoder, partial) else (encoder, {})
+    )
+    escaping = options.pop("escaping", "underscores")
+    version = options.pop("version", _OPENMETRICS_VERSION)
+    if options or escaping not in _ESCAPING_KEEPS_OUR_NAMES or version != _OPENMETRICS_VERSION:
+        return None
+    if func is generate_latest:
+        return False
+    if func is openmetrics_generate_latest:
+        return True
+    return None
+
+
+def render(registry: MetricsRegistry, encoder: Callable[[Collector], bytes]) -> bytes:
     """What ``encoder(registry)`` returns, with ``FastCollector``s rendering themselves.
 
-    ``encoder`` is one ``choose_encoder`` gives: the text format or OpenMetrics, with any escaping
-    that leaves valid legacy names as they are; for anything else it is simply called.
+    ``encoder`` is one ``choose_encoder`` gives: the text format, or OpenMetrics 1.0, with any
+    escaping that leaves legacy names as they are; for anything else it is simply called, as it is
+    when the registry has target info (which sheepdog never sets).
     """
-    func, options = (
-        (encoder.func, encoder.keywords) if isinstance(encoder, partial) else (encoder, {})
-    )
-    if func is generate_latest:
-        openmetrics = False
-    elif func is openmetrics_generate_latest:
-        openmetrics = True
-    else:
-        return encoder(registry)
-    if options.get("escaping", UNDERSCORES) not in (UNDERSCORES, VALUES, ALLOWUTF8):
-        return encoder(registry)
-    with registry._lock:
-        collectors = list(registry._collector_to_names)
-        target_info = bool(registry._target_info)
-    if target_info:
+    openmetrics = _fast_format(encoder)
+    if openmetrics is None or registry.get_target_info():
         return encoder(registry)
     parts: list[str] = []
     pending: list[Collector] = []
@@ -353,7 +398,7 @@ def render(registry: CollectorRegistry, encoder: Callable[[Collector], bytes]) -
             parts.append(text.removesuffix(_EOF) if openmetrics else text)
             pending.clear()
 
-    for collector in collectors:
+    for collector in registry.collectors():
         if isinstance(collector, FastCollector):
             flush()
             parts.append(collector.render_text(openmetrics))

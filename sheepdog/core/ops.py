@@ -17,7 +17,7 @@ from prometheus_client.exposition import choose_encoder, gzip_accepted
 from sheepdog import __version__
 from sheepdog.core.auth import is_authorized, unauthorized
 from sheepdog.core.errors import ConfigError
-from sheepdog.core.exposition import render
+from sheepdog.core.exposition import MetricsRegistry, render
 from sheepdog.core.runtime import RUNTIME, Prepared
 from sheepdog.core.settings import CoreSettings
 from sheepdog.core.workers import SiblingFailed, fetch_siblings, merge
@@ -137,7 +137,7 @@ async def _own_exposition_socket(app: web.Application) -> AsyncIterator[None]:
 
 
 def _render_exposition(
-    registry: CollectorRegistry, accept: str, names: list[str], compress: bool
+    registry: MetricsRegistry, accept: str, names: list[str], compress: bool
 ) -> tuple[bytes, str]:
     encoder, content_type = choose_encoder(accept)
     # render() gives the same bytes as encoder(registry), but large label families of ours

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
 
 from sheepdog.core.clock import Clock
 from sheepdog.core.db import Database
+from sheepdog.core.exposition import MetricsRegistry
 from sheepdog.core.settings import CoreSettings
 from sheepdog.core.workers import WorkerSet
 
@@ -49,7 +49,7 @@ ConfigLoader = Callable[[], CoreSettings]
 class Runtime:
     settings: CoreSettings
     """The current config: the core keys, and the sections the parts read when they prepare."""
-    registry: CollectorRegistry
+    registry: MetricsRegistry
     clock: Clock
     db: Database
     load_config: ConfigLoader

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from sheepdog.app import create_app
 from sheepdog.config import Config
 from sheepdog.core.clock import Clock
+from sheepdog.core.exposition import MetricsRegistry
 from tests.bridge.fakeclock import FakeClock
 from tests.peers.slack import SlackWebhook
 from tests.peers.smtp import SmtpServer
@@ -131,7 +132,7 @@ def start_bridge(aiohttp_client: Any, registry: CollectorRegistry) -> StartBridg
         config: Config, *, clock: Clock | None = None, fresh_registry: bool = False
     ) -> TestClient:
         app = create_app(
-            config, registry=CollectorRegistry() if fresh_registry else registry, clock=clock
+            config, registry=MetricsRegistry() if fresh_registry else registry, clock=clock
         )
         client: TestClient = await aiohttp_client(app)
         return client

@@ -18,10 +18,10 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from prometheus_client import CollectorRegistry
 
 from sheepdog.app import create_app
 from sheepdog.config import parse_config
+from sheepdog.core.exposition import MetricsRegistry
 from tests.faults.conftest import FIGURES
 from tests.peers.upstream import FakeUpstream
 
@@ -71,7 +71,7 @@ async def test_ten_thousand_models_and_bogus_keys_leave_the_series_count_bounded
         },
         env={},
     )
-    registry = CollectorRegistry()
+    registry = MetricsRegistry()
     server = TestServer(create_app(config, registry=registry), host="127.0.0.1")
     await server.start_server()
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))

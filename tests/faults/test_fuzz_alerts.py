@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry
 
 from sheepdog.app import create_app
 from sheepdog.config import parse_config
+from sheepdog.core.exposition import MetricsRegistry
 from tests.bridge.conftest import ALERT_TOKEN, make_payload
 from tests.faults.background import LoopThread, Served
 from tests.faults.conftest import FIGURES, LogRecorder
@@ -158,7 +159,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         },
         env={},
     )
-    registry = CollectorRegistry()
+    registry = MetricsRegistry()
 
     async def build() -> Served:
         return Served(thread, create_app(config, registry=registry))

@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from sheepdog.app import create_app
 from sheepdog.config import parse_config
+from sheepdog.core.exposition import MetricsRegistry
 from sheepdog.core.runtime import RUNTIME
 from tests.faults.background import LoopThread, Served
 from tests.faults.conftest import FIGURES, LogRecorder
@@ -167,7 +168,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         },
         env={},
     )
-    registry = CollectorRegistry()
+    registry = MetricsRegistry()
 
     async def build() -> Served:
         return Served(thread, create_app(config, registry=registry))

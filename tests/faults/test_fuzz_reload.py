@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry
 
 from sheepdog.app import create_app
 from sheepdog.config import load_config
+from sheepdog.core.exposition import MetricsRegistry
 from tests.bridge.conftest import make_payload
 from tests.faults.background import LoopThread, Served
 from tests.faults.conftest import FIGURES, LogRecorder
@@ -75,7 +76,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     }
     path = workdir / "sheepdog.yaml"
     path.write_text(yaml.safe_dump(base), encoding="utf-8")
-    registry = CollectorRegistry()
+    registry = MetricsRegistry()
 
     async def build() -> Served:
         return Served(thread, create_app(load_config(path, {}), registry=registry))

@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry
 from proxy import RELAY
 from sheepdog.app import create_app
 from sheepdog.config import parse_config
+from sheepdog.core.exposition import MetricsRegistry
 from tests.faults.conftest import FIGURES, LogRecorder
 from tests.peers.upstream import FakeUpstream
 
@@ -105,7 +106,7 @@ async def start_relay(upstream: FakeUpstream, tmp_path: Path) -> AsyncIterator[C
             },
             env={},
         )
-        registry = CollectorRegistry()
+        registry = MetricsRegistry()
         app = create_app(config, registry=registry)
         server = (TestServer if cancellation else _NoCancellation)(app, host="127.0.0.1")
         await server.start_server()

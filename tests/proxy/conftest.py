@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from proxy import RELAY
 from sheepdog.app import create_app
 from sheepdog.config import Config
+from sheepdog.core.exposition import MetricsRegistry
 from tests.peers.upstream import FakeUpstream
 
 UPSTREAM_KEY = "sk-upstream-SENTINEL-1f6c0b"
@@ -167,12 +168,12 @@ async def start_proxy(
     async def start(
         config: dict[str, Any] | str | None = None,
         *,
-        registry: CollectorRegistry | None = None,
+        registry: MetricsRegistry | None = None,
         cancel_on_disconnect: bool = True,
     ) -> Proxy:
         raw = yaml.safe_load(config) if isinstance(config, str) else config
         built = make_config(raw if raw is not None else proxy_config(upstream))
-        registry = registry if registry is not None else CollectorRegistry()
+        registry = registry if registry is not None else MetricsRegistry()
         app = create_app(built, registry=registry, clock=clock)
         server_class = TestServer if cancel_on_disconnect else _ServerWithoutCancellation
         server = server_class(app, host="127.0.0.1")

@@ -28,6 +28,7 @@ from sheepdog.core.exposition import (
     FastCounter,
     FastGauge,
     FastHistogram,
+    MetricsRegistry,
     escape_label_value,
     render,
 )
@@ -146,9 +147,9 @@ def _samples(text: str) -> set[tuple[str, tuple[tuple[str, str], ...], float]]:
 
 def _pair(
     seed: int, models: list[str], clients: list[str]
-) -> tuple[CollectorRegistry, CollectorRegistry]:
+) -> tuple[MetricsRegistry, CollectorRegistry]:
     """A registry with the proxy's metrics and a prometheus_client one after the same traffic."""
-    fast = CollectorRegistry()
+    fast = MetricsRegistry()
     metrics = ProxyMetrics(fast, lambda: ACCOUNTS, lambda: UPSTREAMS_UP)
     reference, families = _reference(metrics)
     for reason in ("missing_key", "invalid_key", "upstream_rejected"):
@@ -196,9 +197,60 @@ def test_every_format_a_scraper_can_ask_for(accept: str, monkeypatch: pytest.Mon
         assert rendered.count(b"# EOF") == 1
 
 
+@pytest.mark.parametrize(
+    "accept",
+    [
+        "text/plain;version=1.0.0;escaping=dots",
+        "application/openmetrics-text;version=1.0.0;escaping=dots",
+        "application/openmetrics-text;version=2.0.0",
+    ],
+)
+def test_formats_that_change_names_or_lines_are_left_to_the_encoder(accept: str) -> None:
+    """Dots escaping rewrites every ``_``, OpenMetrics 2.0 may write other lines: the encoder's
+    own output, whatever the installed prometheus_client makes of the Accept header."""
+    fast, reference = _pair(3, ["gpt-4.1", "other"], ["team-a"])
+    encoder, _ = choose_encoder(accept)
+    assert render(fast, encoder) == encoder(reference)
+
+
+def test_registration_order_is_kept_through_unregister_and_refused_duplicates() -> None:
+    """Collectors come out in the order they were registered, as ``generate_latest`` has them,
+    also after one is unregistered and registered again and a duplicate name was refused."""
+    registry, reference = MetricsRegistry(), CollectorRegistry()
+    fast = FastCounter("fast_total", "Fast.", ["a"])
+    fast.labels("x").inc()
+    fast_collector = FastCollector([fast])
+    first = Gauge("first", "First.", registry=registry)
+    registry.register(fast_collector)
+    Gauge("last", "Last.", registry=registry).set(3)
+    with pytest.raises(ValueError, match="Duplicated"):
+        Gauge("first", "Again.", registry=registry)
+    registry.unregister(first)
+    registry.register(first)
+    first.set(2)
+    assert [type(c) for c in registry.collectors()] == [FastCollector, Gauge, Gauge]
+
+    slow = Counter("fast_total", "Fast.", ["a"], registry=reference)
+    Gauge("last", "Last.", registry=reference).set(3)
+    Gauge("first", "First.", registry=reference).set(2)
+    slow.labels("x").inc()
+    for encoder in (generate_latest, openmetrics_latest):
+        assert render(registry, encoder) == encoder(reference) == encoder(registry)
+
+
+def test_target_info_is_rendered_by_the_encoder() -> None:
+    """A registry with target info (sheepdog sets none) gets prometheus_client's own output."""
+    registry = MetricsRegistry()
+    ProxyMetrics(registry, lambda: ACCOUNTS).count_request("gpt-4.1", "chat", 200, "team-a")
+    registry.set_target_info({"service": "sheepdog"})
+    for encoder in (generate_latest, openmetrics_latest):
+        assert b"target_info" in render(registry, encoder)
+        assert render(registry, encoder) == encoder(registry)
+
+
 def test_label_values_are_escaped_as_prometheus_client_does() -> None:
     assert escape_label_value('a\\b"c\nd') == 'a\\\\b\\"c\\nd'
-    registry, reference = CollectorRegistry(), CollectorRegistry()
+    registry, reference = MetricsRegistry(), CollectorRegistry()
     fast = FastCounter("escapes_total", 'Help with a \\ backslash, "quotes"\nand a newline.', ["v"])
     slow = Counter("escapes_total", fast.documentation, ["v"], registry=reference)
     registry.register(FastCollector([fast]))
@@ -212,7 +264,7 @@ def test_label_values_are_escaped_as_prometheus_client_does() -> None:
 
 
 def test_numbers_are_formatted_as_prometheus_client_does() -> None:
-    registry, reference = CollectorRegistry(), CollectorRegistry()
+    registry, reference = MetricsRegistry(), CollectorRegistry()
     fast = FastGauge("numbers", "Awkward numbers.", ["n"])
     slow = Gauge("numbers", "Awkward numbers.", ["n"], registry=reference)
     registry.register(FastCollector([fast]))
@@ -238,7 +290,7 @@ def test_numbers_are_formatted_as_prometheus_client_does() -> None:
 
 
 def test_histogram_bounds_and_nan_fall_where_prometheus_clients_do() -> None:
-    registry, reference = CollectorRegistry(), CollectorRegistry()
+    registry, reference = MetricsRegistry(), CollectorRegistry()
     buckets = (0.01, 0.02, 1.0, 1e6)
     fast = FastHistogram("h_seconds", "H.", ["m"], buckets)
     slow = Histogram("h_seconds", "H.", ["m"], buckets=buckets, registry=reference)
@@ -262,7 +314,7 @@ def test_counters_refuse_to_go_down_and_labels_must_match() -> None:
 
 
 def test_get_sample_value_reads_the_fast_series() -> None:
-    registry = CollectorRegistry()
+    registry = MetricsRegistry()
     metrics = ProxyMetrics(registry, lambda: ACCOUNTS)
     metrics.count_request("gpt-4.1", "chat", 200, "team-a")
     metrics.count_usage("gpt-4.1", "team-a", Usage(input_tokens=10, output_tokens=3), 0.5)
