@@ -1,4 +1,5 @@
-"""Shared fixtures: configs built from YAML text, and the app built from them."""
+"""Shared fixtures: configs built from YAML text, a metrics registry, the fake upstream, a port
+that refuses connections; and the Hypothesis profiles."""
 
 from __future__ import annotations
 
@@ -8,14 +9,21 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import settings
 
 from sheepdog.config import Config, parse_config
 from sheepdog.core.backends import database_for
 from sheepdog.core.db import Database
 from sheepdog.core.exposition import MetricsRegistry
+from tests.peers.upstream import FakeUpstream
+from tests.support.fuzzing import DETERMINISTIC, register_profiles
+from tests.support.ports import closed_port, free_port
 from tests.support.postgres import PostgresServer, running_server, why_unavailable
-from tests.support.process import free_port
 from tests.support.state import StoredState
+
+# The README's test command gives the same examples every run; scripts/fuzz loads "fuzz".
+register_profiles()
+settings.load_profile(DETERMINISTIC)
 
 MakeConfig = Callable[..., Config]
 
@@ -33,6 +41,21 @@ def make_config(tmp_path: Path) -> MakeConfig:
         return parse_config(raw, env=env or {}, base_dir=tmp_path)
 
     return make
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FakeUpstream]:
+    """A running fake OpenAI-compatible upstream (tests/peers/upstream.py)."""
+    fake = await FakeUpstream().start()
+    yield fake
+    await fake.close()
+
+
+@pytest.fixture
+def refused_port() -> Iterator[int]:
+    """A loopback port where connections are refused for the whole test."""
+    with closed_port() as port:
+        yield port
 
 
 @pytest.fixture

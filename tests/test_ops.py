@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,9 @@ from prometheus_client import CollectorRegistry
 
 from sheepdog.app import create_app
 from sheepdog.config import load_config
-from tests.support.process import SheepdogProcess, free_port
+from tests.support.polling import wait_until
+from tests.support.ports import free_port
+from tests.support.processes import SheepdogProcess
 
 
 def _write(path: Path, text: str) -> Path:
@@ -112,9 +113,7 @@ def test_serve_answers_ops_endpoints_and_reloads_on_sighup(tmp_path: Path) -> No
             config, f"listen: 127.0.0.1:{port}\nlog_format: json\nauth: {{bearer_tokens: [two]}}\n"
         )
         proc.signal(signal.SIGHUP)
-        deadline = time.monotonic() + 10
-        while "config reloaded" not in proc.output and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: "config reloaded" in proc.output, timeout=10, what="the SIGHUP reload")
         assert proc.request("POST", "/-/reload", headers={"Authorization": "Bearer one"})[0] == 401
         assert proc.request("POST", "/-/reload", headers={"Authorization": "Bearer two"})[0] == 200
     assert proc.process is not None and proc.process.returncode == 0

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -76,17 +74,6 @@ def make_payload(
         "groupKey": group or f'{{}}:{{alertname="{name}"}}',
         "truncatedAlerts": 0,
     }
-
-
-async def wait_for(
-    condition: Callable[[], bool], timeout: float = 20.0, what: str = "condition"
-) -> None:
-    """Poll ``condition`` (real time) until true; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture

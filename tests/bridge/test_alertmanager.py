@@ -5,23 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import yaml
 
 from sheepdog.app import create_app
 from sheepdog.config import parse_config
-from tests.bridge.conftest import ALERT_TOKEN, SMTP_PASSWORD, targets_config, wait_for
+from tests.bridge.conftest import ALERT_TOKEN, SMTP_PASSWORD, targets_config
 from tests.peers.slack import SlackWebhook
 from tests.peers.smtp import SmtpServer
 from tests.peers.wechat import WeChatRobot
-from tests.support.process import free_port
+from tests.stack._procs import AlertmanagerProcess
+from tests.support.polling import wait_until_async
 
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 
@@ -77,41 +76,23 @@ def alertmanager_config(bridge_url: str, targets: list[str]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def start_alertmanager(tmp_path: Path) -> Iterator[Any]:
-    processes: list[subprocess.Popen[bytes]] = []
+def start_alertmanager(tmp_path: Path) -> Iterator[Callable[[dict[str, Any]], Awaitable[str]]]:
+    """Start a real Alertmanager with the config given; its base URL. Stopped after the test."""
+    started: list[AlertmanagerProcess] = []
 
-    def start(config: dict[str, Any]) -> str:
+    async def start(config: dict[str, Any]) -> str:
         assert ALERTMANAGER is not None
-        port = free_port()
-        config_path = tmp_path / "alertmanager.yml"
-        config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
-        log = (tmp_path / "alertmanager.log").open("wb")
-        processes.append(
-            subprocess.Popen(
-                [
-                    ALERTMANAGER,
-                    f"--config.file={config_path}",
-                    f"--storage.path={tmp_path / 'am-data'}",
-                    f"--web.listen-address=127.0.0.1:{port}",
-                    f"--web.external-url=http://127.0.0.1:{port}",
-                    "--cluster.listen-address=",
-                    "--log.level=warn",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        )
-        log.close()
-        return f"http://127.0.0.1:{port}"
+        workdir = tmp_path / f"alertmanager-{len(started)}"
+        workdir.mkdir()
+        alertmanager = AlertmanagerProcess(ALERTMANAGER, workdir)
+        alertmanager.write_config(config)
+        started.append(alertmanager)
+        await asyncio.to_thread(alertmanager.start)  # the bridge's loop goes on meanwhile
+        return alertmanager.base_url
 
     yield start
-    for process in processes:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    for alertmanager in started:
+        alertmanager.stop()
 
 
 async def test_alertmanager_to_wechat_slack_and_email(
@@ -120,7 +101,7 @@ async def test_alertmanager_to_wechat_slack_and_email(
     tmp_path: Path,
     smtp: SmtpServer,
     http: aiohttp.ClientSession,
-    start_alertmanager: Any,
+    start_alertmanager: Callable[[dict[str, Any]], Awaitable[str]],
 ) -> None:
     """Firing, then resolved: Alertmanager → bridge → robot, Slack webhook and mailbox."""
     robot = await WeChatRobot(keys=["e2e-robot-key"]).start()
@@ -146,21 +127,7 @@ async def test_alertmanager_to_wechat_slack_and_email(
         config = parse_config(targets_config(tmp_path, targets), env={})
         server = await aiohttp_server(create_app(config, registry=registry), host="127.0.0.1")
         bridge_url = str(server.make_url("")).rstrip("/")
-        am = start_alertmanager(alertmanager_config(bridge_url, list(targets)))
-
-        async def ready() -> bool:
-            try:
-                async with http.get(f"{am}/-/ready") as response:
-                    return response.status == 200
-            except aiohttp.ClientError:
-                return False
-
-        ok = False
-        for _ in range(300):
-            if ok := await ready():
-                break
-            await asyncio.sleep(0.05)
-        assert ok, (tmp_path / "alertmanager.log").read_text()
+        am = await start_alertmanager(alertmanager_config(bridge_url, list(targets)))
 
         now = datetime.now(UTC)
         alert = {
@@ -184,7 +151,7 @@ async def test_alertmanager_to_wechat_slack_and_email(
             mail = any(word in str(m.message["Subject"]) for m in smtp.received)
             return wechat and slack_ok and mail
 
-        await wait_for(lambda: arrived("FIRING"), timeout=30, what="firing notifications")
+        await wait_until_async(lambda: arrived("FIRING"), timeout=30, what="firing notifications")
         firing_mail = next(m for m in smtp.received if "FIRING" in str(m.message["Subject"]))
         assert "端到端 &lt;b&gt;test&lt;/b&gt; 🔥" in firing_mail.part("text/html")
         assert f"{am}/#/silences/new?filter=" in robot.messages[0].content
@@ -192,7 +159,9 @@ async def test_alertmanager_to_wechat_slack_and_email(
         alert["endsAt"] = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
         async with http.post(f"{am}/api/v2/alerts", json=[alert]) as response:
             assert response.status == 200
-        await wait_for(lambda: arrived("RESOLVED"), timeout=30, what="resolved notifications")
+        await wait_until_async(
+            lambda: arrived("RESOLVED"), timeout=30, what="resolved notifications"
+        )
         assert robot.errcodes() == []
         assert slack.replies == []
         assert (

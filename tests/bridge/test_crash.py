@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.bridge.conftest import ALERT_TOKEN, make_payload, wait_for
+from tests.bridge.conftest import ALERT_TOKEN, make_payload
 from tests.peers.wechat import WeChatRobot
-from tests.support.process import SheepdogProcess, free_port
+from tests.support.polling import wait_until_async
+from tests.support.ports import free_port
+from tests.support.processes import SheepdogProcess
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +27,9 @@ def _statuses(state: Path) -> list[str]:
         ]
 
 
-async def test_kill_9_while_retrying_then_restart_delivers(tmp_path: Path) -> None:
+async def test_kill_9_while_retrying_then_restart_delivers(
+    tmp_path: Path, refused_port: int
+) -> None:
     """Rows a killed `sheepdog serve` held in flight are delivered by the next one, in order."""
     robot = await WeChatRobot(keys=["crash-key"]).start()
     try:
@@ -44,7 +48,7 @@ async def test_kill_9_while_retrying_then_restart_delivers(tmp_path: Path) -> No
             return path
 
         # First run: the robot's address is wrong, so deliveries are being retried.
-        unreachable = f"http://127.0.0.1:{free_port()}/cgi-bin/webhook/send?key=crash-key"
+        unreachable = f"http://127.0.0.1:{refused_port}/cgi-bin/webhook/send?key=crash-key"
         process = SheepdogProcess(write_config(unreachable), port, tmp_path)
         await asyncio.to_thread(process.start)
         headers = {"Authorization": f"Bearer {ALERT_TOKEN}", "Content-Type": "application/json"}
@@ -54,7 +58,7 @@ async def test_kill_9_while_retrying_then_restart_delivers(tmp_path: Path) -> No
                 process.request, "POST", "/alerts/ops", body, headers
             )
             assert status == 200
-        await wait_for(lambda: "in_flight" in _statuses(state), what="a row in flight")
+        await wait_until_async(lambda: "in_flight" in _statuses(state), what="a row in flight")
         await asyncio.to_thread(process.kill)
         assert "sent" not in _statuses(state)
 
@@ -62,7 +66,7 @@ async def test_kill_9_while_retrying_then_restart_delivers(tmp_path: Path) -> No
         restarted = SheepdogProcess(write_config(robot.url()), port, tmp_path)
         await asyncio.to_thread(restarted.start)
         try:
-            await wait_for(
+            await wait_until_async(
                 lambda: _statuses(state) == ["sent"] * 3,
                 timeout=30,
                 what="all three sent after the restart",

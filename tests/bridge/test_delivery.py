@@ -27,12 +27,12 @@ from tests.bridge.conftest import (
     fixture_payload,
     make_payload,
     targets_config,
-    wait_for,
 )
 from tests.bridge.fakeclock import FakeClock
 from tests.peers.slack import HOOK_PATH, Reply, SlackWebhook
 from tests.peers.smtp import SmtpServer
 from tests.peers.wechat import Answer, WeChatRobot
+from tests.support.polling import wait_until_async
 
 
 def write_config(tmp_path: Path, document: dict[str, Any]) -> tuple[Path, Config]:
@@ -74,15 +74,15 @@ async def test_wechat_gets_markdown_and_mobile_mention(
         "/alerts/ops", json=fixture_payload("firing-one.json"), headers=AUTH
     )
     assert response.status == 200
-    await wait_for(lambda: len(robot.messages) == 2, what="two messages")
+    await wait_until_async(lambda: len(robot.messages) == 2, what="two messages")
     markdown, text = robot.messages
     assert markdown.body["msgtype"] == "markdown"
     assert "LLMRelayHighErrorRate" in markdown.content
     assert "<@zhangsan>" in markdown.content
     assert text.body["text"]["mentioned_mobile_list"] == ["13800000000"]
-    await wait_for(lambda: outbox_rows(tmp_path)[0]["status"] == "sent", what="row sent")
+    await wait_until_async(lambda: outbox_rows(tmp_path)[0]["status"] == "sent", what="row sent")
     assert sample(registry, "sheepdog_notifications_total", target="ops", result="sent") == 2
-    await wait_for(
+    await wait_until_async(
         lambda: sample(registry, "sheepdog_outbox_pending", target="ops") == 0,
         what="pending gauge back to 0",
     )
@@ -110,12 +110,12 @@ async def test_rows_left_by_a_crash_go_out_after_restart_in_order(
     assert robot.messages == []
 
     await start_bridge(config, fresh_registry=True)
-    await wait_for(lambda: len(robot.messages) == 3, what="three messages")
+    await wait_until_async(lambda: len(robot.messages) == 3, what="three messages")
     order = [
         next(n for n in ("First", "Second", "Third") if n in m.content) for m in robot.messages
     ]
     assert order == ["First", "Second", "Third"]
-    await wait_for(
+    await wait_until_async(
         lambda: all(r["status"] == "sent" for r in outbox_rows(tmp_path)), what="all sent"
     )
 
@@ -146,7 +146,7 @@ async def test_burst_of_60_stays_within_the_robot_limit(
             seen = "\n".join(m.content for m in robot.messages)
             return all(f"**{name}**" in seen for name in names)
 
-        await wait_for(everything_named, what="every alert named")
+        await wait_until_async(everything_named, what="every alert named")
         assert robot.errcodes() == []
         assert all(len(m.content.encode()) <= 4096 for m in robot.messages)
         times = [m.at for m in robot.messages]
@@ -155,7 +155,7 @@ async def test_burst_of_60_stays_within_the_robot_limit(
         # everything within minutes instead of waiting three minutes per 20 notifications.
         assert len(robot.messages) <= 30
         assert sample(registry, "sheepdog_notifications_merged_total", target="ops") > 0
-        await wait_for(
+        await wait_until_async(
             lambda: all(r["status"] == "sent" for r in outbox_rows(tmp_path)), what="all sent"
         )
     finally:
@@ -173,7 +173,7 @@ async def test_slack_retry_after_is_honoured(
         _, config = write_config(tmp_path, targets_config(tmp_path, targets))
         client = await start_bridge(config, clock=fake_clock)
         await client.post("/alerts/ops", json=fixture_payload("firing-one.json"), headers=AUTH)
-        await wait_for(lambda: len(slack.messages) == 1, what="the Slack message")
+        await wait_until_async(lambda: len(slack.messages) == 1, what="the Slack message")
         first, second = slack.requests
         assert second - first >= 30
         assert sample(registry, "sheepdog_notifications_total", target="ops", result="retried") == 1
@@ -206,8 +206,10 @@ async def test_transient_failures_are_retried_until_sent(
         _, config = write_config(tmp_path, targets_config(tmp_path, targets))
         client = await start_bridge(config, clock=fake_clock)
         await client.post("/alerts/ops", json=fixture_payload("resolved-one.json"), headers=AUTH)
-        await wait_for(lambda: len(robot.messages) == 1, what="delivery")
-        await wait_for(lambda: outbox_rows(tmp_path)[0]["status"] == "sent", what="row sent")
+        await wait_until_async(lambda: len(robot.messages) == 1, what="delivery")
+        await wait_until_async(
+            lambda: outbox_rows(tmp_path)[0]["status"] == "sent", what="row sent"
+        )
         assert outbox_rows(tmp_path)[0]["attempts"] == 5
         assert sample(registry, "sheepdog_notifications_total", target="ops", result="retried") == 4
         for reason in ("system_busy", "server_error", "bad_response", "rate_limited"):
@@ -238,10 +240,12 @@ async def test_dead_letter_is_listed_and_sent_again(
         path, config = write_config(tmp_path, targets_config(tmp_path, targets))
         client = await start_bridge(config, clock=fake_clock)
         await client.post("/alerts/ops", json=fixture_payload("firing-one.json"), headers=AUTH)
-        await wait_for(lambda: outbox_rows(tmp_path)[0]["status"] == "dead", what="dead letter")
+        await wait_until_async(
+            lambda: outbox_rows(tmp_path)[0]["status"] == "dead", what="dead letter"
+        )
         assert robot.messages == []
         assert sample(registry, "sheepdog_notifications_total", target="ops", result="failed") == 1
-        await wait_for(
+        await wait_until_async(
             lambda: sample(registry, "sheepdog_outbox_dead", target="ops") == 1, what="dead gauge"
         )
 
@@ -254,8 +258,10 @@ async def test_dead_letter_is_listed_and_sent_again(
 
         assert await asyncio.to_thread(main, ["outbox", "retry", "1", "--config", str(path)]) == 0
         assert "queued again: 1" in capsys.readouterr().out
-        await wait_for(lambda: len(robot.messages) == 1, what="the resend")
-        await wait_for(lambda: outbox_rows(tmp_path)[0]["status"] == "sent", what="row sent")
+        await wait_until_async(lambda: len(robot.messages) == 1, what="the resend")
+        await wait_until_async(
+            lambda: outbox_rows(tmp_path)[0]["status"] == "sent", what="row sent"
+        )
         assert await asyncio.to_thread(main, ["outbox", "--config", str(path)]) == 0
         assert "nothing waiting, no dead letters" in capsys.readouterr().out
         assert await asyncio.to_thread(main, ["outbox", "retry", "1", "--config", str(path)]) == 1
@@ -273,7 +279,9 @@ async def test_gives_up_after_a_day(
     _, config = write_config(tmp_path, targets_config(tmp_path, targets, retry=retry))
     client = await start_bridge(config, clock=fake_clock)
     await client.post("/alerts/ops", json=fixture_payload("firing-one.json"), headers=AUTH)
-    await wait_for(lambda: outbox_rows(tmp_path)[0]["status"] == "dead", timeout=60, what="give-up")
+    await wait_until_async(
+        lambda: outbox_rows(tmp_path)[0]["status"] == "dead", timeout=60, what="give-up"
+    )
     row = outbox_rows(tmp_path)[0]
     assert row["last_error"].startswith("gave up after")
     assert "connection_error" in row["last_error"]
@@ -309,7 +317,7 @@ async def test_email_arrives_over_starttls_with_login(
     payload = fixture_payload("firing-one.json")
     payload["alerts"][0]["labels"]["team"] = "<b>core</b> & co"
     await client.post("/alerts/mail", json=payload, headers=AUTH)
-    await wait_for(lambda: len(smtp_server.received) == 1, what="the mail")
+    await wait_until_async(lambda: len(smtp_server.received) == 1, what="the mail")
     mail = smtp_server.received[0]
     assert mail.recipients == ["oncall@example.com", "sre@example.com"]
     assert mail.message["Subject"] == "[FIRING:1] LLMRelayHighErrorRate — 错误率超过 1%"
@@ -346,7 +354,9 @@ async def test_smtp_failures(
         _, config = write_config(tmp_path, targets_config(tmp_path, targets))
         client = await start_bridge(config, clock=fake_clock)
         await client.post("/alerts/mail", json=make_payload(), headers=AUTH)
-        await wait_for(lambda: outbox_rows(tmp_path)[0]["status"] == "dead", what="dead letter")
+        await wait_until_async(
+            lambda: outbox_rows(tmp_path)[0]["status"] == "dead", what="dead letter"
+        )
         row = outbox_rows(tmp_path)[0]
         assert row["last_error"].startswith("auth_failed: SMTP 535")
         assert SMTP_PASSWORD not in row["last_error"]
@@ -394,7 +404,7 @@ async def test_secrets_never_leak(
         answers.append(await response.text())
     answers.append(await (await client.post("/alerts/nope", json={}, headers=AUTH)).text())
     answers.append(await (await client.post("/alerts/refused", data=b"{", headers=AUTH)).text())
-    await wait_for(
+    await wait_until_async(
         lambda: all(r["status"] == "dead" for r in outbox_rows(tmp_path)),
         timeout=60,
         what="all dead",
@@ -451,7 +461,7 @@ async def test_series_exist_from_start_and_for_targets_added_on_reload(
         assert registry.get_sample_value(name, {"target": "b", **labels}) == 0, name
     assert (await client.get("/-/ready")).status == 200
     await client.post("/alerts/b", json=make_payload(), headers=AUTH)
-    await wait_for(lambda: len(robot.messages) == 1, what="delivery to the new target")
+    await wait_until_async(lambda: len(robot.messages) == 1, what="delivery to the new target")
 
     broken = targets_config(tmp_path, {"a": {"type": "log", "template": "missing."}})
     path.write_text(yaml.safe_dump(broken), encoding="utf-8")
@@ -491,7 +501,9 @@ async def test_permanent_failures_are_dead_at_once(
         )
         client = await start_bridge(config, clock=fake_clock)
         await client.post("/alerts/ops", json=make_payload(), headers=AUTH)
-        await wait_for(lambda: outbox_rows(tmp_path)[0]["status"] == "dead", what="dead letter")
+        await wait_until_async(
+            lambda: outbox_rows(tmp_path)[0]["status"] == "dead", what="dead letter"
+        )
         row = outbox_rows(tmp_path)[0]
         assert row["attempts"] == 1
         assert row["last_error"].startswith(f"{reason}: ")
@@ -528,10 +540,10 @@ async def test_oldest_waiting_age_is_exported(
             ages.append(sample(registry, "sheepdog_outbox_oldest_seconds", target="ops"))
             return len(robot.messages) == 1
 
-        await wait_for(record_age, what="delivery after three failures")
+        await wait_until_async(record_age, what="delivery after three failures")
         assert max(ages) >= 100
         assert sample(registry, "sheepdog_outbox_pending", target="ops") in (0, 1)
-        await wait_for(
+        await wait_until_async(
             lambda: sample(registry, "sheepdog_outbox_oldest_seconds", target="ops") == 0,
             what="age back to 0",
         )
@@ -560,6 +572,6 @@ async def test_an_unexpected_error_does_not_strand_rows(
 
     notifier.compose = flaky_compose  # type: ignore[method-assign]
     await client.post("/alerts/ops", json=make_payload(), headers=AUTH)
-    await wait_for(lambda: len(robot.messages) == 1, what="delivery after the error")
-    await wait_for(lambda: outbox_rows(tmp_path)[0]["status"] == "sent", what="row sent")
+    await wait_until_async(lambda: len(robot.messages) == 1, what="delivery after the error")
+    await wait_until_async(lambda: outbox_rows(tmp_path)[0]["status"] == "sent", what="row sent")
     assert calls == 2

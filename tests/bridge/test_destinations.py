@@ -16,9 +16,9 @@ from sheepdog.config import Config, load_config
 from sheepdog.core.db import Database
 from sheepdog.core.runtime import RUNTIME
 from tests.bridge.conftest import AUTH, ROBOT_KEY, StartBridge, make_payload, targets_config
-from tests.bridge.conftest import wait_for as wait_for
 from tests.bridge.fakeclock import FakeClock
 from tests.peers.wechat import WeChatRobot
+from tests.support.polling import wait_until_async
 
 OTHER_KEY = "SENTINEL-other-robot-key-3c1d"
 
@@ -61,7 +61,7 @@ async def test_two_targets_on_one_robot_never_exceed_its_20_a_minute_together(
             seen = "\n".join(m.content for m in robot.messages)
             return all(f"**{name}**" in seen for _, name in sent)
 
-        await wait_for(everything_arrived, what="every alert delivered")
+        await wait_until_async(everything_arrived, what="every alert delivered")
         assert robot.errcodes() == []
         times = [m.at for m in robot.messages]
         assert all(sum(1 for t in times if start <= t < start + 60) <= 20 for start in times)
@@ -95,7 +95,9 @@ async def test_the_rate_history_survives_a_reload_that_moves_a_target_to_the_rob
                 "/alerts/a", json=make_payload(name=f"First{n:02d}"), headers=AUTH
             )
             assert response.status == 200
-            await wait_for(lambda n=n: len(robot.messages) == n + 1, what=f"message {n + 1}")
+            await wait_until_async(
+                lambda n=n: len(robot.messages) == n + 1, what=f"message {n + 1}"
+            )
         first = robot.messages[0].at
 
         targets["b"]["url"] = robot.url(ROBOT_KEY)
@@ -106,7 +108,7 @@ async def test_the_rate_history_survives_a_reload_that_moves_a_target_to_the_rob
         assert len(client.app[BRIDGE].plan.destinations) == 1
 
         await client.post("/alerts/b", json=make_payload(name="Moved"), headers=AUTH)
-        await wait_for(lambda: len(robot.messages) == 21, what="the moved target's message")
+        await wait_until_async(lambda: len(robot.messages) == 21, what="the moved target's message")
         assert robot.errcodes() == []
         assert robot.messages[-1].at >= first + 60
         assert robot.messages[-1].key == ROBOT_KEY
@@ -148,5 +150,7 @@ async def test_a_delivery_decodes_only_the_payloads_it_sends(
     bridge = client.app[BRIDGE]
     bridge.workers.clear()
     bridge._reconcile_workers()
-    await wait_for(lambda: sum(len(ids) for ids in decoded) == 30, what="every row delivered")
+    await wait_until_async(
+        lambda: sum(len(ids) for ids in decoded) == 30, what="every row delivered"
+    )
     assert all(len(ids) == 1 for ids in decoded)

@@ -15,8 +15,9 @@ from bridge.outbox import Outbox
 from bridge.payload import validate_payload
 from sheepdog.config import load_config
 from sheepdog.core.db import Database, DatabaseUnavailable
-from tests.bridge.conftest import AUTH, StartBridge, make_payload, targets_config, wait_for
+from tests.bridge.conftest import AUTH, StartBridge, make_payload, targets_config
 from tests.peers.wechat import WeChatRobot
+from tests.support.polling import wait_until_async
 
 T = TypeVar("T")
 
@@ -172,5 +173,5 @@ async def test_an_alert_storm_is_accepted_whole_and_the_gauge_catches_up(
         return registry.get_sample_value("sheepdog_outbox_pending", {"target": "ops"}) or 0.0
 
     # One message may already be out (the first of the minute); the rest wait.
-    await wait_for(lambda: pending() >= 199, what="pending gauge up to date")
+    await wait_until_async(lambda: pending() >= 199, what="pending gauge up to date")
     assert pending() <= 200

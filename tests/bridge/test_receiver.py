@@ -23,6 +23,7 @@ from tests.bridge.conftest import (
     make_payload,
     targets_config,
 )
+from tests.support.polling import wait_until_async
 
 LOG_TARGETS = {"ops": {"type": "log"}, "other": {"type": "log"}}
 
@@ -190,18 +191,19 @@ async def test_client_hanging_up_does_not_lose_the_row(
     client = await start_bridge(parse_config(targets_config(tmp_path, LOG_TARGETS), env={}))
     bridge = client.app[BRIDGE]
     bridge.worker_of("ops")._task.cancel()
-    stored = asyncio.Event()
+    writing, stored = asyncio.Event(), asyncio.Event()
     original = bridge.outbox.add
 
     async def slow_add(*args: Any, **kwargs: Any) -> Any:
-        await asyncio.sleep(0.2)
+        writing.set()
+        await asyncio.sleep(0.2)  # the client hangs up meanwhile
         result = await original(*args, **kwargs)
         stored.set()
         return result
 
     bridge.outbox.add = slow_add  # type: ignore[method-assign]
     request = asyncio.ensure_future(client.post("/alerts/ops", json=make_payload(), headers=AUTH))
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(writing.wait(), 5)
     request.cancel()
     await asyncio.wait_for(stored.wait(), 5)
     assert len(_rows(tmp_path)) == 1
@@ -223,9 +225,10 @@ async def test_unpaired_surrogate_escapes_are_stored_and_delivered(
     stored = json.loads(_rows(tmp_path)[0][4])
     assert stored["alerts"][0]["labels"]["odd\ufffd"] == "value \ufffd here"
     assert stored["extra"] == {"note": "\ufffd"}
-    for _ in range(200):
-        if "Surrogate" in capsys.readouterr().out:
-            break
-        await asyncio.sleep(0.02)
-    else:
-        pytest.fail("the log target never printed the alert")
+    printed: list[str] = []
+
+    def alert_printed() -> bool:
+        printed.append(capsys.readouterr().out)
+        return "Surrogate" in "".join(printed)
+
+    await wait_until_async(alert_printed, what="the log target printing the alert")

@@ -9,9 +9,10 @@ from prometheus_client import CollectorRegistry
 
 from sheepdog.app import create_app
 from sheepdog.config import parse_config
-from tests.bridge.conftest import AUTH, ROBOT_KEY, make_payload, targets_config, wait_for
+from tests.bridge.conftest import AUTH, ROBOT_KEY, make_payload, targets_config
 from tests.bridge.fakeclock import FakeClock
 from tests.peers.wechat import WeChatRobot
+from tests.support.polling import wait_until_async
 
 
 async def test_the_rate_limit_history_moves_with_the_destination(
@@ -34,14 +35,14 @@ async def test_the_rate_limit_history_moves_with_the_destination(
                 "/alerts/ops", json=make_payload(name=f"Hist{number:02d}"), headers=AUTH
             )
             assert response.status == 200
-            await wait_for(lambda n=number: len(robot.messages) == n + 1, what="sent alone")
+            await wait_until_async(lambda n=number: len(robot.messages) == n + 1, what="sent alone")
         await first.close()  # a clean stop lets the destination go at once
         second = await aiohttp_client(
             create_app(config, registry=CollectorRegistry(), clock=fake_clock)
         )
         response = await second.post("/alerts/ops", json=make_payload(name="Hist20"), headers=AUTH)
         assert response.status == 200
-        await wait_for(lambda: len(robot.messages) == 21, what="the 21st, from B")
+        await wait_until_async(lambda: len(robot.messages) == 21, what="the 21st, from B")
     finally:
         await robot.close()
     assert robot.errcodes() == []

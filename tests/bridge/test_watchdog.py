@@ -47,11 +47,11 @@ from tests.bridge.conftest import (
     fixture_payload,
     make_payload,
     targets_config,
-    wait_for,
 )
 from tests.bridge.fakeclock import FakeClock
 from tests.bridge.test_language import TARGETS as CHANNEL_TARGETS
 from tests.peers.wechat import WeChatRobot
+from tests.support.polling import wait_until_async
 
 SILENCE = 600.0
 STEP = check_seconds(SILENCE)
@@ -112,7 +112,7 @@ class Listening:
         sleeps until the next. (Only the watchdog sleeps exactly one check here.)"""
         now = self.clock.now().timestamp()
         begun = self._begun
-        await wait_for(
+        await wait_until_async(
             lambda: (
                 (_stored(self.tmp_path).listened_at or 0.0) >= now - 1e-6
                 and self.clock.asleep_until(self.clock.elapsed + STEP, begun_after=begun)
@@ -206,7 +206,7 @@ async def test_silence_sends_one_message_to_the_target_then_the_recovery(
     await time.listen(SILENCE - STEP)
     assert _outbox(tmp_path) == [] and wechat.messages == []
     await time.listen(STEP)
-    await wait_for(lambda: len(wechat.messages) == 1, what="the silent message")
+    await wait_until_async(lambda: len(wechat.messages) == 1, what="the silent message")
     (silent,) = _watchdog_messages(wechat)
     assert "FIRING" in silent and "Monitoring is silent" in silent
     assert "no Watchdog heartbeat for 10m" in silent
@@ -214,7 +214,7 @@ async def test_silence_sends_one_message_to_the_target_then_the_recovery(
     assert f"({RUNBOOK_URL})" in silent
     # The alert started with the last heartbeat (shown in bridge.timezone, Asia/Shanghai).
     assert last_heartbeat.astimezone(_shanghai()).strftime("%Y-%m-%d %H:%M") in silent
-    await wait_for(lambda: _outbox(tmp_path)[0]["row_status"] == "sent", what="marked sent")
+    await wait_until_async(lambda: _outbox(tmp_path)[0]["row_status"] == "sent", what="marked sent")
     (row,) = _outbox(tmp_path)
     assert row["target"] == "ops"
     assert row["alerts"][0]["labels"] == {"alertname": ALERT_NAME, "severity": "critical"}
@@ -225,12 +225,12 @@ async def test_silence_sends_one_message_to_the_target_then_the_recovery(
     assert len(wechat.messages) == 1 and len(_outbox(tmp_path)) == 1
 
     await _heartbeat(client)
-    await wait_for(lambda: len(wechat.messages) == 2, what="the recovery message")
+    await wait_until_async(lambda: len(wechat.messages) == 2, what="the recovery message")
     recovery = wechat.messages[1].content
     assert "RESOLVED" in recovery and ALERT_NAME in recovery
     assert "Monitoring is back" in recovery
     assert "30m" in recovery  # the silence lasted from the last heartbeat to this one
-    await wait_for(
+    await wait_until_async(
         lambda: [row["row_status"] for row in _outbox(tmp_path)] == ["sent", "sent"],
         what="both marked sent",
     )
@@ -252,9 +252,9 @@ async def test_a_second_silence_gets_its_own_messages(
     for count in (1, 3):
         await _heartbeat(client)
         await time.listen(SILENCE)
-        await wait_for(lambda c=count: len(wechat.messages) == c, what="a silent message")
+        await wait_until_async(lambda c=count: len(wechat.messages) == c, what="a silent message")
         await _heartbeat(client)
-        await wait_for(lambda c=count: len(wechat.messages) == c + 1, what="a recovery")
+        await wait_until_async(lambda c=count: len(wechat.messages) == c + 1, what="a recovery")
     statuses = ["FIRING" if "FIRING" in m else "RESOLVED" for m in _watchdog_messages(wechat)]
     assert statuses == ["FIRING", "RESOLVED", "FIRING", "RESOLVED"]
 
@@ -269,7 +269,7 @@ async def test_never_a_heartbeat_is_silence_too(
     await time.settled()
     started = clock.now().timestamp()
     await time.listen(SILENCE)
-    await wait_for(lambda: len(wechat.messages) == 1, what="the silent message")
+    await wait_until_async(lambda: len(wechat.messages) == 1, what="the silent message")
     (row,) = _outbox(tmp_path)
     starts_at = datetime.fromisoformat(row["alerts"][0]["startsAt"].replace("Z", "+00:00"))
     assert starts_at.timestamp() == started
@@ -284,11 +284,11 @@ async def test_messages_in_the_configured_language(
     await time.settled()
     await _heartbeat(client)
     await time.listen(SILENCE)
-    await wait_for(lambda: len(wechat.messages) == 1, what="the silent message")
+    await wait_until_async(lambda: len(wechat.messages) == 1, what="the silent message")
     assert "告警触发" in wechat.messages[0].content
     assert "监控静默：已 10 分 未收到 Watchdog 心跳" in wechat.messages[0].content
     await _heartbeat(client)
-    await wait_for(lambda: len(wechat.messages) == 2, what="the recovery message")
+    await wait_until_async(lambda: len(wechat.messages) == 2, what="the recovery message")
     assert "已恢复" in wechat.messages[1].content
     assert "监控已恢复" in wechat.messages[1].content
 
@@ -326,7 +326,7 @@ async def test_a_reload_adding_the_watchdog_starts_watching(
     await time.listen(SILENCE - max_gap(SILENCE) - STEP)
     assert wechat.messages == []
     await time.listen(STEP)
-    await wait_for(lambda: len(wechat.messages) == 1, what="the silent message")
+    await wait_until_async(lambda: len(wechat.messages) == 1, what="the silent message")
 
 
 async def test_a_resolved_watchdog_is_no_heartbeat(
@@ -342,7 +342,7 @@ async def test_a_resolved_watchdog_is_no_heartbeat(
     answer = await _heartbeat(client, _watchdog_payload("resolved"))
     assert answer["status"] == "ignored"
     await time.listen(STEP)
-    await wait_for(lambda: len(wechat.messages) == 1, what="the silent message")
+    await wait_until_async(lambda: len(wechat.messages) == 1, what="the silent message")
 
 
 async def test_heartbeats_far_apart_for_the_silence_are_logged(
@@ -398,7 +398,7 @@ async def test_a_restart_during_an_outage_does_not_reset_the_clock(
     await time.listen(165)  # 595 s listened
     assert wechat.messages == []
     await time.listen(STEP)
-    await wait_for(lambda: len(wechat.messages) == 1, what="the silent message")
+    await wait_until_async(lambda: len(wechat.messages) == 1, what="the silent message")
 
 
 async def test_a_restart_after_a_long_downtime_does_not_report_silence_at_once(
@@ -422,7 +422,7 @@ async def test_a_restart_after_a_long_downtime_does_not_report_silence_at_once(
     await time.listen(SILENCE - counted - STEP)
     assert wechat.messages == []
     await time.listen(STEP)
-    await wait_for(lambda: len(wechat.messages) == 1, what="the silent message")
+    await wait_until_async(lambda: len(wechat.messages) == 1, what="the silent message")
 
 
 async def test_a_silence_announced_before_a_restart_is_not_announced_again(
@@ -435,8 +435,8 @@ async def test_a_silence_announced_before_a_restart_is_not_announced_again(
     time = Listening(clock, tmp_path)
     await time.settled()
     await time.listen(SILENCE)
-    await wait_for(lambda: len(wechat.messages) == 1, what="the silent message")
-    await wait_for(lambda: _outbox(tmp_path)[0]["row_status"] == "sent", what="sent")
+    await wait_until_async(lambda: len(wechat.messages) == 1, what="the silent message")
+    await wait_until_async(lambda: _outbox(tmp_path)[0]["row_status"] == "sent", what="sent")
     await first.close()
     await clock.advance(30)
 
@@ -445,7 +445,7 @@ async def test_a_silence_announced_before_a_restart_is_not_announced_again(
     await time.listen(SILENCE)
     assert len(wechat.messages) == 1
     await _heartbeat(second)
-    await wait_for(lambda: len(wechat.messages) == 2, what="the recovery message")
+    await wait_until_async(lambda: len(wechat.messages) == 2, what="the recovery message")
     assert "RESOLVED" in wechat.messages[1].content
 
 
@@ -469,7 +469,7 @@ async def test_a_silence_declared_but_not_yet_queued_before_a_crash_goes_out_aft
     await start_bridge(config, clock=clock, fresh_registry=True)
     await time.settled()
     await time.listen(STEP)
-    await wait_for(lambda: len(wechat.messages) == 1, what="the silent message")
+    await wait_until_async(lambda: len(wechat.messages) == 1, what="the silent message")
     await time.listen(4 * STEP)
     (row,) = _outbox(tmp_path)
     assert row["alerts"][0]["startsAt"].startswith(
@@ -504,15 +504,15 @@ async def test_two_processes_share_the_heartbeat_and_announce_once(
 
     # Whichever queues a message, the first delivers it at its next look at the outbox.
     await time.listen(SILENCE + STEP)
-    await wait_for(lambda: len(wechat.messages) == 1, what="the silent message")
+    await wait_until_async(lambda: len(wechat.messages) == 1, what="the silent message")
     await time.listen(2 * STEP)
-    await wait_for(
+    await wait_until_async(
         lambda: [row["row_status"] for row in _outbox(tmp_path)] == ["sent"], what="one, sent"
     )
     await _heartbeat(second)
-    await wait_for(lambda: len(_outbox(tmp_path)) == 2, what="the recovery queued")
+    await wait_until_async(lambda: len(_outbox(tmp_path)) == 2, what="the recovery queued")
     await time.listen(STEP)
-    await wait_for(lambda: len(wechat.messages) == 2, what="the recovery message")
+    await wait_until_async(lambda: len(wechat.messages) == 2, what="the recovery message")
     await time.listen(2 * STEP)
     assert len(_outbox(tmp_path)) == 2 and len(wechat.messages) == 2
 

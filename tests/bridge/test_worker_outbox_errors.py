@@ -19,10 +19,10 @@ from tests.bridge.conftest import (
     StartBridge,
     make_payload,
     targets_config,
-    wait_for,
 )
 from tests.bridge.fakeclock import FakeClock
 from tests.peers.wechat import Answer, WeChatRobot
+from tests.support.polling import wait_until_async
 
 
 def _statuses(tmp_path: Path) -> list[str]:
@@ -57,7 +57,7 @@ async def test_delivered_but_not_recorded_is_recorded_later_not_resent(
         outbox.mark_sent = _failing(3, outbox.mark_sent)  # type: ignore[method-assign]
         response = await client.post("/alerts/ops", json=make_payload(1), headers=AUTH)
         assert response.status == 200
-        await wait_for(lambda: _statuses(tmp_path) == ["sent"], what="marked sent at last")
+        await wait_until_async(lambda: _statuses(tmp_path) == ["sent"], what="marked sent at last")
         assert len(robot.messages) == 1
     finally:
         await robot.close()
@@ -79,7 +79,7 @@ async def test_a_failed_attempt_not_recorded_does_not_restart_the_parts(
         payload = make_payload(40, summary="a long summary " * 12)
         response = await client.post("/alerts/ops", json=payload, headers=AUTH)
         assert response.status == 200
-        await wait_for(lambda: _statuses(tmp_path) == ["sent"], what="sent")
+        await wait_until_async(lambda: _statuses(tmp_path) == ["sent"], what="sent")
         parts = [m.content.split("\n", 1)[0].rsplit(" ", 1)[-1] for m in robot.messages]
         assert len(parts) >= 3
         assert parts == [f"({n}/{len(parts)})" for n in range(1, len(parts) + 1)]

@@ -1,48 +1,23 @@
-"""An event loop in a thread of its own, for services that must outlive one test or one example.
-
-Hypothesis runs each example as a plain function call; the service under test (sheepdog, in
-this process, with its peers) keeps running on this loop between examples, as it would between
-requests in production, and each example talks to it over loopback HTTP.
-"""
+"""sheepdog served on a :class:`~tests.support.loop.LoopThread`, for services that must outlive
+one test or one Hypothesis example: each example talks to it over loopback HTTP."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import aiohttp
 from aiohttp import web
 from yarl import URL
 
+from sheepdog.app import create_app
+from sheepdog.config import Config
+from sheepdog.core.exposition import MetricsRegistry
+from sheepdog.core.runtime import RUNTIME
+from tests.support.loop import LoopThread
+from tests.support.ports import LOOPBACK
+
 T = TypeVar("T")
-
-
-class LoopThread:
-    """A running event loop on a daemon thread; :meth:`run` executes a coroutine on it."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="faults-loop")
-        self._thread.start()
-
-    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
-
-    def close(self) -> None:
-        async def cancel_the_rest() -> None:
-            current = asyncio.current_task()
-            rest = [task for task in asyncio.all_tasks() if task is not current]
-            for task in rest:
-                task.cancel()
-            await asyncio.gather(*rest, return_exceptions=True)
-            await self.loop.shutdown_asyncgens()
-
-        self.run(cancel_the_rest())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=30)
-        self.loop.close()
 
 
 class Served:
@@ -55,15 +30,26 @@ class Served:
         self.session: aiohttp.ClientSession | None = None
         self.base_url = ""
 
+    @classmethod
+    def create(cls, thread: LoopThread, config: Config) -> Served:
+        """The whole service for ``config``, on a registry of its own, built on ``thread``'s
+        loop and started."""
+
+        async def build() -> Served:
+            return cls(thread, create_app(config, registry=MetricsRegistry()))
+
+        return thread.run(build()).start()
+
+    @property
+    def registry(self) -> MetricsRegistry:
+        return self.app[RUNTIME].registry
+
     def start(self) -> Served:
         async def start() -> None:
             await self.runner.setup()
-            site = web.TCPSite(self.runner, "127.0.0.1", 0)
-            await site.start()
-            server = site._server
-            assert server is not None and server.sockets
-            port = server.sockets[0].getsockname()[1]
-            self.base_url = f"http://127.0.0.1:{port}"
+            await web.TCPSite(self.runner, LOOPBACK, 0).start()
+            host, port = self.runner.addresses[0][:2]
+            self.base_url = f"http://{host}:{port}"
             self.session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0),
                 timeout=aiohttp.ClientTimeout(total=30),

@@ -13,7 +13,6 @@ from __future__ import annotations
 import ast
 import base64
 import hmac
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -65,13 +64,6 @@ WRONG_FOR_PROXY = {
     "basic with the key": basic("x", CLIENT_KEY),
     "unknown scheme": f"Token {CLIENT_KEY}",
 }
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[FakeUpstream]:
-    fake = await FakeUpstream().start()
-    yield fake
-    await fake.close()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +32,6 @@ RELAYED = 1_000  # of the model names, how many go to the upstream (the rest are
 BOGUS_KEYS = 10_000
 BOGUS_TARGETS = 1_000
 BOGUS_PATHS = 1_000
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[FakeUpstream]:
-    fake = await FakeUpstream().start()
-    yield fake
-    await fake.close()
 
 
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')

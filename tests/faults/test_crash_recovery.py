@@ -20,10 +20,12 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.bridge.conftest import ALERT_TOKEN, make_payload, wait_for
+from tests.bridge.conftest import ALERT_TOKEN, make_payload
 from tests.faults.conftest import FIGURES
 from tests.peers.wechat import Answer, WeChatRobot
-from tests.support.process import SheepdogProcess, free_port
+from tests.support.polling import wait_until_async
+from tests.support.ports import free_port
+from tests.support.processes import SheepdogProcess
 from tests.support.state import StoredState
 
 pytestmark = pytest.mark.slow
@@ -87,9 +89,11 @@ async def test_kill_9_with_100_pending_then_restart_delivers_every_alert(
             )
             assert status == 200
         if outage == "failing":
-            await wait_for(lambda: len(robot.arrivals) >= 5, what="attempts against the outage")
+            await wait_until_async(
+                lambda: len(robot.arrivals) >= 5, what="attempts against the outage"
+            )
         else:
-            await wait_for(lambda: len(robot.messages) >= 2, what="some messages through")
+            await wait_until_async(lambda: len(robot.messages) >= 2, what="some messages through")
         await asyncio.to_thread(first.kill)
         at_kill = _rows(stored)
         delivered_before = len(robot.messages)
@@ -102,7 +106,7 @@ async def test_kill_9_with_100_pending_then_restart_delivers_every_alert(
 
         robot.recover()
         await asyncio.to_thread(second.start)
-        await wait_for(
+        await wait_until_async(
             lambda: all(status == "sent" for status, _ in _rows(stored).values()),
             timeout=60,
             what="every notification sent after the restart",

@@ -9,7 +9,6 @@ no restart, and every notification it accepted is delivered.
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import shutil
 import subprocess
@@ -22,10 +21,11 @@ from aiohttp.test_utils import TestClient
 
 from sheepdog.config import parse_config
 from sheepdog.core.runtime import RUNTIME
-from tests.bridge.conftest import ALERT_TOKEN, AUTH, make_payload, wait_for
+from tests.bridge.conftest import ALERT_TOKEN, AUTH, make_payload
 from tests.bridge.fakeclock import FakeClock
 from tests.faults.conftest import FIGURES, LogRecorder, StartApp
 from tests.peers.wechat import Answer, WeChatRobot
+from tests.support.polling import wait_until_async
 
 
 def _mount(mountpoint: Path, options: str) -> None:
@@ -129,17 +129,17 @@ async def test_disk_full_answers_503_and_recovers_when_space_returns(
     mounts.append(disk)
     client = await start_bridge(_config(disk / "state", robot), clock=clock)
     assert await _post(client, "BeforeFull") == 200
-    await wait_for(lambda: _delivered(robot, "BeforeFull") == 1, what="the first delivery")
+    await wait_until_async(lambda: _delivered(robot, "BeforeFull") == 1, what="the first delivery")
     # One notification is being retried when the disk fills up, and gets through meanwhile:
     # the worker cannot record that it was sent until there is space again.
     robot.fail(Answer(errcode=-1))
     assert await _post(client, "InFlight") == 200
-    await wait_for(lambda: len(robot.arrivals) >= 3, what="retries of the notification")
+    await wait_until_async(lambda: len(robot.arrivals) >= 3, what="retries of the notification")
 
     filler = disk / "filler"
     _fill(filler)
     robot.recover()
-    await wait_for(lambda: _delivered(robot, "InFlight") == 1, what="delivery while full")
+    await wait_until_async(lambda: _delivered(robot, "InFlight") == 1, what="delivery while full")
     accepted = ["BeforeFull", "InFlight"]
     refused: list[str] = []
     for index in range(200):  # the WAL may have some room left: post until it is gone too
@@ -156,7 +156,7 @@ async def test_disk_full_answers_503_and_recovers_when_space_returns(
     assert "database or disk is full" in await ready.text()
     stored = [r for r in logs.records if r.getMessage().startswith("could not store")]
     assert stored and all("disk is full" in str(getattr(r, "reason", "")) for r in stored)
-    await wait_for(
+    await wait_until_async(
         lambda: any(
             "disk is full" in str(getattr(r, "reason", ""))
             for r in logs.records
@@ -172,12 +172,12 @@ async def test_disk_full_answers_503_and_recovers_when_space_returns(
     accepted += refused
     assert await _post(client, "AfterFull") == 200
     accepted.append("AfterFull")
-    await wait_for(
+    await wait_until_async(
         lambda: all(_delivered(robot, name) for name in accepted),
         what="every accepted notification delivered",
     )
     await _wait_ready(client)
-    await wait_for(lambda: _pending(client) == 0, what="nothing left waiting")
+    await wait_until_async(lambda: _pending(client) == 0, what="nothing left waiting")
     lost = [name for name in accepted if not _delivered(robot, name)]
     duplicates = {
         name: _delivered(robot, name) - 1 for name in accepted if _delivered(robot, name) > 1
@@ -198,12 +198,10 @@ def _pending(client: TestClient) -> float:
 
 
 async def _wait_ready(client: TestClient) -> None:
-    """Poll ``/-/ready`` until it answers 200 (bounded)."""
-    for _ in range(500):
-        if (await client.get("/-/ready")).status == 200:
-            return
-        await asyncio.sleep(0.02)
-    pytest.fail("never ready again")
+    async def ready() -> bool:
+        return (await client.get("/-/ready")).status == 200
+
+    await wait_until_async(ready, what="ready again")
 
 
 async def test_read_only_state_dir_answers_503_and_recovers_when_writable(
@@ -233,7 +231,7 @@ async def test_read_only_state_dir_answers_503_and_recovers_when_writable(
     subprocess.run(["mount", "-o", "remount,rw", str(disk)], check=True)
     assert await _post(client, "WhileReadOnly") == 200  # Alertmanager's retry
     assert await _post(client, "AfterRemount") == 200
-    await wait_for(
+    await wait_until_async(
         lambda: _delivered(robot, "WhileReadOnly") and _delivered(robot, "AfterRemount"),
         what="both delivered without a restart",
     )
@@ -258,7 +256,7 @@ async def test_state_dir_blocked_by_a_file_recovers_when_it_is_moved(
     assert "Not a directory" in await ready.text()
     blocker.unlink()
     assert await _post(client, "Blocked") == 200
-    await wait_for(lambda: _delivered(robot, "Blocked") == 1, what="delivered")
+    await wait_until_async(lambda: _delivered(robot, "Blocked") == 1, what="delivered")
     await _wait_ready(client)
     FIGURES.fault("state_dir blocked by a file")
     FIGURES.notifications(accepted=1, lost=0)

@@ -17,7 +17,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.faults.conftest import FIGURES
-from tests.support.process import SheepdogProcess, free_port
+from tests.support.ports import free_port
+from tests.support.processes import SheepdogProcess
 
 pytestmark = pytest.mark.slow
 

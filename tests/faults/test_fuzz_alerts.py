@@ -10,12 +10,12 @@ local WeChat, Slack and SMTP peers, every message within the channels' limits.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
 import re
 import sqlite3
-import time
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -27,25 +27,29 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from sheepdog.app import create_app
 from sheepdog.config import parse_config
-from sheepdog.core.exposition import MetricsRegistry
 from tests.bridge.conftest import ALERT_TOKEN, make_payload
-from tests.faults.background import LoopThread, Served
+from tests.faults.background import Served
 from tests.faults.conftest import FIGURES, LogRecorder
 from tests.peers.slack import SlackWebhook
 from tests.peers.smtp import SmtpServer
 from tests.peers.wechat import WeChatRobot
+from tests.support.fuzzing import examples
+from tests.support.loop import LoopThread
+from tests.support.polling import wait_until
+from tests.support.strategies import documents, nested
 
 # The service runs on another thread meanwhile, and the email notifier's Message-ID comes from
 # the global random module: hypothesis sees that as a strategy using it.
-pytestmark = pytest.mark.filterwarnings("ignore:Do not use the `random` module inside strategies")
+pytestmark = [
+    pytest.mark.fuzz,
+    pytest.mark.filterwarnings("ignore:Do not use the `random` module inside strategies"),
+]
 
 TARGETS = ("ops-wechat", "ops-slack", "ops-email")
 HEADERS = {"Authorization": f"Bearer {ALERT_TOKEN}", "Content-Type": "application/json"}
 FUZZ = settings(
-    max_examples=300,
-    deadline=None,
+    max_examples=examples(300),
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
@@ -86,27 +90,7 @@ TRICKY = [
 ]
 NAMES = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_0123456789", min_size=1, max_size=20)
 TEXT = st.one_of(st.text(max_size=40), st.sampled_from(TRICKY))
-LEAVES = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(-(2**70), 2**70),
-    st.floats(allow_nan=True, allow_infinity=True),
-    TEXT,
-)
-JSON = st.recursive(
-    LEAVES,
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(TEXT, children, max_size=4),
-    max_leaves=12,
-)
-
-
-def nested(depth: int) -> Any:
-    value: Any = "bottom"
-    for level in range(depth):
-        value = [value] if level % 2 else {"k": value}
-    return value
-
-
+JSON = documents(TEXT, max_size=4, max_leaves=12)
 DEEP = st.integers(min_value=1, max_value=60).map(nested)
 WRONG = st.one_of(JSON, DEEP)
 
@@ -159,14 +143,9 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         },
         env={},
     )
-    registry = MetricsRegistry()
-
-    async def build() -> Served:
-        return Served(thread, create_app(config, registry=registry))
-
-    served = thread.run(build()).start()
+    served = Served.create(thread, config)
     try:
-        yield Service(served, registry, workdir / "state", robot, slack, smtp, logs)
+        yield Service(served, served.registry, workdir / "state", robot, slack, smtp, logs)
     finally:
         served.stop()
         thread.run(robot.close())
@@ -394,11 +373,12 @@ def test_after_the_fuzzing_the_service_is_healthy_and_delivered_everything(
                 )
             }
 
-    deadline = time.monotonic() + 60
-    while any(status != "sent" for status, _ in statuses().values()):
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
+    with contextlib.suppress(AssertionError):  # what is left unsent is asserted and counted below
+        wait_until(
+            lambda: all(status == "sent" for status, _ in statuses().values()),
+            timeout=60,
+            what="every accepted notification sent",
+        )
     unsent = {row: value for row, value in statuses().items() if value[0] != "sent"}
     assert unsent == {}
     assert not [r for r in service.logs.records if r.exc_info is not None]

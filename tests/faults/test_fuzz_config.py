@@ -1,4 +1,5 @@
-"""Fuzzing the config loader: whatever the file holds, the answer is a config or a ConfigError."""
+"""Fuzzing the config loader: whatever the file holds, the answer is a config or a ConfigError,
+and no error shows a secret (the environment's ``$X`` is the sentinel)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sheepdog.config import load_config, parse_config
 from sheepdog.core.errors import ConfigError
 from tests.faults.conftest import FIGURES
+from tests.support.fuzzing import examples
+from tests.support.strategies import documents
+
+pytestmark = pytest.mark.fuzz
 
 KNOWN_KEYS = [
     "listen",
@@ -30,6 +36,12 @@ KNOWN_KEYS = [
     "api_key",
     "api_key_file",
     "timeout_seconds",
+    "connect_timeout_seconds",
+    "bearer_tokens_file",
+    "password_file",
+    "ca_file",
+    "template",
+    "max_body_bytes",
     "clients",
     "name",
     "key",
@@ -62,12 +74,22 @@ KNOWN_KEYS = [
     "retry",
 ]
 SENTINEL = "fuzz-sentinel-secret-4242"
+# Values a path may take that the filesystem refuses, or that come from the environment.
+PATHS = [
+    "\x00",
+    "secret\x00.txt",
+    "${X}",
+    "${X}/key",
+    "/etc/${X}",
+    "~nosuchuser-4242/key",
+    "~",
+    "/",
+    "",
+    "/dev/null",
+    "a" * 300,
+]
 
-scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(allow_nan=True, allow_infinity=True),
+values = st.one_of(
     st.text(max_size=20),
     st.sampled_from(
         [
@@ -83,17 +105,12 @@ scalars = st.one_of(
             "0.0.0.0:1",
             "starttls",
             "json",
+            *PATHS,
         ]
     ),
 )
 keys = st.one_of(st.sampled_from(KNOWN_KEYS), st.text(max_size=8), st.integers())
-trees: st.SearchStrategy[Any] = st.recursive(
-    scalars,
-    lambda children: st.one_of(
-        st.lists(children, max_size=4), st.dictionaries(keys, children, max_size=5)
-    ),
-    max_leaves=30,
-)
+trees: st.SearchStrategy[Any] = documents(values, keys=keys, max_size=5, max_leaves=30)
 
 
 def _error_of(load: Callable[[], object]) -> ConfigError | None:
@@ -119,7 +136,7 @@ def _section_skeleton(tree: Any) -> dict[str, Any]:
     return {"proxy": {"clients": [tree]}, "bridge": {"targets": {"t": tree}}}
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400))
 @given(tree=trees)
 def test_any_yaml_tree_gives_a_config_or_a_config_error(tree: Any) -> None:
     """Wrong types, nulls, nesting and unknown keys raise ConfigError, never another exception,
@@ -134,7 +151,8 @@ def test_any_yaml_tree_gives_a_config_or_a_config_error(tree: Any) -> None:
 
 
 @settings(
-    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(200),
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 @given(data=st.binary(max_size=300) | st.text(alphabet=string.printable + "：中{}[]", max_size=300))
 def test_any_file_content_gives_a_config_or_a_config_error(

@@ -22,36 +22,27 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from sheepdog.app import create_app
 from sheepdog.config import parse_config
-from sheepdog.core.exposition import MetricsRegistry
 from sheepdog.core.runtime import RUNTIME
-from tests.faults.background import LoopThread, Served
+from tests.faults.background import Served
 from tests.faults.conftest import FIGURES, LogRecorder
 from tests.peers.upstream import FakeUpstream
+from tests.support.fuzzing import examples
+from tests.support.loop import LoopThread
+from tests.support.strategies import documents
+
+pytestmark = pytest.mark.fuzz
 
 KEY = "sd-fuzz-client-key"
 PRICED = ["gpt-4.1", "deepseek-v3.2", "text-embedding-3-small"]
 FUZZ = settings(
-    max_examples=400,
-    deadline=None,
+    max_examples=examples(400),
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
 TRICKY = ["", "\ud800", "x\udfffy", "\x00", "../../admin", "gpt-4.1\n", "GPT-4.1", "🔥", "a" * 3000]
 TEXT = st.one_of(st.text(max_size=20), st.sampled_from(TRICKY))
-LEAVES = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(-(2**70), 2**70),
-    st.floats(allow_nan=True, allow_infinity=True),
-    TEXT,
-)
-JSON = st.recursive(
-    LEAVES,
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(TEXT, children, max_size=3),
-    max_leaves=10,
-)
+JSON = documents(TEXT, max_size=3, max_leaves=10)
 DEEP = st.sampled_from([40, 900, 5000]).map(lambda depth: "[" * depth + "]" * depth)
 
 
@@ -168,14 +159,9 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         },
         env={},
     )
-    registry = MetricsRegistry()
-
-    async def build() -> Served:
-        return Served(thread, create_app(config, registry=registry))
-
-    served = thread.run(build()).start()
+    served = Served.create(thread, config)
     try:
-        yield Service(served, registry, upstream, logs)
+        yield Service(served, served.registry, upstream, logs)
     finally:
         served.stop()
         thread.run(upstream.close())

@@ -14,7 +14,6 @@ import copy
 import json
 import logging
 import sqlite3
-import time
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
@@ -27,14 +26,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from sheepdog.app import create_app
 from sheepdog.config import load_config
-from sheepdog.core.exposition import MetricsRegistry
 from tests.bridge.conftest import make_payload
-from tests.faults.background import LoopThread, Served
+from tests.faults.background import Served
 from tests.faults.conftest import FIGURES, LogRecorder
 from tests.faults.test_fuzz_config import trees
 from tests.peers.wechat import WeChatRobot
+from tests.support.fuzzing import examples
+from tests.support.loop import LoopThread
+from tests.support.polling import wait_until
+
+pytestmark = pytest.mark.fuzz
 
 TOKEN = "reload-fuzz-token"
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
@@ -76,14 +78,9 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     }
     path = workdir / "sheepdog.yaml"
     path.write_text(yaml.safe_dump(base), encoding="utf-8")
-    registry = MetricsRegistry()
-
-    async def build() -> Served:
-        return Served(thread, create_app(load_config(path, {}), registry=registry))
-
-    served = thread.run(build()).start()
+    served = Served.create(thread, load_config(path, {}))
     try:
-        yield Service(served, registry, path, base, workdir / "state", logs)
+        yield Service(served, served.registry, path, base, workdir / "state", logs)
     finally:
         served.stop()
         thread.run(robot.close())
@@ -156,8 +153,7 @@ def _reload(service: Service) -> tuple[int, dict[str, Any]]:
 
 
 @settings(
-    max_examples=80,
-    deadline=None,
+    max_examples=examples(80),
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(data=st.data())
@@ -185,10 +181,12 @@ def test_a_reload_of_any_config_is_applied_or_refused_naming_the_key(
 
 def test_after_the_reloads_the_service_is_ready_and_delivers(service: Service) -> None:
     """After every fuzzed reload: ready, and an alert posted now is delivered."""
-    deadline = time.monotonic() + 20
-    while service.served.request("GET", "/-/ready")[0] != 200:
-        assert time.monotonic() < deadline, service.served.request("GET", "/-/ready")
-        time.sleep(0.05)
+    wait_until(
+        lambda: service.served.request("GET", "/-/ready")[0] == 200,
+        timeout=20,
+        what="ready after the reloads",
+        describe=lambda: service.served.request("GET", "/-/ready"),
+    )
     status, _, _ = service.served.request(
         "POST",
         "/alerts/ops",
@@ -204,7 +202,5 @@ def test_after_the_reloads_the_service_is_ready_and_delivers(service: Service) -
             ).fetchone()
             return int(row[0])
 
-    while waiting():
-        assert time.monotonic() < deadline + 20, "the alert was not delivered"
-        time.sleep(0.05)
+    wait_until(lambda: waiting() == 0, timeout=20, what="the alert delivered")
     assert not [r for r in service.logs.records if r.exc_info is not None]

@@ -28,12 +28,12 @@ from bridge.worker import IDLE_POLL_SECONDS
 from sheepdog.cli import main
 from sheepdog.config import Config, load_config
 from tests.bridge.conftest import ALERT_TOKEN, AUTH, SMTP_PASSWORD, make_payload
-from tests.bridge.conftest import wait_for as wait_real
 from tests.bridge.fakeclock import FakeClock
 from tests.faults.conftest import FIGURES, LogRecorder, StartApp
 from tests.peers.slack import Reply, SlackWebhook
 from tests.peers.smtp import SmtpServer
 from tests.peers.wechat import Answer, WeChatRobot
+from tests.support.polling import wait_until_async
 
 OUTAGE_SECONDS = 600.0
 SLACK = IDLE_POLL_SECONDS + 0.5
@@ -106,10 +106,12 @@ async def test_wechat_failing_for_ten_minutes_loses_nothing_and_backs_off(
         await post(client, "ops", names[0])
         # More notifications come in through the outage, at three moments of it.
         for moment, batch in ((60.0, names[1:10]), (240.0, names[10:20]), (450.0, names[20:])):
-            await wait_real(lambda m=moment: clock.monotonic() - started >= m, what=f"t+{moment}")
+            await wait_until_async(
+                lambda m=moment: clock.monotonic() - started >= m, what=f"t+{moment}"
+            )
             for name in batch:
                 await post(client, "ops", name)
-        await wait_real(
+        await wait_until_async(
             lambda: (
                 all(row["status"] == "sent" for row in rows(tmp_path, "ops"))
                 and len(rows(tmp_path, "ops")) == len(names)
@@ -166,7 +168,7 @@ async def test_slack_429_retry_after_is_honoured(
         _, config = write_config(tmp_path, {"chat": {"type": "slack", "url": slack.url}})
         client = await start_bridge(config, clock=clock)
         await post(client, "chat", "Throttled")
-        await wait_real(lambda: len(slack.messages) == 1, what="the Slack message")
+        await wait_until_async(lambda: len(slack.messages) == 1, what="the Slack message")
     finally:
         await slack.close()
     gaps = [b - a for a, b in pairwise(slack.requests)]
@@ -218,7 +220,9 @@ async def test_smtp_down_then_up_then_refusing_the_login(
         path, config = write_config(tmp_path, targets)
         client = await start_bridge(config, clock=clock)
         await post(client, "mail", "MailWhileDown")
-        await wait_real(lambda: rows(tmp_path, "mail")[0]["attempts"] >= 4, what="four attempts")
+        await wait_until_async(
+            lambda: rows(tmp_path, "mail")[0]["attempts"] >= 4, what="four attempts"
+        )
         down = rows(tmp_path, "mail")[0]
         assert down["status"] == "in_flight"
         assert down["last_error"].startswith("connection_error")
@@ -226,13 +230,15 @@ async def test_smtp_down_then_up_then_refusing_the_login(
         assert 0 < down["next_attempt_at"] - down["updated_at"] <= backoff_bounds(4)[1]
 
         await asyncio.to_thread(server.start)
-        await wait_real(lambda: len(server.received) == 1, what="the mail after the outage")
+        await wait_until_async(lambda: len(server.received) == 1, what="the mail after the outage")
         assert "MailWhileDown" in str(server.received[0].message["Subject"])
-        await wait_real(lambda: rows(tmp_path, "mail")[0]["status"] == "sent", what="sent")
+        await wait_until_async(lambda: rows(tmp_path, "mail")[0]["status"] == "sent", what="sent")
 
         server.password = "rotated-on-the-server"  # the server now refuses our login
         await post(client, "mail", "MailLoginRefused")
-        await wait_real(lambda: rows(tmp_path, "mail")[1]["status"] == "dead", what="dead letter")
+        await wait_until_async(
+            lambda: rows(tmp_path, "mail")[1]["status"] == "dead", what="dead letter"
+        )
         dead = rows(tmp_path, "mail")[1]
         assert dead["attempts"] == 1
         assert dead["last_error"].startswith("auth_failed: SMTP 535")
@@ -267,7 +273,7 @@ async def test_wechat_hanging_past_the_timeout_is_retried_until_it_answers(
         client = await start_bridge(config, clock=clock)
         robot.fail(Answer(delay=0.6, http_status=504, body="gateway timeout"))
         await post(client, "ops", "Hanging")
-        await wait_real(
+        await wait_until_async(
             lambda: (
                 sample(
                     registry, "sheepdog_notification_failures_total", target="ops", reason="timeout"
@@ -277,7 +283,7 @@ async def test_wechat_hanging_past_the_timeout_is_retried_until_it_answers(
             what="three timed-out attempts",
         )
         robot.recover()
-        await wait_real(lambda: rows(tmp_path, "ops")[0]["status"] == "sent", what="sent")
+        await wait_until_async(lambda: rows(tmp_path, "ops")[0]["status"] == "sent", what="sent")
     finally:
         await robot.close()
     assert [m.content.count("**Hanging**") for m in robot.messages] == [1]
@@ -331,14 +337,14 @@ async def test_every_channel_failing_at_once_loses_nothing(
             for target in ("wechat", "slack", "mail")
         }
         for step in range(8):
-            await wait_real(
+            await wait_until_async(
                 lambda s=step: clock.monotonic() - started >= s * 60.0, what=f"t+{step * 60}"
             )
             for target, batch in names.items():
                 await post(client, target, batch[step])
             if step == 5:
                 await asyncio.to_thread(smtp.start)  # the mail server comes back after 5 min
-        await wait_real(
+        await wait_until_async(
             lambda: (
                 all(row["status"] == "sent" for target in names for row in rows(tmp_path, target))
                 and sum(len(rows(tmp_path, target)) for target in names) == 24

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from sheepdog.config import parse_config
 from sheepdog.core.exposition import MetricsRegistry
 from tests.faults.conftest import FIGURES, LogRecorder
 from tests.peers.upstream import FakeUpstream
+from tests.support.polling import wait_until_async
 
 CLIENT_KEY = "sd-faults-client-key"
 UPSTREAM_KEY = "sk-faults-upstream-key"
@@ -78,13 +78,6 @@ class Relay:
 
 
 @pytest.fixture
-async def upstream() -> AsyncIterator[FakeUpstream]:
-    fake = await FakeUpstream().start()
-    yield fake
-    await fake.close()
-
-
-@pytest.fixture
 async def start_relay(upstream: FakeUpstream, tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     servers: list[TestServer] = []
 
@@ -125,19 +118,6 @@ def chat(stream: bool = False, model: str = "gpt-4.1") -> dict[str, Any]:
     }
 
 
-async def eventually(
-    condition: Callable[[], bool],
-    what: str,
-    timeout: float = 10.0,
-    describe: Callable[[], object] | None = None,
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}: {describe() if describe else ''}")
-        await asyncio.sleep(0.01)
-
-
 def other_tasks(baseline: set[asyncio.Task[Any]]) -> list[str]:
     """Tasks on the loop now that were not there at ``baseline``, except this test's own."""
     current = asyncio.current_task()
@@ -173,7 +153,7 @@ async def test_hanging_upstream_is_504_after_the_timeout(
     assert UPSTREAM_KEY not in json.dumps(body)
     assert relay.requests(504) == 1
     assert relay.active == 0
-    await eventually(lambda: upstream.active == 0, "the upstream call closed")
+    await wait_until_async(lambda: upstream.active == 0, what="the upstream call closed")
     assert relay.upstream_acquired == 0
     FIGURES.fault("upstream hanging → 504")
 
@@ -232,17 +212,23 @@ async def test_hundred_clients_leaving_mid_stream_leak_nothing(
             await session.close()
 
     await asyncio.gather(*(leave_after_first_event() for _ in range(clients)))
-    await eventually(lambda: relay.requests(499) == clients, "100 requests counted as 499")
-    await eventually(lambda: upstream.active == 0, "every upstream stream closed")
-    await eventually(lambda: relay.client_connections == 0, "every client connection closed")
+    await wait_until_async(
+        lambda: relay.requests(499) == clients, what="100 requests counted as 499"
+    )
+    await wait_until_async(lambda: upstream.active == 0, what="every upstream stream closed")
+    await wait_until_async(
+        lambda: relay.client_connections == 0, what="every client connection closed"
+    )
     assert relay.active == 0
     assert relay.requests(200) == 0
     assert upstream.disconnects == clients
     assert relay.upstream_acquired == 0
-    await eventually(lambda: upstream.open_connections == 0, "no upstream connection open")
-    await eventually(
+    await wait_until_async(
+        lambda: upstream.open_connections == 0, what="no upstream connection open"
+    )
+    await wait_until_async(
         lambda: not other_tasks(baseline),
-        "no task left behind",
+        what="no task left behind",
         describe=lambda: other_tasks(baseline),
     )
     mode = "cancelled" if cancellation else "not cancelled"
@@ -266,13 +252,15 @@ async def test_clients_giving_up_on_a_silent_upstream_are_499(
                 )
 
     await asyncio.gather(*(give_up() for _ in range(clients)))
-    await eventually(lambda: relay.requests(499) == clients, "20 requests counted as 499")
-    await eventually(lambda: upstream.active == 0, "every upstream call closed")
+    await wait_until_async(
+        lambda: relay.requests(499) == clients, what="20 requests counted as 499"
+    )
+    await wait_until_async(lambda: upstream.active == 0, what="every upstream call closed")
     assert relay.active == 0
     assert relay.upstream_acquired == 0
-    await eventually(
+    await wait_until_async(
         lambda: not other_tasks(baseline),
-        "no task left behind",
+        what="no task left behind",
         describe=lambda: other_tasks(baseline),
     )
     FIGURES.fault("client giving up before the upstream answered", clients)

@@ -19,12 +19,14 @@ import aiohttp
 import pytest
 import yaml
 
-from tests.bridge.conftest import ALERT_TOKEN, make_payload, wait_for
+from tests.bridge.conftest import ALERT_TOKEN, make_payload
 from tests.faults.conftest import FIGURES
 from tests.peers.slack import SlackWebhook
 from tests.peers.upstream import FakeUpstream
 from tests.peers.wechat import WeChatRobot
-from tests.support.process import SheepdogProcess, free_port
+from tests.support.polling import wait_until_async
+from tests.support.ports import free_port
+from tests.support.processes import SheepdogProcess
 
 pytestmark = pytest.mark.slow
 
@@ -150,7 +152,7 @@ async def test_reloads_during_traffic_fail_no_request_and_lose_no_notification(
             if generation % 2:
                 before = reloads_logged() + process.output.count("config reload refused")
                 process.signal(signal.SIGHUP)
-                await wait_for(
+                await wait_until_async(
                     lambda b=before: (
                         reloads_logged() + process.output.count("config reload refused") > b
                     ),
@@ -192,7 +194,7 @@ async def test_reloads_during_traffic_fail_no_request_and_lose_no_notification(
                 texts += [json.dumps(m, ensure_ascii=False) for m in slack.messages]
                 return {name for name in names if any(name in text for text in texts)}
 
-            await wait_for(
+            await wait_until_async(
                 lambda: delivered() == set(names), timeout=30, what="every alert delivered"
             )
             _, metrics = await asyncio.to_thread(process.get, "/metrics")

@@ -21,13 +21,15 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.bridge.conftest import ALERT_TOKEN, make_payload, wait_for
+from tests.bridge.conftest import ALERT_TOKEN, make_payload
 from tests.faults.conftest import FIGURES
 from tests.peers.upstream import FakeUpstream
 from tests.peers.wechat import Answer, WeChatRobot
 from tests.proxy.conftest import TEAM_A_KEY, UPSTREAM_KEY
+from tests.support.polling import wait_until_async
+from tests.support.ports import free_port
 from tests.support.postgres import PASSWORD, PostgresServer
-from tests.support.process import SheepdogProcess, free_port
+from tests.support.processes import SheepdogProcess
 from tests.support.state import StoredState
 
 pytestmark = pytest.mark.slow
@@ -153,7 +155,7 @@ async def test_a_client_spends_through_one_replica_and_is_refused_by_the_other(
     a = await replicas.start()
     b = await replicas.start()
     assert await chat(a) == 200
-    await wait_for(
+    await wait_until_async(
         lambda: metric(b, "llm_spend_month_usd", 'client="team-a"') >= 10.0,
         timeout=10,
         what="B reading A's spend back",
@@ -177,7 +179,7 @@ async def test_100_notifications_through_both_replicas_arrive_once_in_order_with
     # An Alertmanager retry that reaches the other replica is recognised.
     status, body = await post(b, make_payload(1, name=names[0]))
     assert status == 200 and json.loads(body)["status"] == "duplicate"
-    await wait_for(
+    await wait_until_async(
         lambda: stored_pg.statuses() == ["sent"] * 100,
         timeout=120,
         what="every notification sent",
@@ -198,7 +200,7 @@ async def test_kill_9_of_the_replica_holding_claims_loses_nothing(
     a = await replicas.start()
     assert a.process is not None
     pid = a.process.pid
-    await wait_for(
+    await wait_until_async(
         lambda: any(
             f":{pid}:" in row["holder"]
             for row in stored_pg.query("SELECT holder FROM outbox_leases")
@@ -210,12 +212,12 @@ async def test_kill_9_of_the_replica_holding_claims_loses_nothing(
     for index, name in enumerate(names):
         status, _ = await post((b, a)[index % 2], make_payload(1, name=name))
         assert status == 200
-    await wait_for(lambda: len(robot.arrivals) >= 3, what="A retrying against the outage")
+    await wait_until_async(lambda: len(robot.arrivals) >= 3, what="A retrying against the outage")
     at_kill = stored_pg.query("SELECT status, claimed_by FROM outbox_notifications ORDER BY id")
     assert any(row["status"] == "in_flight" and f":{pid}:" in row["claimed_by"] for row in at_kill)
     await asyncio.to_thread(a.kill)
     robot.recover()
-    await wait_for(
+    await wait_until_async(
         lambda: stored_pg.statuses() == ["sent"] * 20,
         timeout=60,
         what="B delivering everything after A's lease ran out",
@@ -268,7 +270,7 @@ async def test_the_database_restarted_under_traffic_loses_nothing(
     await asyncio.to_thread(postgres_server.stop)
     try:
         for process in (a, b):
-            await wait_for(
+            await wait_until_async(
                 lambda p=process: p.get("/-/ready")[0] == 503,
                 timeout=15,
                 what="ready 503 while the database is down",
@@ -286,13 +288,15 @@ async def test_the_database_restarted_under_traffic_loses_nothing(
         assert await chat((a, b)[index % 2]) == 200
         requests += 1
     for process in (a, b):
-        await wait_for(lambda p=process: p.get("/-/ready")[0] == 200, timeout=20, what="ready")
-    await wait_for(
+        await wait_until_async(
+            lambda p=process: p.get("/-/ready")[0] == 200, timeout=20, what="ready"
+        )
+    await wait_until_async(
         lambda: stored_pg.statuses() == ["sent"] * len(names),
         timeout=90,
         what="every notification sent after the restart",
     )
-    await wait_for(
+    await wait_until_async(
         lambda: (
             sum(row[3] for row in stored_pg.ledger(time.strftime("%Y-%m", time.gmtime())))
             == requests

@@ -27,13 +27,15 @@ import aiohttp
 import pytest
 import yaml
 
-from tests.bridge.conftest import make_payload, wait_for
+from tests.bridge.conftest import make_payload
 from tests.faults.conftest import FIGURES
 from tests.peers.slack import Reply, SlackWebhook
 from tests.peers.smtp import SmtpServer
 from tests.peers.upstream import FakeUpstream
 from tests.peers.wechat import Answer, WeChatRobot
-from tests.support.process import SheepdogProcess, free_port
+from tests.support.polling import wait_until_async
+from tests.support.ports import free_port
+from tests.support.processes import SheepdogProcess
 
 pytestmark = pytest.mark.slow
 
@@ -270,8 +272,10 @@ async def test_no_secret_reaches_a_log_metric_answer_output_or_the_database(
             )
             assert await call("POST", "/alerts/nowhere", **payload, headers=ALERTS) == 404
             assert await call("POST", "/alerts/ops-wechat", data=b"{", headers=ALERTS) == 400
-            await wait_for(lambda: len(robot.messages) == 1, what="WeChat, after two failures")
-            await wait_for(
+            await wait_until_async(
+                lambda: len(robot.messages) == 1, what="WeChat, after two failures"
+            )
+            await wait_until_async(
                 lambda: (
                     '"ops-slack"' in process.output
                     and process.output.count("notification dead-lettered") >= 2
@@ -283,7 +287,9 @@ async def test_no_secret_reaches_a_log_metric_answer_output_or_the_database(
             assert await call("POST", "/-/reload") == 401
             assert await call("POST", "/-/reload", headers=ALERTS) == 200
             process.signal(signal.SIGHUP)
-            await wait_for(lambda: process.output.count("config reloaded") >= 2, what="SIGHUP")
+            await wait_until_async(
+                lambda: process.output.count("config reloaded") >= 2, what="SIGHUP"
+            )
             write(
                 bridge={
                     "targets": {"ops-wechat": {"type": "wechat", "url": f"wechat-{WECHAT_KEY}"}}
@@ -301,7 +307,7 @@ async def test_no_secret_reaches_a_log_metric_answer_output_or_the_database(
             assert cli(seen, config, "outbox", "dead") == 0
             smtp.password = SMTP_PASSWORD  # the login works now
             assert cli(seen, config, "outbox", "retry", "--all-dead") == 0
-            await wait_for(
+            await wait_until_async(
                 lambda: len(smtp.received) == 1 and len(slack.messages) == 1,
                 timeout=30,
                 what="dead letters sent again",

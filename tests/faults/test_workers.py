@@ -13,11 +13,13 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.bridge.conftest import ALERT_TOKEN, make_payload, wait_for
+from tests.bridge.conftest import ALERT_TOKEN, make_payload
 from tests.faults.conftest import FIGURES
 from tests.peers.upstream import FakeUpstream
 from tests.peers.wechat import WeChatRobot
-from tests.support.process import SheepdogProcess, free_port
+from tests.support.polling import wait_until_async
+from tests.support.ports import free_port
+from tests.support.processes import SheepdogProcess
 from tests.support.state import StoredState
 
 pytestmark = pytest.mark.slow
@@ -86,12 +88,12 @@ async def test_two_workers_serve_one_listen_as_one_service(
 
         status, _ = await asyncio.to_thread(service.request, "POST", "/-/reload", None, HEADERS)
         assert status == 200
-        await wait_for(
+        await wait_until_async(
             lambda: service.output.count("config reloaded") >= 2, what="both processes reloaded"
         )
 
         _kill(pids[0])
-        await wait_for(
+        await wait_until_async(
             lambda: (
                 len(_children(service)) == 2
                 and pids[0] not in [int(line.split()[0]) for line in _children(service)]
@@ -113,7 +115,7 @@ async def test_two_workers_serve_one_listen_as_one_service(
                     continue
                 break
             assert status == 200
-        await wait_for(
+        await wait_until_async(
             lambda: stored.statuses() == ["sent"] * 20,
             timeout=60,
             what="every notification sent",

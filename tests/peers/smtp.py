@@ -15,7 +15,6 @@ from __future__ import annotations
 import email
 import email.policy
 import gc
-import socket
 import ssl
 import warnings
 from collections import deque
@@ -26,6 +25,8 @@ from typing import Any, Literal
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from tests.support.ports import free_port
 
 __all__ = ["ReceivedMail", "SmtpServer"]
 
@@ -68,7 +69,8 @@ class SmtpServer:
 
     def start(self) -> SmtpServer:
         """Start serving; after a :meth:`stop`, on the same port with the same certificate."""
-        self.port = self.port or _free_port()
+        # aiosmtpd probes its own port when it starts, so it cannot be given port 0.
+        self.port = self.port or free_port()
         kwargs: dict[str, Any] = {}
         if self.tls is not None:
             kwargs_key = "tls_context" if self.tls == "starttls" else "ssl_context"
@@ -144,9 +146,3 @@ class _Handler:
             ReceivedMail(envelope.mail_from, list(envelope.rcpt_tos), message, raw)
         )
         return "250 Message accepted for delivery"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -127,29 +126,12 @@ def proxy_config(fake: FakeUpstream, /, **proxy_overrides: Any) -> dict[str, Any
 StartProxy = Callable[..., Awaitable[Proxy]]
 
 
-async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait until ``condition()`` holds (things that settle after a client has gone)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
-
-
 class _ServerWithoutCancellation(TestServer):
     """As ``sheepdog serve`` runs by default: handlers are not cancelled when a client leaves."""
 
     async def _make_runner(self, **kwargs: Any) -> web.BaseRunner:
         kwargs["handler_cancellation"] = False
         return await super()._make_runner(**kwargs)
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[FakeUpstream]:
-    """A running fake OpenAI-compatible upstream."""
-    fake = await FakeUpstream().start()
-    yield fake
-    await fake.close()
 
 
 @pytest.fixture

@@ -17,7 +17,8 @@ from proxy.ledger import UNPRICED_NAMES_PER_MONTH
 from sheepdog.cli import main
 from sheepdog.core.db import DATABASE_FILE
 from tests.peers.upstream import FakeUpstream
-from tests.proxy.conftest import FakeClock, StartProxy, eventually, proxy_config
+from tests.proxy.conftest import FakeClock, StartProxy, proxy_config
+from tests.support.polling import wait_until_async
 from tests.support.state import StoredState
 
 
@@ -144,7 +145,9 @@ async def test_unpriced_names_are_bounded_a_month(
         await client.chat.completions.create(model="x" * 500, messages=[])
     await proxy.flush_ledger()
     assert "made-up" not in proxy.exposition()
-    await eventually(lambda: proxy.value("llm_active_requests", model="other") == 0)
+    await wait_until_async(
+        lambda: proxy.value("llm_active_requests", model="other") == 0, what="no request active"
+    )
     unpriced = {row.name: row.requests for row in _unpriced(stored, "2026-11")}
     assert len(unpriced) == UNPRICED_NAMES_PER_MONTH + 1
     assert unpriced[""] == 31

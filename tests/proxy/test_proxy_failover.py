@@ -19,7 +19,7 @@ import pytest
 
 from tests.peers.upstream import FakeUpstream
 from tests.proxy.conftest import TEAM_A_KEY, TEAM_B_KEY, FakeClock, Proxy, StartProxy, proxy_config
-from tests.support.process import free_port
+from tests.support.ports import free_port
 
 FIRST_KEY = "sk-first-SENTINEL-5d21a0"
 SECOND_KEY = "sk-second-SENTINEL-c07e93"

@@ -10,7 +10,8 @@ import anthropic
 import pytest
 
 from tests.peers.upstream import FakeUpstream
-from tests.proxy.conftest import TEAM_A_KEY, TEAM_B_KEY, UPSTREAM_KEY, StartProxy, eventually
+from tests.proxy.conftest import TEAM_A_KEY, TEAM_B_KEY, UPSTREAM_KEY, StartProxy
+from tests.support.polling import wait_until_async
 
 SONNET = {"model": "claude-sonnet-4.6"}
 DATED = "claude-sonnet-4-6"  # as the anthropic SDK spells it
@@ -259,10 +260,13 @@ async def test_a_client_leaving_a_message_stream_is_499_with_usage_so_far(
             if event.type == "content_block_delta":
                 break
         await stream.close()
-    await eventually(
-        lambda: proxy.requests(**SONNET, route="messages", code="499", client="team-a") == 1
+    await wait_until_async(
+        lambda: proxy.requests(**SONNET, route="messages", code="499", client="team-a") == 1,
+        what="the request counted as 499",
     )
-    await eventually(lambda: proxy.value("llm_active_requests", **SONNET) == 0)
+    await wait_until_async(
+        lambda: proxy.value("llm_active_requests", **SONNET) == 0, what="no request active"
+    )
     assert proxy.value("llm_tokens_total", type="input", **SONNET, client="team-a") == 100_000
 
 

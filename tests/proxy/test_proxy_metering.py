@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
 import aiohttp
 import openai
 import pytest
@@ -212,12 +210,11 @@ async def test_upstream_timeout_is_504(start_proxy: StartProxy, upstream: FakeUp
     assert proxy.value("llm_active_requests", **GPT) == 0
 
 
-async def test_upstream_down_is_502(start_proxy: StartProxy, upstream: FakeUpstream) -> None:
+async def test_upstream_down_is_502(
+    start_proxy: StartProxy, upstream: FakeUpstream, refused_port: int
+) -> None:
     """An upstream that refuses connections gets the client an OpenAI-shaped 502."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    config = proxy_config(upstream, upstream={"base_url": f"http://127.0.0.1:{port}/v1"})
+    config = proxy_config(upstream, upstream={"base_url": f"http://127.0.0.1:{refused_port}/v1"})
     proxy = await start_proxy(config)
     async with proxy.client() as client:
         with pytest.raises(openai.APIStatusError) as caught:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 
 import aiohttp
 import pytest
@@ -23,7 +22,10 @@ SENTINELS = (UPSTREAM_KEY, TEAM_A_KEY, TEAM_B_KEY, BAD_KEY, "SENTINEL")
 
 
 async def test_no_key_leaks_anywhere(
-    start_proxy: StartProxy, upstream: FakeUpstream, caplog: pytest.LogCaptureFixture
+    start_proxy: StartProxy,
+    upstream: FakeUpstream,
+    caplog: pytest.LogCaptureFixture,
+    refused_port: int,
 ) -> None:
     """Across success, streams and every error, no key shows up where it must not."""
     caplog.set_level(logging.DEBUG)
@@ -32,11 +34,8 @@ async def test_no_key_leaks_anywhere(
     upstream.script("gpt-4.1-nano", status=401)
     upstream.script("gpt-4o", gzip=True)
     proxy = await start_proxy(proxy_config(upstream, upstream={"timeout_seconds": 0.3}))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        closed_port = sock.getsockname()[1]
     down = await start_proxy(
-        proxy_config(upstream, upstream={"base_url": f"http://127.0.0.1:{closed_port}/v1"})
+        proxy_config(upstream, upstream={"base_url": f"http://127.0.0.1:{refused_port}/v1"})
     )
 
     seen_by_clients: list[str] = []

@@ -13,7 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from sheepdog.core.db import DATABASE_FILE
 from tests.peers.upstream import FakeUpstream
 from tests.proxy.conftest import TEAM_A_KEY, UPSTREAM_KEY
-from tests.support.process import SheepdogProcess, free_port
+from tests.support.ports import free_port
+from tests.support.processes import SheepdogProcess
 
 
 def samples(exposition: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

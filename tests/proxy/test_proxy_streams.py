@@ -10,7 +10,8 @@ from openai import AsyncStream
 from openai.types.chat import ChatCompletionChunk
 
 from tests.peers.upstream import FakeUpstream
-from tests.proxy.conftest import StartProxy, eventually, proxy_config
+from tests.proxy.conftest import StartProxy, proxy_config
+from tests.support.polling import wait_until_async
 
 GPT = {"model": "gpt-4.1"}
 SLOW = {"content": ["tok"] * 40, "event_delay": 0.05}
@@ -38,8 +39,11 @@ async def test_client_leaving_mid_stream_is_499_and_closes_the_upstream(
             if chunk.choices[0].delta.content:
                 break
         await stream.close()
-    await eventually(lambda: proxy.requests(**GPT, route="chat", code="499", client="team-a") == 1)
-    await eventually(lambda: upstream.active == 0)
+    await wait_until_async(
+        lambda: proxy.requests(**GPT, route="chat", code="499", client="team-a") == 1,
+        what="the request counted as 499",
+    )
+    await wait_until_async(lambda: upstream.active == 0, what="the upstream call closed")
     assert upstream.disconnects == 1
     assert proxy.value("llm_active_requests", **GPT) == 0
     assert proxy.value("llm_usage_missing_total", **GPT, route="chat") == 1
@@ -61,7 +65,9 @@ async def test_usage_seen_before_the_client_leaves_is_still_counted(
             if chunk.usage is not None:
                 break
         await stream.close()
-    await eventually(lambda: proxy.value("llm_active_requests", **GPT) == 0)
+    await wait_until_async(
+        lambda: proxy.value("llm_active_requests", **GPT) == 0, what="no request active"
+    )
     assert proxy.value("llm_tokens_total", **GPT, type="input", client="team-a") == 100
     assert proxy.value("llm_tokens_total", **GPT, type="output", client="team-a") == 7
 
@@ -80,7 +86,7 @@ async def test_upstream_stalling_mid_stream_breaks_the_client_stream(
     assert proxy.requests(**GPT, route="chat", code="200", client="team-a") == 1
     assert proxy.value("llm_upstream_interrupted_total", **GPT, route="chat", reason="timeout") == 1
     assert proxy.value("llm_usage_missing_total", **GPT, route="chat") == 1
-    await eventually(lambda: upstream.active == 0)
+    await wait_until_async(lambda: upstream.active == 0, what="the upstream call closed")
 
 
 async def test_upstream_stalling_before_any_event_is_504(
@@ -133,11 +139,16 @@ async def test_two_hundred_concurrent_streams_leave_nothing_behind(
     async with proxy.client() as client:
         texts = await asyncio.gather(*(one(index, client) for index in range(200)))
     assert texts.count("abcd") == 180
-    await eventually(lambda: proxy.requests(**GPT, route="chat", code="499", client="team-a") == 20)
+    await wait_until_async(
+        lambda: proxy.requests(**GPT, route="chat", code="499", client="team-a") == 20,
+        what="20 requests counted as 499",
+    )
     assert proxy.requests(**GPT, route="chat", code="200", client="team-a") == 180
     assert proxy.value("llm_active_requests", **GPT) == 0
-    await eventually(lambda: upstream.active == 0)
+    await wait_until_async(lambda: upstream.active == 0, what="the upstream call closed")
     # Idle keep-alive connections may stay pooled; none may outlive the proxy.
     assert upstream.open_connections <= 200
     await proxy.close()
-    await eventually(lambda: upstream.open_connections == 0)
+    await wait_until_async(
+        lambda: upstream.open_connections == 0, what="no upstream connection open"
+    )

@@ -12,12 +12,11 @@ through alertmanager/render.sh.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +41,10 @@ from tests.stack._procs import (
     free_port,
     rules_for_test,
 )
-from tests.support.process import SheepdogProcess
+from tests.support.loop import LoopThread
+from tests.support.polling import wait_until
+from tests.support.ports import closed_port
+from tests.support.processes import SheepdogProcess
 
 T = TypeVar("T")
 
@@ -78,35 +80,6 @@ WATCHDOG_SILENCE_SECONDS = 12
 # How long Alertmanager goes on sending the heartbeat once Prometheus stops: Prometheus marks a
 # firing alert valid for 4 x max(evaluation interval, resend delay) (here both SCRAPE_INTERVAL).
 WATCHDOG_OUTLIVES_PROMETHEUS_SECONDS = 4
-
-
-class PeerLoop:
-    """An asyncio event loop in a thread, for the aiohttp peers the synchronous tests drive."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="peers", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def stop(self) -> None:
-        if self._thread.is_alive():
-            self.run(self._cancel_tasks())
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(timeout=10)
-        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
-        self.loop.close()
-
-    @staticmethod
-    async def _cancel_tasks() -> None:
-        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -306,7 +279,7 @@ class Traffic:
 
 @dataclass
 class LiveStack:
-    peers: PeerLoop
+    peers: LoopThread
     upstream: FakeUpstream
     robot: WeChatRobot
     slack: SlackWebhook
@@ -371,15 +344,8 @@ class LiveStack:
 
 def wait_for(condition: Callable[[], T], timeout: float, what: str, interval: float = 0.2) -> T:
     """Poll ``condition`` until it returns something truthy, which is returned; fail at the
-    deadline, saying what was awaited."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:.0f}s: {what}")
-        time.sleep(interval)
+    deadline, saying what was awaited (:func:`tests.support.polling.wait_until`)."""
+    return wait_until(condition, timeout=timeout, what=what, interval=interval)
 
 
 def _sheepdog_config(
@@ -434,9 +400,8 @@ def running_stack(
     """Start everything, wait until Prometheus has scraped sheepdog and evaluated every rule,
     and stop everything on exit, whatever happened. Setup failures print every log so far."""
     with ExitStack() as stack:
-        peers = PeerLoop()
-        peers.start()
-        stack.callback(peers.stop)
+        peers = LoopThread("peers")
+        stack.callback(peers.close)
         upstream = peers.run(FakeUpstream().start())
         stack.callback(lambda: peers.run(upstream.close()))
         robot = peers.run(WeChatRobot(keys=(ROBOT_KEY,)).start())
@@ -490,7 +455,7 @@ def running_stack(
         # An alert that fired before Alertmanager was discovered (Watchdog, at the first
         # evaluation) reaches it at the next resend, not a minute later.
         prometheus.resend_delay = SCRAPE_INTERVAL
-        nothing_listens = f"127.0.0.1:{free_port()}"
+        nothing_listens = f"127.0.0.1:{stack.enter_context(closed_port())}"
         addresses = {
             "sheepdog:8000": sheepdog_address,
             "localhost:9090": prometheus.address,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -24,6 +23,9 @@ import yaml
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from tests.stack.exported_metrics import METRICS
+from tests.support import processes
+from tests.support.polling import wait_until
+from tests.support.ports import LOOPBACK, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,13 +34,6 @@ MODELS = ("gpt-4.1", "other")
 CLIENTS = ("team-a", "anonymous")
 TARGETS = ("ops-wechat", "ops-email")
 UPSTREAMS = ("holysheep", "backup")
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def require_binary(name: str, package: str) -> str:
@@ -50,8 +45,8 @@ def require_binary(name: str, package: str) -> str:
 
 
 def run_tool(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
-    """Run a command line tool to completion, output captured as text."""
-    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+    """Run a command line tool to completion, output captured as text (in the repository)."""
+    return processes.run_tool(*args, cwd=cwd)
 
 
 class SampleExporter:
@@ -63,7 +58,6 @@ class SampleExporter:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.port = free_port()
         self._metrics: dict[str, Any] = {}
         for metric in METRICS:
             kind = {"counter": Counter, "gauge": Gauge, "histogram": Histogram}[metric.type]
@@ -75,7 +69,8 @@ class SampleExporter:
             )
         self._lock = threading.Lock()
         self._set_gauges()
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
+        self._server = ThreadingHTTPServer((LOOPBACK, 0), self._handler())
+        self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     def _set_gauges(self) -> None:
@@ -184,39 +179,26 @@ class ServerProcess:
         self.binary = binary
         self.workdir = workdir
         self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
+        self.address = f"{LOOPBACK}:{self.port}"
         self.base_url = f"http://{self.address}"
         self.log_path = workdir / f"{self.name}.log"
-        self.process: subprocess.Popen[bytes] | None = None
+        self._server: processes.ServerProcess | None = None
 
     def argv(self) -> list[str]:
         raise NotImplementedError
 
     def start(self, timeout: float = 30.0) -> None:
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                self.argv(), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"{self.name} exited with {self.process.returncode}:\n{self.log}"
-                )
-            try:
-                with urllib.request.urlopen(f"{self.base_url}{self.ready_path}", timeout=1):
-                    return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"{self.name} was not ready within {timeout}s:\n{self.log}")
+        self._server = processes.ServerProcess(
+            self.name,
+            self.argv(),
+            log_path=self.log_path,
+            ready_url=f"{self.base_url}{self.ready_path}",
+            cwd=self.workdir,
+        ).start(timeout)
 
     @property
     def log(self) -> str:
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
+        return processes.read_log(self.log_path)
 
     def api(self, path: str, **params: str) -> Any:
         """GET an API path; the decoded JSON body, also of a 4xx answer (it carries the error)."""
@@ -231,14 +213,8 @@ class ServerProcess:
         return json.loads(body)
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        if self._server is not None:
+            self._server.stop(timeout=10)
 
 
 class PrometheusProcess(ServerProcess):
@@ -281,15 +257,20 @@ class PrometheusProcess(ServerProcess):
 
     def wait_until_evaluated(self, min_scrapes: int = 4, timeout: float = 30.0) -> None:
         """Until every rule has been evaluated and sheepdog scraped ``min_scrapes`` times."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def done() -> bool:
             groups = self.api("/api/v1/rules")["data"]["groups"]
             evaluated = all(rule["health"] != "unknown" for g in groups for rule in g["rules"])
             scrapes = self.query('count_over_time(up{job="sheepdog"}[1m])')["data"]["result"]
-            if evaluated and scrapes and float(scrapes[0]["value"][1]) >= min_scrapes:
-                return
-            time.sleep(0.25)
-        raise RuntimeError(f"rules or scrapes not done within {timeout}s:\n{self.log}")
+            return evaluated and bool(scrapes) and float(scrapes[0]["value"][1]) >= min_scrapes
+
+        wait_until(
+            done,
+            timeout=timeout,
+            what="every rule evaluated and sheepdog scraped",
+            interval=0.25,
+            describe=lambda: self.log,
+        )
 
 
 class AlertmanagerProcess(ServerProcess):
@@ -347,7 +328,7 @@ def parse_duration(text: str) -> float:
 
 def sample_prometheus_config(rules_glob: str, exporter_port: int) -> dict[str, Any]:
     """Every scrape job the rules and dashboards read, pointed at the sample exporter."""
-    target = f"127.0.0.1:{exporter_port}"
+    target = f"{LOOPBACK}:{exporter_port}"
     return {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [rules_glob],

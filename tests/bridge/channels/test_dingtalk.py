@@ -35,11 +35,11 @@ from tests.bridge.conftest import (
     fixture_payload,
     make_payload,
     targets_config,
-    wait_for,
 )
 from tests.bridge.fakeclock import FakeClock
 from tests.bridge.test_delivery import outbox_rows
 from tests.peers.dingtalk import DingTalkRobot, Scripted, markdown_actions, visible_text
+from tests.support.polling import wait_until_async
 
 SENT, RETRY, FAILED = Outcome.SENT, Outcome.RETRY, Outcome.FAILED
 
@@ -318,7 +318,9 @@ async def test_real_payloads_arrive_firing_then_resolved(
         for count, name in enumerate(("firing-one.json", "resolved-one.json"), 1):
             response = await client.post("/alerts/ops", json=fixture_payload(name), headers=AUTH)
             assert response.status == 200
-            await wait_for(lambda n=count: len(robot.messages) == n)
+            await wait_until_async(
+                lambda n=count: len(robot.messages) == n, what=f"message {count}"
+            )
     finally:
         await robot.close()
     firing, resolved = robot.messages
@@ -327,7 +329,10 @@ async def test_real_payloads_arrive_firing_then_resolved(
     assert firing.title == "🔥 FIRING LLMRelayHighErrorRate"
     assert "错误率超过 1%" in firing.text and "[Graph](http://prometheus:9090/" in firing.text
     assert resolved.title == "✅ RESOLVED LLMRelayHighErrorRate"
-    await wait_for(lambda: [r["status"] for r in outbox_rows(tmp_path)] == ["sent", "sent"])
+    await wait_until_async(
+        lambda: [r["status"] for r in outbox_rows(tmp_path)] == ["sent", "sent"],
+        what="both rows sent",
+    )
 
 
 async def test_a_wrong_secret_ends_in_a_dead_letter_with_the_reason(
@@ -339,7 +344,9 @@ async def test_a_wrong_secret_ends_in_a_dead_letter_with_the_reason(
     try:
         client = await start_bridge(_config(tmp_path, url=robot.url(TOKEN), secret=SIGNING))
         await client.post("/alerts/ops", json=fixture_payload("firing-one.json"), headers=AUTH)
-        await wait_for(lambda: outbox_rows(tmp_path)[0]["status"] == "dead", what="dead letter")
+        await wait_until_async(
+            lambda: outbox_rows(tmp_path)[0]["status"] == "dead", what="dead letter"
+        )
     finally:
         await robot.close()
     row = outbox_rows(tmp_path)[0]
@@ -358,7 +365,9 @@ async def test_200_alerts_arrive_complete_in_numbered_parts(
         client = await start_bridge(_config(tmp_path, url=robot.url(TOKEN)), clock=fake_clock)
         payload = make_payload(200, name="RelayDown", summary="上游中转服务不可用 🔥" * 12)
         await client.post("/alerts/ops", json=payload, headers=AUTH)
-        await wait_for(lambda: outbox_rows(tmp_path)[0]["status"] == "sent", what="all parts")
+        await wait_until_async(
+            lambda: outbox_rows(tmp_path)[0]["status"] == "sent", what="all parts"
+        )
     finally:
         await robot.close()
     parts = robot.messages
@@ -393,8 +402,10 @@ async def test_a_burst_of_60_notifications_stays_within_20_a_minute(
             shown = "\n".join(m.text for m in robot.messages)
             return all(f"**{name}**" in shown for name in names)
 
-        await wait_for(everything_named, what="every alert named")
-        await wait_for(lambda: all(r["status"] == "sent" for r in outbox_rows(tmp_path)))
+        await wait_until_async(everything_named, what="every alert named")
+        await wait_until_async(
+            lambda: all(r["status"] == "sent" for r in outbox_rows(tmp_path)), what="every row sent"
+        )
     finally:
         await robot.close()
     assert robot.rejections == []
@@ -418,7 +429,9 @@ async def test_the_ten_minute_throttle_is_a_pause_not_a_dead_letter(
         client = await start_bridge(_config(tmp_path, url=robot.url(TOKEN)), clock=fake_clock)
         started = fake_clock.elapsed
         await client.post("/alerts/ops", json=fixture_payload("firing-one.json"), headers=AUTH)
-        await wait_for(lambda: outbox_rows(tmp_path)[0]["status"] == "sent", what="delivery")
+        await wait_until_async(
+            lambda: outbox_rows(tmp_path)[0]["status"] == "sent", what="delivery"
+        )
     finally:
         await robot.close()
     assert robot.errcodes() == [410100]

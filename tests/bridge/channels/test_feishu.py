@@ -35,11 +35,11 @@ from tests.bridge.conftest import (
     fixture_payload,
     make_payload,
     targets_config,
-    wait_for,
 )
 from tests.bridge.fakeclock import FakeClock
 from tests.bridge.test_delivery import outbox_rows
 from tests.peers.feishu import FeishuBot, Scripted, card_actions, card_texts, visible_text
+from tests.support.polling import wait_until_async
 
 SENT, RETRY, FAILED = Outcome.SENT, Outcome.RETRY, Outcome.FAILED
 SUCCESS = '{"StatusCode":0,"StatusMessage":"success","code":0,"data":{},"msg":"success"}'
@@ -303,7 +303,7 @@ async def test_real_payloads_arrive_firing_then_resolved(
         for count, name in enumerate(("firing-one.json", "resolved-one.json"), 1):
             response = await client.post("/alerts/ops", json=fixture_payload(name), headers=AUTH)
             assert response.status == 200
-            await wait_for(lambda n=count: len(bot.messages) == n)
+            await wait_until_async(lambda n=count: len(bot.messages) == n, what=f"message {count}")
     finally:
         await bot.close()
     firing, resolved = bot.messages
@@ -313,7 +313,10 @@ async def test_real_payloads_arrive_firing_then_resolved(
     assert ("color", "red") in firing.actions and ("color", "green") in resolved.actions
     assert "错误率超过 1%" in "\n".join(firing.texts)
     assert resolved.title == "✅ RESOLVED: LLMRelayHighErrorRate"
-    await wait_for(lambda: [r["status"] for r in outbox_rows(tmp_path)] == ["sent", "sent"])
+    await wait_until_async(
+        lambda: [r["status"] for r in outbox_rows(tmp_path)] == ["sent", "sent"],
+        what="both rows sent",
+    )
 
 
 async def test_a_wrong_secret_ends_in_a_dead_letter_with_the_reason(
@@ -324,7 +327,9 @@ async def test_a_wrong_secret_ends_in_a_dead_letter_with_the_reason(
     try:
         client = await start_bridge(_config(tmp_path, url=bot.url(HOOK_ID), secret=SIGNING))
         await client.post("/alerts/ops", json=fixture_payload("firing-one.json"), headers=AUTH)
-        await wait_for(lambda: outbox_rows(tmp_path)[0]["status"] == "dead", what="dead letter")
+        await wait_until_async(
+            lambda: outbox_rows(tmp_path)[0]["status"] == "dead", what="dead letter"
+        )
     finally:
         await bot.close()
     row = outbox_rows(tmp_path)[0]
@@ -347,7 +352,9 @@ async def test_200_alerts_arrive_complete_in_numbered_parts(
         client = await start_bridge(config, clock=fake_clock)
         payload = make_payload(200, name="RelayDown", summary="上游中转服务不可用 🔥" * 12)
         await client.post("/alerts/ops", json=payload, headers=AUTH)
-        await wait_for(lambda: outbox_rows(tmp_path)[0]["status"] == "sent", what="all parts")
+        await wait_until_async(
+            lambda: outbox_rows(tmp_path)[0]["status"] == "sent", what="all parts"
+        )
     finally:
         await bot.close()
     parts = bot.messages
@@ -380,8 +387,10 @@ async def test_a_burst_of_60_notifications_stays_within_5_a_second(
             shown = "\n".join(text for m in bot.messages for text in m.texts)
             return all(f"{name}" in shown for name in names)
 
-        await wait_for(everything_named, what="every alert named")
-        await wait_for(lambda: all(r["status"] == "sent" for r in outbox_rows(tmp_path)))
+        await wait_until_async(everything_named, what="every alert named")
+        await wait_until_async(
+            lambda: all(r["status"] == "sent" for r in outbox_rows(tmp_path)), what="every row sent"
+        )
     finally:
         await bot.close()
     assert bot.rejections == []

@@ -29,7 +29,8 @@ from bridge.render import Renderer
 from sheepdog.cli import describe
 from sheepdog.config import Config, parse_config
 from tests.bridge.channels.profile import Profile, profile_of
-from tests.bridge.conftest import AUTH, StartBridge, make_payload, targets_config, wait_for
+from tests.bridge.conftest import AUTH, StartBridge, make_payload, targets_config
+from tests.support.polling import wait_until_async
 
 NOW = datetime(2026, 11, 26, 23, 2, 39, tzinfo=UTC)
 SECRET = "SENTINELkitSecret5e1f"
@@ -297,7 +298,7 @@ async def test_no_log_line_or_metric_holds_the_url_key(
     config = parse_config(targets_config(tmp_path, {"t": target}), env={})
     client = await start_bridge(config, fresh_registry=True)
     await client.post("/alerts/t", json=make_payload(), headers=AUTH)
-    await wait_for(lambda: "dead-lettered" in caplog.text, what="the dead letter")
+    await wait_until_async(lambda: "dead-lettered" in caplog.text, what="the dead letter")
     metrics = await (await client.get("/metrics")).text()
     assert echo_peer.requests >= 1
     ours = "\n".join(

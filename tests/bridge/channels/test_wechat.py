@@ -31,7 +31,6 @@ from tests.bridge.conftest import (
     fixture_payload,
     make_payload,
     targets_config,
-    wait_for,
 )
 from tests.peers.wechat import (
     WeChatRobot,
@@ -40,6 +39,7 @@ from tests.peers.wechat import (
     text_actions,
     visible_text,
 )
+from tests.support.polling import wait_until_async
 
 SENT, RETRY, FAILED = Outcome.SENT, Outcome.RETRY, Outcome.FAILED
 
@@ -238,7 +238,7 @@ async def test_markdown_v2_reaches_the_robot(
     config = parse_config(targets_config(tmp_path, targets), env={})
     client = await start_bridge(config)
     await client.post("/alerts/ops", json=make_payload(4), headers=AUTH)
-    await wait_for(lambda: len(robot.messages) == 2, what="markdown_v2 and mention")
+    await wait_until_async(lambda: len(robot.messages) == 2, what="markdown_v2 and mention")
     markdown, text = robot.messages
     assert markdown.body["msgtype"] == "markdown_v2"
     assert robot.rejections == []
