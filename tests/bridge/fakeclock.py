@@ -32,6 +32,7 @@ class FakeClock:
         self._activity = 0
         self._autojump = autojump
         self._jumper: asyncio.Task[None] | None = None
+        self._closed = False
 
     # Clock ------------------------------------------------------------------------------------
 
@@ -105,7 +106,11 @@ class FakeClock:
         self._activity += 1
 
     def _ensure_jumper(self) -> None:
-        if self._autojump is not None and (self._jumper is None or self._jumper.done()):
+        # Not after close(): a worker still sleeping while the test tears down would start a task
+        # that its loop then destroys pending, which asyncio logs as an error at some later GC.
+        if self._closed or self._autojump is None:
+            return
+        if self._jumper is None or self._jumper.done():
             self._jumper = asyncio.get_running_loop().create_task(self._jump_when_idle())
 
     async def _jump_when_idle(self) -> None:
@@ -120,6 +125,7 @@ class FakeClock:
             seen = self._activity
 
     async def close(self) -> None:
+        self._closed = True
         if self._jumper is not None:
             self._jumper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
