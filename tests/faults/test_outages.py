@@ -268,10 +268,12 @@ async def test_wechat_hanging_past_the_timeout_is_retried_until_it_answers(
     robot = await WeChatRobot(keys=["hang-key"], clock=clock.monotonic).start()
     try:
         _, config = write_config(
-            tmp_path, {"ops": {"type": "wechat", "url": robot.url()}}, timeout_seconds=0.2
+            tmp_path, {"ops": {"type": "wechat", "url": robot.url()}}, timeout_seconds=0.5
         )
         client = await start_bridge(config, clock=clock)
-        robot.fail(Answer(delay=0.6, http_status=504, body="gateway timeout"))
+        # Well past the timeout, and the timeout well past a busy machine's answer time: a slow
+        # answer taken for a timeout would be sent again.
+        robot.fail(Answer(delay=2.0, http_status=504, body="gateway timeout"))
         await post(client, "ops", "Hanging")
         await wait_until_async(
             lambda: (

@@ -170,7 +170,11 @@ async def test_reloads_during_traffic_fail_no_request_and_lose_no_notification(
                         refused += 1
                     else:
                         assert response.status == 200, answer
-            await asyncio.sleep(0.1)
+            # Requests in flight across every reload, however slow the machine is today.
+            await wait_until_async(
+                lambda before=counts["requests"]: counts["requests"] >= before + 5,
+                what="five more proxy requests before the next reload",
+            )
         return refused
 
     try:
@@ -209,7 +213,6 @@ async def test_reloads_during_traffic_fail_no_request_and_lose_no_notification(
     assert len(names) == ALERTS
     assert reloads_logged() == RELOADS - 1
     assert "sheepdog_config_last_reload_successful 1.0" in metrics
-    assert counts["requests"] >= 100
     assert "Traceback" not in process.output
     assert ALERT_TOKEN not in process.output
     FIGURES.fault("config reload under traffic (SIGHUP and POST /-/reload)", RELOADS)

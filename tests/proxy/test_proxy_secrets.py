@@ -33,7 +33,10 @@ async def test_no_key_leaks_anywhere(
     upstream.script("gpt-4.1-mini", hang=True)
     upstream.script("gpt-4.1-nano", status=401)
     upstream.script("gpt-4o", gzip=True)
-    proxy = await start_proxy(proxy_config(upstream, upstream={"timeout_seconds": 0.3}))
+    proxy = await start_proxy()
+    # Only the hanging upstream call goes through the short timeout: a busy machine must not
+    # turn the other answers into 504s.
+    impatient = await start_proxy(proxy_config(upstream, upstream={"timeout_seconds": 0.3}))
     down = await start_proxy(
         proxy_config(upstream, upstream={"base_url": f"http://127.0.0.1:{refused_port}/v1"})
     )
@@ -54,15 +57,17 @@ async def test_no_key_leaks_anywhere(
             (TEAM_A_KEY, "gpt-4.1", True),
             (TEAM_B_KEY, "gpt-4o", False),
             (TEAM_A_KEY, "deepseek-v3.2", False),
-            (TEAM_A_KEY, "gpt-4.1-mini", False),
             (TEAM_A_KEY, "gpt-4.1-nano", False),
             (BAD_KEY, "gpt-4.1", False),
             (None, "gpt-4.1", False),
         ]:
             await call(url, key, model, stream)
+        await call(impatient.url("/v1/chat/completions"), TEAM_A_KEY, "gpt-4.1-mini")
         await call(down.url("/v1/chat/completions"), TEAM_A_KEY, "gpt-4.1")
-        async with session.get(proxy.url("/metrics")) as response:
-            metrics = await response.text()
+        metrics = ""
+        for served in (proxy, impatient, down):
+            async with session.get(served.url("/metrics")) as response:
+                metrics += await response.text()
 
     client_side = "\n".join(seen_by_clients)
     assert UPSTREAM_KEY not in client_side
@@ -75,7 +80,8 @@ async def test_no_key_leaks_anywhere(
         assert TEAM_B_KEY not in str(received.headers)
         assert received.headers["Authorization"] == f"Bearer {UPSTREAM_KEY}"
     # Make sure the traffic above really exercised the error paths it claims to.
-    for code in ("200", "500", "504", "401"):
-        assert f'code="{code}"' in metrics
+    for code in ("200", "500", "401"):
+        assert f'code="{code}"' in proxy.exposition()
+    assert 'code="504"' in impatient.exposition()
     assert 'code="502"' in down.exposition()
     assert any(record.name.startswith("sheepdog.proxy") for record in caplog.records)
