@@ -24,22 +24,22 @@ _BASE_EXAMPLES = 100  # the deterministic profile's max_examples, Hypothesis' ow
 
 
 def register_profiles() -> None:
-    common = {
-        "database": None,
-        "deadline": None,
-        "print_blob": True,
-        "suppress_health_check": [HealthCheck.too_slow],
-    }
+    common = settings(
+        database=None,
+        deadline=None,
+        print_blob=True,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
     settings.register_profile(
-        DETERMINISTIC, derandomize=True, max_examples=_BASE_EXAMPLES, **common
+        DETERMINISTIC, parent=common, derandomize=True, max_examples=_BASE_EXAMPLES
     )
     scale = int(os.environ.get("SHEEPDOG_FUZZ_SCALE", "10"))
     settings.register_profile(
-        FUZZ, derandomize=False, max_examples=_BASE_EXAMPLES * scale, **common
+        FUZZ, parent=common, derandomize=False, max_examples=_BASE_EXAMPLES * scale
     )
 
 
 def examples(deterministic: int) -> int:
     """``deterministic`` in the deterministic profile; as many times more in the fuzz profile
     as its ``max_examples`` is above the deterministic one's."""
-    return max(1, deterministic * settings.default.max_examples // _BASE_EXAMPLES)
+    return max(1, deterministic * settings().max_examples // _BASE_EXAMPLES)

@@ -61,7 +61,7 @@ async def wait_until_async(
         if inspect.isawaitable(result):
             result = await result
         if result:
-            return result  # type: ignore[return-value]
+            return result
         if time.monotonic() >= deadline:
             raise _failure(what, timeout, describe)
         await asyncio.sleep(interval)
