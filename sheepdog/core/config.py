@@ -277,7 +277,13 @@ def _read_secret_file(value: Any, at: tuple[str | int, ...], base_dir: Path | No
     try:
         file = expand_home(value)
     except PydanticCustomError as exc:
-        raise config_error(str(exc), *at) from None
+        # The reason quotes the ~user or the NUL, which may be what a variable put in.
+        reason = (
+            f"the file named by {value.written!r}: not a valid file name"
+            if isinstance(value, Expanded)
+            else str(exc)
+        )
+        raise config_error(reason, *at) from None
     if not file.is_absolute() and base_dir is not None:
         file = base_dir / file
     shown = f"the file named by {value.written!r}" if isinstance(value, Expanded) else str(file)
@@ -405,6 +411,9 @@ def _key_path(loc: tuple[int | str, ...], document: Any, *, missing: bool) -> li
         if _has(node, part):
             keys.append(part)
             node = node[part]
+        elif isinstance(part, str) and _has(node, f"{part}_file"):
+            keys.append(f"{part}_file")  # the secret's value was read from that file
+            break
         elif missing and index == len(loc) - 1:
             keys.append(part)
     return keys
