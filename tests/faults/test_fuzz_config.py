@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from sheepdog.config import load_config, parse_config
@@ -138,6 +138,9 @@ def _section_skeleton(tree: Any) -> dict[str, Any]:
 
 @settings(max_examples=examples(400))
 @given(tree=trees)
+# Found by fuzzing: a null byte in a path, and a path from the environment echoed in the error.
+@example(tree={"api_key_file": "\x00"})
+@example(tree={"api_key_file": "${X}"})
 def test_any_yaml_tree_gives_a_config_or_a_config_error(tree: Any) -> None:
     """Wrong types, nulls, nesting and unknown keys raise ConfigError, never another exception,
     and an error about a secret field never echoes the secret."""
@@ -148,6 +151,42 @@ def test_any_yaml_tree_gives_a_config_or_a_config_error(tree: Any) -> None:
             assert error.path
             if _names_a_secret(error.path):
                 assert SENTINEL not in str(error)
+
+
+def _secret_file_configs(path: str) -> dict[str, dict[str, Any]]:
+    """Each secret given as ``<key>_file: path``, where the loader reads it, in a config that
+    is valid otherwise: key path of the secret → config."""
+    smtp = {"host": "127.0.0.1", "username": "am", "password_file": path}
+    email = {"type": "email", "smtp": smtp, "from": "a@example.com", "to": ["b@example.com"]}
+    return {
+        "proxy.upstream.api_key": {"proxy": {"upstream": {"api_key_file": path}}},
+        "proxy.clients[0].key": {"proxy": {"clients": [{"name": "c", "key_file": path}]}},
+        "auth.bearer_tokens": {"auth": {"bearer_tokens_file": [path]}},
+        "auth.basic.password": {"auth": {"basic": {"username": "am", "password_file": path}}},
+        "bridge.targets.t.url": {
+            "bridge": {"targets": {"t": {"type": "wechat", "url_file": path}}}
+        },
+        "bridge.targets.t.smtp.password": {"bridge": {"targets": {"t": email}}},
+    }
+
+
+@settings(max_examples=examples(100))
+@given(
+    path=st.lists(
+        st.sampled_from(PATHS) | st.text(alphabet="/.~$X{}\x00ab-", max_size=6), max_size=4
+    ).map("".join)
+)
+def test_a_secret_file_path_that_cannot_be_read_is_a_config_error_naming_the_key(
+    path: str,
+) -> None:
+    """Every ``_file`` secret: a path that is no readable file (null bytes, ~user, directories,
+    names from the environment) is a ConfigError at that key, which never shows the secret."""
+    FIGURES.fuzzed["secret file paths (each at 6 keys)"] += 1
+    for key, raw in _secret_file_configs(path).items():
+        error = _error_of(lambda raw=raw: parse_config(raw, env={"X": SENTINEL}))
+        if error is not None:
+            assert error.path.startswith(key), (key, str(error))
+            assert SENTINEL not in str(error)
 
 
 @settings(
