@@ -112,14 +112,7 @@ async def test_alertmanager_to_wechat_slack_and_email(
             "ops-slack": {"type": "slack", "url": slack.url},
             "ops-email": {
                 "type": "email",
-                "smtp": {
-                    "host": "127.0.0.1",
-                    "port": smtp.port,
-                    "security": "starttls",
-                    "username": "alertmanager",
-                    "password": SMTP_PASSWORD,
-                    "ca_file": str(smtp.ca_file),
-                },
+                "smtp": smtp.smtp_section(),
                 "from": "sheepdog@example.com",
                 "to": ["oncall@example.com"],
             },

@@ -300,14 +300,7 @@ async def test_email_arrives_over_starttls_with_login(
     targets = {
         "mail": {
             "type": "email",
-            "smtp": {
-                "host": "127.0.0.1",
-                "port": smtp_server.port,
-                "security": "starttls",
-                "username": "alertmanager",
-                "password": SMTP_PASSWORD,
-                "ca_file": str(smtp_server.ca_file),
-            },
+            "smtp": smtp_server.smtp_section(),
             "from": "sheepdog@example.com",
             "to": ["oncall@example.com", "sre@example.com"],
         }

@@ -133,7 +133,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
                     "ops-email": {
                         "type": "email",
                         "rate_per_minute": 0,
-                        "smtp": {"host": "127.0.0.1", "port": smtp.port, "security": "none"},
+                        "smtp": smtp.smtp_section(),
                         "from": "sheepdog@example.com",
                         "to": ["oncall@example.com"],
                     },

@@ -205,14 +205,7 @@ async def test_smtp_down_then_up_then_refusing_the_login(
         targets = {
             "mail": {
                 "type": "email",
-                "smtp": {
-                    "host": "127.0.0.1",
-                    "port": server.port,
-                    "security": "starttls",
-                    "username": "alertmanager",
-                    "password": SMTP_PASSWORD,
-                    "ca_file": str(server.ca_file),
-                },
+                "smtp": server.smtp_section(),
                 "from": "sheepdog@example.com",
                 "to": ["oncall@example.com"],
             }
@@ -316,7 +309,7 @@ async def test_every_channel_failing_at_once_loses_nothing(
                 "slack": {"type": "slack", "url": slack.url},
                 "mail": {
                     "type": "email",
-                    "smtp": {"host": "127.0.0.1", "port": smtp.port, "security": "none"},
+                    "smtp": smtp.smtp_section(),
                     "from": "sheepdog@example.com",
                     "to": ["oncall@example.com"],
                 },

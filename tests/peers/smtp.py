@@ -63,6 +63,20 @@ class SmtpServer:
         self.port = 0
         self.ca_file: Path | None = None
 
+    def smtp_section(self) -> dict[str, Any]:
+        """The ``smtp:`` of a sheepdog email target that reaches this server: its address and
+        security, and its login and CA certificate where it has them (call after :meth:`start`)."""
+        section: dict[str, Any] = {
+            "host": "127.0.0.1",
+            "port": self.port,
+            "security": self.tls or "none",
+        }
+        if self.username is not None:
+            section.update(username=self.username, password=self.password)
+        if self.ca_file is not None:
+            section["ca_file"] = str(self.ca_file)
+        return section
+
     def script(self, *replies: str) -> None:
         """Answer the next messages' DATA with these replies (``"451 4.3.0 Try later"``)."""
         self._script.extend(replies)
