@@ -115,7 +115,7 @@ async def _own_metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 
-OWN_REGISTRY = web.AppKey("sheepdog.own_registry", CollectorRegistry)
+OWN_REGISTRY = web.AppKey("sheepdog.own_registry", MetricsRegistry)
 
 
 async def _own_exposition_socket(app: web.Application) -> AsyncIterator[None]:
