@@ -14,7 +14,11 @@ import heapq
 import itertools
 from datetime import UTC, datetime, timedelta
 
-__all__ = ["FakeClock"]
+__all__ = ["ROUNDING", "FakeClock"]
+
+# Fake times are sums of floats, and a wait is measured as a difference of two of them: a 120 s
+# wait can measure 119.99999999999977. Lower bounds on measured waits allow this much.
+ROUNDING = 1e-6
 
 
 class FakeClock:

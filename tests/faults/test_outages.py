@@ -28,7 +28,7 @@ from bridge.worker import IDLE_POLL_SECONDS
 from sheepdog.cli import main
 from sheepdog.config import Config, load_config
 from tests.bridge.conftest import ALERT_TOKEN, AUTH, SMTP_PASSWORD, make_payload
-from tests.bridge.fakeclock import FakeClock
+from tests.bridge.fakeclock import ROUNDING, FakeClock
 from tests.faults.conftest import FIGURES, LogRecorder, StartApp
 from tests.peers.slack import Reply, SlackWebhook
 from tests.peers.smtp import SmtpServer
@@ -130,7 +130,7 @@ async def test_wechat_failing_for_ten_minutes_loses_nothing_and_backs_off(
     assert len(during) >= 8
     for attempt, (before, after) in enumerate(pairwise(during), 1):
         low, high = backoff_bounds(attempt)
-        assert low <= after - before <= high + SLACK, (attempt, during)
+        assert low - ROUNDING <= after - before <= high + SLACK, (attempt, during)
     assert max(b - a for a, b in pairwise(during)) <= MAXIMUM + SLACK
     first_after = min(at - started for at in robot.arrivals if at >= started + OUTAGE_SECONDS)
     assert first_after <= OUTAGE_SECONDS + MAXIMUM + SLACK
@@ -173,11 +173,11 @@ async def test_slack_429_retry_after_is_honoured(
         await slack.close()
     gaps = [b - a for a, b in pairwise(slack.requests)]
     assert len(gaps) == 4
-    assert 30 <= gaps[0] <= 30 + SLACK
+    assert 30 - ROUNDING <= gaps[0] <= 30 + SLACK
     low, high = backoff_bounds(2)
-    assert low <= gaps[1] <= high + SLACK
-    assert 120 <= gaps[2] <= 120 + SLACK
-    assert 45 <= gaps[3] <= 45 + SLACK
+    assert low - ROUNDING <= gaps[1] <= high + SLACK
+    assert 120 - ROUNDING <= gaps[2] <= 120 + SLACK
+    assert 45 - ROUNDING <= gaps[3] <= 45 + SLACK
     assert (
         sample(
             registry, "sheepdog_notification_failures_total", target="chat", reason="rate_limited"
