@@ -1,4 +1,5 @@
-"""sheepdog: a metering LLM relay proxy, and an Alertmanager bridge to WeChat Work, Slack, email."""
+"""sheepdog: a metering LLM relay proxy, and an Alertmanager bridge to WeChat Work, DingTalk,
+Feishu/Lark, Slack and email."""
 
 from importlib.metadata import PackageNotFoundError, version
 
