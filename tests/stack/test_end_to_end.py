@@ -387,6 +387,36 @@ def test_prometheus_stopped_monitoring_is_silent_then_recovered(stack: LiveStack
     assert stack.robot.rejections == []
 
 
+def test_alertmanager_stopped_monitoring_is_silent_then_recovered(stack: LiveStack) -> None:
+    """Alertmanager stopped, Prometheus still running: no route can tell anyone, and the
+    heartbeats stop at once; sheepdog says "monitoring is silent" on WeChat by itself, once, and
+    "monitoring is back" when Alertmanager (restarted on its own storage) sends them again."""
+    wait_for(lambda: time.time() - stack.last_heartbeat() < 3, 30, "heartbeats arriving")
+    silent_before = len(_monitoring_silent(stack.robot, "firing"))
+    recovered_before = len(_monitoring_silent(stack.robot, "resolved"))
+    stack.alertmanager.stop()
+    try:
+        deadline = WATCHDOG_SILENCE_SECONDS + parse_duration(WATCHDOG_REPEAT) + 10
+        wait_for(
+            lambda: len(_monitoring_silent(stack.robot, "firing")) > silent_before,
+            deadline,
+            "a 'monitoring is silent' message on WeChat with Alertmanager down",
+        )
+    finally:
+        stack.alertmanager.start()
+    # Prometheus sends the still-firing Watchdog again at its next resend (one scrape interval).
+    wait_for(
+        lambda: len(_monitoring_silent(stack.robot, "resolved")) > recovered_before,
+        60,
+        "the recovery message on WeChat after Alertmanager came back",
+    )
+    silent = _monitoring_silent(stack.robot, "firing")[silent_before:]
+    assert len(silent) == 1, silent
+    assert "Monitoring is silent: no Watchdog heartbeat" in silent[0]
+    assert "Monitoring is back" in _monitoring_silent(stack.robot, "resolved")[-1]
+    assert not _to_anyone_but_wechat(stack, "MonitoringSilent")
+
+
 # ------------------------------------------------------------------------------------------------
 # sheepdog down: Alertmanager emails SheepdogDown itself. Last in the module: it restarts sheepdog,
 # whose counters start again from nothing.
