@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from typing import Final
 
 from proxy.ledger import (
-    COUNTERS,
     UNPRICED_COUNTERS,
     LedgerDelta,
     LedgerKey,
@@ -20,6 +19,7 @@ from proxy.ledger import (
     NameKey,
     UnpricedRow,
 )
+from proxy.ledger_queries import ledger_queries
 from proxy.ledger_schema import MIGRATIONS
 from sheepdog.core.db import Database
 from sheepdog.core.postgres import Connection, PostgresDatabase
@@ -27,26 +27,7 @@ from sheepdog.core.postgres import Connection, PostgresDatabase
 __all__ = ["PostgresLedgerStore"]
 
 
-def _upsert(table: str, keys: tuple[str, ...], counters: tuple[str, ...]) -> str:
-    columns = (*keys, *counters)
-    return (
-        f"INSERT INTO {table} ({', '.join(columns)}) "  # noqa: S608 - fixed names
-        f"VALUES ({', '.join(f'${n}' for n in range(1, len(columns) + 1))}) "
-        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET "
-        + ", ".join(f"{name} = {table}.{name} + excluded.{name}" for name in counters)
-    )
-
-
-_ADD: Final = _upsert("ledger_usage", ("month", "client", "model"), COUNTERS)
-_ADD_NAME: Final = _upsert("ledger_unpriced", ("month", "name"), UNPRICED_COUNTERS)
-_READ: Final = (
-    f"SELECT month, client, model, {', '.join(COUNTERS)} FROM ledger_usage "  # noqa: S608
-    "WHERE month = $1 ORDER BY client, model"
-)
-_READ_UNPRICED: Final = (
-    f"SELECT month, name, {', '.join(UNPRICED_COUNTERS)} FROM ledger_unpriced "  # noqa: S608
-    "WHERE month = $1 ORDER BY requests DESC, name"
-)
+_SQL: Final = ledger_queries(lambda n: f"${n}")
 
 
 class PostgresLedgerStore:
@@ -66,14 +47,11 @@ class PostgresLedgerStore:
 
         async def work(conn: Connection) -> MonthTotals:
             if rows:
-                await conn.executemany(_ADD, rows)
+                await conn.executemany(_SQL.add, rows)
             if name_rows:
-                await conn.executemany(_ADD_NAME, name_rows)
-            spend = await conn.fetch(
-                "SELECT client, SUM(usd) AS usd FROM ledger_usage WHERE month = $1 GROUP BY client",
-                month,
-            )
-            known = await conn.fetch("SELECT name FROM ledger_unpriced WHERE month = $1", month)
+                await conn.executemany(_SQL.add_name, name_rows)
+            spend = await conn.fetch(_SQL.spend, month)
+            known = await conn.fetch(_SQL.known_names, month)
             return MonthTotals(
                 {row["client"]: float(row["usd"]) for row in spend},
                 {row["name"] for row in known},
@@ -83,12 +61,13 @@ class PostgresLedgerStore:
 
     async def read_month(self, month: str) -> list[LedgerRow]:
         async def work(conn: Connection) -> list[LedgerRow]:
-            return [LedgerRow(*row.values()) for row in await conn.fetch(_READ, month)]
+            return [LedgerRow(*row.values()) for row in await conn.fetch(_SQL.read, month)]
 
         return await self.db.run(work, readonly=True)
 
     async def read_unpriced(self, month: str) -> list[UnpricedRow]:
         async def work(conn: Connection) -> list[UnpricedRow]:
-            return [UnpricedRow(*row.values()) for row in await conn.fetch(_READ_UNPRICED, month)]
+            rows = await conn.fetch(_SQL.read_unpriced, month)
+            return [UnpricedRow(*row.values()) for row in rows]
 
         return await self.db.run(work, readonly=True)
