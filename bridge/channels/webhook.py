@@ -2,15 +2,17 @@
 
 The URL is a secret: it is revealed only to make the request, shown as its host only, and
 scrubbed (whole, and each piece that may be the key) from whatever detail comes back. A channel
-that signs its requests (a timestamp and an HMAC in the URL or the body) does it in
-:meth:`WebhookNotifier.request`, which runs at every attempt, a retry an hour later included.
+that signs its requests (a timestamp and an HMAC in the URL or the body) is a
+:class:`SignedWebhookNotifier`: the signature is made in :meth:`WebhookNotifier.request`, which
+runs at every attempt, a retry an hour later included.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 from urllib.parse import parse_qsl, urlsplit
 
 import aiohttp
@@ -18,9 +20,11 @@ import aiohttp
 from bridge.channels.base import Message, WebhookTargetConfig
 from bridge.classify import Verdict, classify_exception
 from bridge.render import Renderer
+from sheepdog.core.secret import Secret
 
 __all__ = [
     "Classifier",
+    "SignedWebhookNotifier",
     "WebhookNotifier",
     "json_bytes",
     "post_json",
@@ -161,3 +165,40 @@ class WebhookNotifier:
 
     def destination(self) -> str:
         return redact_url(self.target.url.reveal())
+
+
+class SignedWebhookNotifier(WebhookNotifier):
+    """A webhook that signs each request with the target's optional secret and the time it is
+    sent (DingTalk's 加签, Feishu's 签名校验): the services refuse a timestamp more than an hour
+    off their clock, so the signature is made at every attempt, never when the message is
+    queued."""
+
+    wall_clock: Callable[[], float] = staticmethod(time.time)
+    """Seconds since the epoch, for the signature: the service checks it against its own clock."""
+    signed_note: ClassVar[str] = ", signed when sent"
+    """What :meth:`destination` adds when the target has a secret."""
+
+    def signing_secret(self) -> Secret | None:
+        """The target's secret, None for a target that does not sign."""
+        raise NotImplementedError
+
+    def signed(
+        self, url: str, body: Mapping[str, Any], secret: str, now: float
+    ) -> tuple[str, Mapping[str, Any]]:
+        """The URL and body of a request signed with ``secret`` at ``now``."""
+        raise NotImplementedError
+
+    def secrets(self) -> list[str]:
+        secret = self.signing_secret()
+        return [*super().secrets(), *([secret.reveal()] if secret is not None else [])]
+
+    def request(self, message: Message) -> tuple[str, Mapping[str, Any]]:
+        url = self.target.url.reveal()
+        secret = self.signing_secret()
+        if secret is None:
+            return url, message.body
+        return self.signed(url, message.body, secret.reveal(), self.wall_clock())
+
+    def destination(self) -> str:
+        signed = self.signed_note if self.signing_secret() is not None else ""
+        return redact_url(self.target.url.reveal()) + signed

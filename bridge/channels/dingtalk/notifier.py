@@ -17,8 +17,7 @@ import base64
 import hashlib
 import hmac
 import json
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 from urllib.parse import quote_plus
@@ -28,10 +27,11 @@ from bridge.channels.compose import as_text, compose_parts, mentions_for, render
 from bridge.channels.dingtalk import answers
 from bridge.channels.dingtalk.config import USER_ID, DingTalkTarget
 from bridge.channels.text import split_lines_to_fit, truncate_chars
-from bridge.channels.webhook import WebhookNotifier, json_bytes, redact_url
+from bridge.channels.webhook import SignedWebhookNotifier, json_bytes
 from bridge.classify import Verdict
 from bridge.payload import Payload
 from bridge.render import Digest, Part
+from sheepdog.core.secret import Secret
 
 __all__ = ["BODY_LIMIT", "TEMPLATE", "TITLE_TEMPLATE", "DingTalkNotifier", "sign"]
 
@@ -52,31 +52,22 @@ def sign(secret: str, timestamp_ms: int) -> str:
     return quote_plus(base64.b64encode(digest).decode("ascii"))
 
 
-class DingTalkNotifier(WebhookNotifier):
+class DingTalkNotifier(SignedWebhookNotifier):
     target: DingTalkTarget
-
-    wall_clock: Callable[[], float] = staticmethod(time.time)
-    """Seconds since the epoch, for the signature: DingTalk checks it against its own clock."""
+    signed_note = ", signed when sent (加签)"
 
     def classify(self, status: int, body: bytes, headers: Mapping[str, str]) -> Verdict:
         return answers.classify(status, body, headers)
 
-    def secrets(self) -> list[str]:
-        secret = self.target.secret
-        return [*super().secrets(), *([secret.reveal()] if secret is not None else [])]
+    def signing_secret(self) -> Secret | None:
+        return self.target.secret
 
-    def request(self, message: Message) -> tuple[str, Mapping[str, Any]]:
-        url = self.target.url.reveal()
-        if self.target.secret is None:
-            return url, message.body
-        timestamp = int(self.wall_clock() * 1000)
-        signature = sign(self.target.secret.reveal(), timestamp)
+    def signed(
+        self, url: str, body: Mapping[str, Any], secret: str, now: float
+    ) -> tuple[str, Mapping[str, Any]]:
+        timestamp = int(now * 1000)
         separator = "&" if "?" in url else "?"
-        return f"{url}{separator}timestamp={timestamp}&sign={signature}", message.body
-
-    def destination(self) -> str:
-        signed = ", signed when sent (加签)" if self.target.secret is not None else ""
-        return redact_url(self.target.url.reveal()) + signed
+        return f"{url}{separator}timestamp={timestamp}&sign={sign(secret, timestamp)}", body
 
     def compose(
         self, payload: Payload, *, now: datetime, digest: Digest | None = None

@@ -20,7 +20,6 @@ import hashlib
 import hmac
 import json
 import re
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
@@ -30,10 +29,11 @@ from bridge.channels.compose import compose_parts, mentions_for, part_renderer
 from bridge.channels.feishu import answers
 from bridge.channels.feishu.config import USER_ID, FeishuTarget
 from bridge.channels.text import split_lines_to_fit
-from bridge.channels.webhook import WebhookNotifier, json_bytes, redact_url
+from bridge.channels.webhook import SignedWebhookNotifier, json_bytes
 from bridge.classify import Verdict
 from bridge.payload import Payload
 from bridge.render import Digest, Part, TemplateFailure
+from sheepdog.core.secret import Secret
 
 __all__ = ["BODY_LIMIT", "TEMPLATE", "FeishuNotifier", "parse_card", "sign"]
 
@@ -67,30 +67,20 @@ def parse_card(text: str) -> dict[str, Any]:
     return body
 
 
-class FeishuNotifier(WebhookNotifier):
+class FeishuNotifier(SignedWebhookNotifier):
     target: FeishuTarget
-
-    wall_clock: Callable[[], float] = staticmethod(time.time)
-    """Seconds since the epoch, for the signature: Feishu checks it against its own clock."""
 
     def classify(self, status: int, body: bytes, headers: Mapping[str, str]) -> Verdict:
         return answers.classify(status, body, headers)
 
-    def secrets(self) -> list[str]:
-        secret = self.target.secret
-        return [*super().secrets(), *([secret.reveal()] if secret is not None else [])]
+    def signing_secret(self) -> Secret | None:
+        return self.target.secret
 
-    def request(self, message: Message) -> tuple[str, Mapping[str, Any]]:
-        url = self.target.url.reveal()
-        if self.target.secret is None:
-            return url, message.body
-        timestamp = int(self.wall_clock())
-        signed = {"timestamp": str(timestamp), "sign": sign(self.target.secret.reveal(), timestamp)}
-        return url, {**signed, **message.body}
-
-    def destination(self) -> str:
-        signed = ", signed when sent" if self.target.secret is not None else ""
-        return redact_url(self.target.url.reveal()) + signed
+    def signed(
+        self, url: str, body: Mapping[str, Any], secret: str, now: float
+    ) -> tuple[str, Mapping[str, Any]]:
+        timestamp = int(now)
+        return url, {"timestamp": str(timestamp), "sign": sign(secret, timestamp), **body}
 
     def preview(self, message: Message) -> str:
         body = message.body
