@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import json
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import aiohttp
 
 __all__ = [
     "REASONS",
+    "ErrcodeAnswer",
     "Outcome",
     "Verdict",
     "classify_exception",
@@ -30,6 +32,7 @@ __all__ = [
     "clip",
     "http_detail",
     "parse_retry_after",
+    "read_errcode_answer",
 ]
 
 
@@ -135,3 +138,41 @@ def http_detail(status: int, text: str) -> str:
 def clip(text: str) -> str:
     """``text`` cut to a length fit for a log line and the outbox's last error."""
     return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 1] + "…"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrcodeAnswer:
+    """A robot's ``{"errcode": N, "errmsg": "…"}`` answer with N other than 0: the channel
+    decides what N means."""
+
+    errcode: int
+    errmsg: str
+    detail: str
+    """``errcode N: <errmsg>``, clipped, for the log and the outbox."""
+
+
+def read_errcode_answer(
+    status: int, body: bytes, headers: Mapping[str, str]
+) -> Verdict | ErrcodeAnswer:
+    """What the robots that answer HTTP 200 with an ``errcode`` whatever happened (WeChat Work,
+    DingTalk) share: the HTTP statuses, a body that is not their answer, and errcode 0 are
+    decided here; any other errcode is returned for the channel to decide."""
+    text = body.decode("utf-8", "replace")
+    shared = classify_http_status(status, text, headers)
+    if shared is not None:
+        return shared
+    if not 200 <= status < 300:
+        return Verdict(Outcome.FAILED, "client_error", http_detail(status, text))
+    try:
+        answer = json.loads(text)
+    except (ValueError, RecursionError):
+        answer = None
+    errcode = answer.get("errcode") if isinstance(answer, dict) else None
+    if not isinstance(errcode, int) or isinstance(errcode, bool):
+        # Not the robot's answer (a proxy, a portal, a firewall page): the group may or may not
+        # have the message, and losing it is worse than sending it twice.
+        return Verdict(Outcome.RETRY, "bad_response", http_detail(status, text))
+    if errcode == 0:
+        return Verdict(Outcome.SENT, "ok")
+    errmsg = str(answer.get("errmsg", "")) if isinstance(answer, dict) else ""
+    return ErrcodeAnswer(errcode, errmsg, clip(f"errcode {errcode}: {errmsg}"))

@@ -15,11 +15,10 @@ The robot answers HTTP 200 with ``{"errcode": …, "errmsg": …}`` whatever hap
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Final
 
-from bridge.classify import Outcome, Verdict, classify_http_status, clip, http_detail
+from bridge.classify import Outcome, Verdict, read_errcode_answer
 
 __all__ = ["FAIL_ERRCODES", "REASONS", "RETRY_ERRCODES", "THROTTLE_SECONDS", "classify"]
 
@@ -66,31 +65,15 @@ REASONS: Final = (
 
 
 def classify(status: int, body: bytes, headers: Mapping[str, str]) -> Verdict:
-    text = body.decode("utf-8", "replace")
-    shared = classify_http_status(status, text, headers)
-    if shared is not None:
-        return shared
-    if not 200 <= status < 300:
-        return Verdict(Outcome.FAILED, "client_error", http_detail(status, text))
-    try:
-        answer = json.loads(text)
-    except (ValueError, RecursionError):
-        answer = None
-    errcode = answer.get("errcode") if isinstance(answer, dict) else None
-    if not isinstance(errcode, int) or isinstance(errcode, bool):
-        # Not the robot's answer (a proxy, a portal, a firewall page): the group may or may not
-        # have the message, and losing it is worse than sending it twice.
-        return Verdict(Outcome.RETRY, "bad_response", http_detail(status, text))
-    errmsg = str(answer.get("errmsg", "")) if isinstance(answer, dict) else ""
-    detail = clip(f"errcode {errcode}: {errmsg}")
-    if errcode == 0:
-        return Verdict(Outcome.SENT, "ok")
-    if errcode in RETRY_ERRCODES:
-        reason = RETRY_ERRCODES[errcode]
+    answer = read_errcode_answer(status, body, headers)
+    if isinstance(answer, Verdict):
+        return answer
+    if answer.errcode in RETRY_ERRCODES:
+        reason = RETRY_ERRCODES[answer.errcode]
         wait = THROTTLE_SECONDS if reason == "rate_limited" else None
-        return Verdict(Outcome.RETRY, reason, detail, wait)
-    if errcode == SECURITY_ERRCODE:
-        lowered = errmsg.lower()
+        return Verdict(Outcome.RETRY, reason, answer.detail, wait)
+    if answer.errcode == SECURITY_ERRCODE:
+        lowered = answer.errmsg.lower()
         reason = next((r for word, r in _SECURITY_REASONS if word in lowered), "security_check")
-        return Verdict(Outcome.FAILED, reason, detail)
-    return Verdict(Outcome.FAILED, FAIL_ERRCODES.get(errcode, "errcode"), detail)
+        return Verdict(Outcome.FAILED, reason, answer.detail)
+    return Verdict(Outcome.FAILED, FAIL_ERRCODES.get(answer.errcode, "errcode"), answer.detail)

@@ -7,11 +7,10 @@ happened: 0 ok, 45009 rate limited and -1 system busy (worth another try), 93000
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Final
 
-from bridge.classify import Outcome, Verdict, classify_http_status, clip, http_detail
+from bridge.classify import Outcome, Verdict, read_errcode_answer
 
 __all__ = ["FAIL_ERRCODES", "REASONS", "RETRY_ERRCODES", "classify"]
 
@@ -22,25 +21,9 @@ REASONS: Final = ("errcode",)
 
 
 def classify(status: int, body: bytes, headers: Mapping[str, str]) -> Verdict:
-    text = body.decode("utf-8", "replace")
-    shared = classify_http_status(status, text, headers)
-    if shared is not None:
-        return shared
-    if not 200 <= status < 300:
-        return Verdict(Outcome.FAILED, "client_error", http_detail(status, text))
-    try:
-        answer = json.loads(text)
-    except (ValueError, RecursionError):
-        answer = None
-    errcode = answer.get("errcode") if isinstance(answer, dict) else None
-    if not isinstance(errcode, int) or isinstance(errcode, bool):
-        # Something between us and WeChat (a proxy, a portal) answered: we cannot know whether
-        # the group got the message, and losing it is worse than sending it twice.
-        return Verdict(Outcome.RETRY, "bad_response", http_detail(status, text))
-    errmsg = str(answer.get("errmsg", "")) if isinstance(answer, dict) else ""
-    detail = clip(f"errcode {errcode}: {errmsg}")
-    if errcode == 0:
-        return Verdict(Outcome.SENT, "ok")
-    if errcode in RETRY_ERRCODES:
-        return Verdict(Outcome.RETRY, RETRY_ERRCODES[errcode], detail)
-    return Verdict(Outcome.FAILED, FAIL_ERRCODES.get(errcode, "errcode"), detail)
+    answer = read_errcode_answer(status, body, headers)
+    if isinstance(answer, Verdict):
+        return answer
+    if answer.errcode in RETRY_ERRCODES:
+        return Verdict(Outcome.RETRY, RETRY_ERRCODES[answer.errcode], answer.detail)
+    return Verdict(Outcome.FAILED, FAIL_ERRCODES.get(answer.errcode, "errcode"), answer.detail)
