@@ -13,10 +13,15 @@ from tests.bridge.conftest import AUTH, ROBOT_KEY, make_payload, targets_config
 from tests.bridge.fakeclock import FakeClock
 from tests.peers.wechat import WeChatRobot
 from tests.support.polling import wait_until_async
+from tests.support.state import StoredState
 
 
 async def test_the_rate_limit_history_moves_with_the_destination(
-    aiohttp_client: Any, fake_clock: FakeClock, tmp_path: Path, backend: dict[str, Any]
+    aiohttp_client: Any,
+    fake_clock: FakeClock,
+    tmp_path: Path,
+    backend: dict[str, Any],
+    stored: StoredState,
 ) -> None:
     """A sends a robot its 20 messages of the minute and stops; B, taking the robot over,
     waits for the minute to pass before the 21st: the robot never answers 45009."""
@@ -36,6 +41,9 @@ async def test_the_rate_limit_history_moves_with_the_destination(
             )
             assert response.status == 200
             await wait_until_async(lambda n=number: len(robot.messages) == n + 1, what="sent alone")
+        # The robot has the 20th before A records it sent: stopped in between, A would leave
+        # it to B to send again (at least once), and the robot would get it twice.
+        await wait_until_async(lambda: stored.statuses() == ["sent"] * 20, what="20 sent")
         await first.close()  # a clean stop lets the destination go at once
         second = await aiohttp_client(
             create_app(config, registry=CollectorRegistry(), clock=fake_clock)
