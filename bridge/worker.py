@@ -35,10 +35,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import os
 import random
-import secrets
-import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Final, Protocol
@@ -53,6 +50,7 @@ from bridge.pacing import RateLimits, backoff_delay
 from bridge.render import TemplateFailure, humanize_seconds
 from sheepdog.core.clock import Clock
 from sheepdog.core.db import DatabaseUnavailable
+from sheepdog.core.process import process_name
 
 __all__ = [
     "IDLE_POLL_SECONDS",
@@ -73,17 +71,6 @@ MAX_DIGEST_NOTIFICATIONS: Final = 500
 _TROUBLE_PAUSE: Final = 5.0
 DEFAULT_LEASE_SECONDS: Final = 30.0
 _WORKER_NUMBERS: Final = itertools.count(1)
-_process_names: dict[int, str] = {}
-
-
-def _process_name() -> str:
-    """This process's name in the outbox: host, pid and a random part (a restarted container
-    may get the same pid), made in the process itself (not inherited across a fork)."""
-    pid = os.getpid()
-    name = _process_names.get(pid)
-    if name is None:
-        name = _process_names[pid] = f"{socket.gethostname()}:{pid}:{secrets.token_hex(4)}"
-    return name
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +119,7 @@ class DestinationWorker:
         self._metrics = metrics
         self._on_change = on_change
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
-        self._holder = f"{_process_name()}:{next(_WORKER_NUMBERS)}"
+        self._holder = f"{process_name()}:{next(_WORKER_NUMBERS)}"
         self._lease_seconds = lease_seconds
         self._shared = shared
         """Whether other processes deliver from the same outbox (then the lease is renewed
