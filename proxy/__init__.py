@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Final
 
 import aiohttp
@@ -13,12 +13,14 @@ from aiohttp import hdrs, web
 from proxy.clients import ANONYMOUS
 from proxy.config import ProxyConfig
 from proxy.ledger import SpendLedger
-from proxy.limits import LIMIT_KINDS, RateLimiter
+from proxy.limits import LIMIT_KINDS, RateLimiter, RateStore, SharedCounts
+from proxy.limits import store_for as rate_store_for
 from proxy.metrics import Accounts, ProxyMetrics
 from proxy.pricing import OTHER_MODEL
 from proxy.relay import Relay
 from proxy.settings import ProxySettings
 from proxy.upstreams import UpstreamPool
+from sheepdog.core.process import process_name
 from sheepdog.core.runtime import RUNTIME
 
 __all__ = ["RELAY", "PreparedProxy", "ProxyConfig", "prepare", "setup"]
@@ -53,11 +55,18 @@ def setup(app: web.Application, config: ProxyConfig) -> Relay:
         RateLimiter(runtime.clock),
         UpstreamPool(settings.routes),
     )
+    relay.limits.keep(settings.clients.callers())
     _prepare_series(relay)
     app[RELAY] = relay
     app.router.add_route("*", "/v1/{tail:.*}", relay.handle)
     app.cleanup_ctx.append(_upstream_session)
     app.cleanup_ctx.append(_ledger_writer)
+    # The table is part of the schema on every backend; the counts are exchanged only where
+    # other processes may share the database: one process alone knows all its counts, and a
+    # database write a second would buy it nothing.
+    rate_store = rate_store_for(runtime.db)
+    if runtime.db.shared:
+        app.cleanup_ctx.append(_rate_counts_exchange(rate_store))
     runtime.readiness_checks["spend ledger"] = lambda: relay.ledger.problem
     return relay
 
@@ -135,6 +144,22 @@ async def _ledger_writer(app: web.Application) -> AsyncIterator[None]:
         )
 
 
+def _rate_counts_exchange(
+    store: RateStore,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Exchange the rate limits' counts with the other processes about once a second; a last
+    time at shutdown, so that what this process counted last still counts for them."""
+
+    async def exchange(app: web.Application) -> AsyncIterator[None]:
+        shared = SharedCounts(app[RELAY].limits, store, process_name())
+        task = asyncio.create_task(shared.run(), name="sheepdog-rate-limit-counts")
+        yield
+        shared.stop()
+        await task
+
+    return exchange
+
+
 class PreparedProxy:
     """New client keys, budgets, limits, prices and upstreams, swapped in as one snapshot."""
 
@@ -146,8 +171,7 @@ class PreparedProxy:
         relay, settings = self._relay, self._settings
         # Health and rate windows carry over (by upstream, by client); then the new settings.
         relay.upstreams.adopt(settings.routes)
-        limited = settings.clients.callers()
-        relay.limits.keep(caller.name for caller in limited if caller.rate_limited)
+        relay.limits.keep(settings.clients.callers())
         relay.settings = settings
         _prepare_series(relay)
 

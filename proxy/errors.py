@@ -126,9 +126,15 @@ def _rate_limit_message(refusal: RateRefusal) -> str:
     state = refusal.requests if refusal.limit == "requests" else refusal.tokens
     assert state is not None
     what = "requests per minute" if refusal.limit == "requests" else "tokens per minute"
+    share = (
+        " (by every sheepdog process: this one's share of what is left is spent)"
+        if refusal.share_spent
+        else ""
+    )
     return (
         f"Rate limit reached for client {refusal.client!r} on {what}: limit {state.limit}, "
-        f"used {state.used} in the last 60 s. Try again in {refusal.retry_after:.1f} s."
+        f"used {state.used} in the last 60 s{share}. "
+        f"Try again in {refusal.retry_after:.1f} s."
     )
 
 

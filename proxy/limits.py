@@ -17,29 +17,50 @@ Slots are whole seconds of wall-clock time, so that processes can share their co
 :meth:`RateLimiter.share`, each window also keeps what this process counted since the last
 exchange (:meth:`RateLimiter.take_unsent`) and the other processes' counts per slot as last read
 (:meth:`RateLimiter.adopt_others`); :func:`exchange_counts` does one round with a
-:class:`RateStore`, to be run about once a second as the spend ledger is.
+:class:`RateStore` (one per database backend: :mod:`proxy.limits_sqlite`,
+:mod:`proxy.limits_postgres`), and :class:`SharedCounts` runs it about once a second, as the
+spend ledger syncs, wherever other processes may share the database. Requests never wait for
+it: a process admits against its own counts and the others' as last read, so the limits hold
+across processes within about two seconds (docs/proxy.md bounds the overshoot). While the
+database cannot be reached, each process goes on limiting with its own counts and the others'
+as last read (they age out of the window), and sends what it counted once it can again.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final, Literal, Protocol
 
 from proxy.clients import Caller
 from sheepdog.core.clock import Clock
-from sheepdog.core.db import DatabaseUnavailable
+from sheepdog.core.db import Database, DatabaseUnavailable
 
 __all__ = [
+    "EXCHANGE_INTERVAL_SECONDS",
+    "GRANT_SECONDS",
     "WINDOW_SECONDS",
+    "Alive",
+    "Exchanged",
+    "LimitKey",
     "LimitKind",
     "LimitState",
     "RateKey",
     "RateLimiter",
     "RateRefusal",
     "RateStore",
+    "Round",
+    "SharedCounts",
     "exchange_counts",
+    "limit_key",
+    "rate_key",
+    "store_for",
 ]
+
+log = logging.getLogger("sheepdog.proxy.limits")
 
 WINDOW_SECONDS: Final = 60
 _SLOTS: Final = WINDOW_SECONDS + 1
@@ -50,12 +71,41 @@ LIMIT_KINDS: Final[tuple[LimitKind, ...]] = ("requests", "tokens")
 
 RateKey = tuple[str, LimitKind, int]
 """client, kind, slot (whole seconds since the epoch)"""
+LimitKey = tuple[str, LimitKind]
+"""client, kind"""
+
+EXCHANGE_INTERVAL_SECONDS: Final = 1.0
+GRANT_SECONDS: Final = 5
+"""How long the others count a process's grants after it wrote them (it stops using them a
+second sooner): a process that died, or lost the database, holds no share for longer."""
+_KINDS: Final[dict[str, LimitKind]] = {kind: kind for kind in LIMIT_KINDS}
+
+
+def rate_key(client: str, kind: str, slot: int) -> RateKey | None:
+    """The key of a row a store read, or None for a kind this sheepdog does not know."""
+    known = _KINDS.get(kind)
+    return None if known is None else (client, known, int(slot))
+
+
+def limit_key(client: str, kind: str) -> LimitKey | None:
+    """The limit a grant row is for, or None for a kind this sheepdog does not know."""
+    known = _KINDS.get(kind)
+    return None if known is None else (client, known)
 
 
 class _Window:
     """One client's count of one kind over the current slot and the 60 before it."""
 
-    __slots__ = ("_counts", "_newest", "_others", "_total", "_unsent")
+    __slots__ = (
+        "_counts",
+        "_epoch_used",
+        "_grant",
+        "_grant_until",
+        "_newest",
+        "_others",
+        "_total",
+        "_unsent",
+    )
 
     def __init__(self) -> None:
         self._counts = [0] * _SLOTS
@@ -63,6 +113,11 @@ class _Window:
         self._total = 0  # this process's counts in the window, and the others' as last read
         self._others: list[int] | None = None
         self._unsent: dict[int, int] | None = None
+        # Shared: what this process may count before it next hears from the others (None: no
+        # grant, or it expired: the process limits alone), and what it counted since.
+        self._grant: int | None = None
+        self._grant_until = 0.0
+        self._epoch_used = 0
 
     def _advance(self, slot: int) -> None:
         newest = self._newest
@@ -95,6 +150,12 @@ class _Window:
         self._total += amount
         if self._unsent is not None:
             self._unsent[newest] = self._unsent.get(newest, 0) + amount
+            self._epoch_used += amount
+
+    def within_grant(self, now: float) -> bool:
+        """Whether this process may still count here (always, without a valid grant)."""
+        grant = self._grant
+        return grant is None or self._epoch_used < grant or now >= self._grant_until
 
     def _at(self, slot: int) -> int:
         index = slot % _SLOTS
@@ -138,6 +199,26 @@ class _Window:
         for slot, amount in unsent.items():
             self._unsent[slot] = self._unsent.get(slot, 0) + amount
 
+    def begin_epoch(self, now: float) -> int:
+        """Count afresh, at the start of an exchange: until the new grant arrives, what is
+        left of the current one goes on covering (returned: the exchange reserves it too);
+        the new one covers what is counted from here on."""
+        grant = self._grant
+        if grant is None or now >= self._grant_until:
+            self._grant, left = None, 0
+        else:
+            self._grant = left = max(0, grant - self._epoch_used)
+        self._epoch_used = 0
+        return left
+
+    def own(self, slot: int) -> int:
+        """This process's own count in the window."""
+        self._advance(slot)
+        return sum(self._counts)
+
+    def set_grant(self, grant: int, until: float) -> None:
+        self._grant, self._grant_until = grant, until
+
     def adopt_others(self, slot: int, counts: Mapping[int, int]) -> None:
         """The other processes' counts per slot, replacing those last read."""
         self._advance(slot)
@@ -179,6 +260,9 @@ class RateRefusal:
     """When it was refused (seconds since the epoch)."""
     requests: LimitState | None
     tokens: LimitState | None
+    share_spent: bool = False
+    """Refused for this process's share of what the limit has left (shared counts), not for
+    the window: it asks again once it has heard from the other processes."""
 
 
 class _ClientWindows:
@@ -202,6 +286,7 @@ class RateLimiter:
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
         self._clients: dict[str, _ClientWindows] = {}
+        self._limits: dict[LimitKey, int] = {}
         self._shared = False
 
     def admit(self, caller: Caller) -> RateRefusal | None:
@@ -215,8 +300,18 @@ class RateLimiter:
         requests_used = windows.requests.used(slot)
         tokens_used = windows.tokens.used(slot)
         if (rpm is None or requests_used < rpm) and (tpm is None or tokens_used < tpm):
-            windows.requests.add(slot, 1)
-            return None
+            if not self._shared:
+                windows.requests.add(slot, 1)
+                return None
+            spent: LimitKind | None = None
+            if rpm is not None and not windows.requests.within_grant(now):
+                spent = "requests"
+            elif tpm is not None and not windows.tokens.within_grant(now):
+                spent = "tokens"
+            if spent is None:
+                windows.requests.add(slot, 1)
+                return None
+            return self._refusal(caller.name, windows, rpm, tpm, now, spent)
         return self._refusal(caller.name, windows, rpm, tpm, now)
 
     def count_tokens(self, client: str, tokens: int) -> None:
@@ -226,15 +321,33 @@ class RateLimiter:
             return  # not a limited client
         windows.tokens.add(int(self._clock.now().timestamp()), tokens)
 
-    def keep(self, clients: Iterable[str]) -> None:
-        """Forget the windows of clients that no longer have a limit (after a reload)."""
-        kept = set(clients)
+    def keep(self, callers: Iterable[Caller]) -> None:
+        """The clients and their limits (at start-up and after a reload): the windows of
+        clients without a limit are forgotten; the limits are what exchanges share out."""
+        limits: dict[LimitKey, int] = {}
+        for caller in callers:
+            if caller.requests_per_minute is not None:
+                limits[(caller.name, "requests")] = caller.requests_per_minute
+            if caller.tokens_per_minute is not None:
+                limits[(caller.name, "tokens")] = caller.tokens_per_minute
+        self._limits = limits
+        kept = {client for client, _ in limits}
         for name in [name for name in self._clients if name not in kept]:
             del self._clients[name]
 
+    @property
+    def has_limits(self) -> bool:
+        """Whether any client has a limit (else there is nothing to exchange)."""
+        return bool(self._limits)
+
     @staticmethod
     def _refusal(
-        client: str, windows: _ClientWindows, rpm: int | None, tpm: int | None, now: float
+        client: str,
+        windows: _ClientWindows,
+        rpm: int | None,
+        tpm: int | None,
+        now: float,
+        spent: LimitKind | None = None,
     ) -> RateRefusal:
         states: dict[LimitKind, LimitState] = {}
         waits: dict[LimitKind, float] = {}
@@ -247,6 +360,9 @@ class RateLimiter:
             states[kind] = LimitState(limit, used, window.seconds_until_empty(now))
             if used >= limit:
                 waits[kind] = window.seconds_until_below(limit, now)
+        if spent is not None:
+            # The next exchange brings a new share (or the window's own wait, if longer).
+            waits = {spent: max(waits.get(spent, 0.0), EXCHANGE_INTERVAL_SECONDS)}
         kind = max(waits, key=lambda name: waits[name])
         return RateRefusal(
             client,
@@ -255,6 +371,7 @@ class RateLimiter:
             now,
             states.get("requests"),
             states.get("tokens"),
+            share_spent=spent is not None,
         )
 
     # The seam for counts shared between processes (see the module).
@@ -295,31 +412,213 @@ class RateLimiter:
             for kind in LIMIT_KINDS:
                 windows.window(kind).adopt_others(slot, by_window.get((client, kind), {}))
 
+    def begin_round(self, process: str, *, leaving: bool = False) -> Round:
+        """Start an exchange: this process's new counts, and what it needs to work out its
+        grants in the store's transaction (a snapshot: requests go on meanwhile)."""
+        now = self._clock.now().timestamp()
+        slot = int(now)
+        since = self.oldest_slot()
+        unsent = {key: amount for key, amount in self.take_unsent().items() if key[2] >= since}
+        own: dict[LimitKey, int] = {}
+        carried: dict[LimitKey, int] = {}
+        for (client, kind), _limit in self._limits.items():
+            windows = self._clients.get(client)
+            if windows is None:
+                # Not seen here yet: its first request must count the others' too.
+                windows = self._clients[client] = _ClientWindows(self._shared)
+            window = windows.window(kind)
+            carried[(client, kind)] = window.begin_epoch(now)
+            own[(client, kind)] = window.own(slot)
+        limits = dict(self._limits)
+        return Round(process, now, since, unsent, own, limits, carried, leaving)
+
+    def end_round(self, round_: Round, exchanged: Exchanged) -> None:
+        """The others' counts and this process's new grants, from the store."""
+        self.adopt_others(exchanged.others)
+        until = round_.now + GRANT_SECONDS - 1  # before the others stop counting it
+        for (client, kind), grant in exchanged.grants.items():
+            windows = self._clients.get(client)
+            if windows is not None:
+                windows.window(kind).set_grant(grant, until)
+
     def oldest_slot(self) -> int:
-        """The oldest slot still in the window now: older counts matter to no one."""
+        """The oldest slot still in the window."""
         return int(self._clock.now().timestamp()) - WINDOW_SECONDS
 
 
-class RateStore(Protocol):
-    """Where processes share their counts (one implementation per database backend)."""
+@dataclass(frozen=True, slots=True)
+class Round:
+    """One exchange: what a process sends, and how it works out its grants from what the
+    others have counted and been granted, inside the store's transaction."""
 
-    async def exchange(
-        self, process: str, unsent: Mapping[RateKey, int], since_slot: int
-    ) -> dict[RateKey, int]:
-        """Add this process's ``unsent`` counts and return the sum of every other process's
-        counts per client, kind and slot from ``since_slot`` on, in one transaction; raise
+    process: str
+    now: float
+    since_slot: int
+    unsent: Mapping[RateKey, int]
+    own: Mapping[LimitKey, int]
+    """This process's counts in the window, per limit."""
+    limits: Mapping[LimitKey, int]
+    carried: Mapping[LimitKey, int]
+    """What was left of this process's grants as the round began: it may still count that
+    until the new grants arrive."""
+    leaving: bool = False
+    """The last round of a process that stops: its grants are withdrawn."""
+
+    @property
+    def slot(self) -> int:
+        return int(self.now)
+
+    def grants(self, others: Mapping[RateKey, int], alive: Alive) -> dict[LimitKey, int]:
+        """This process's grant per limit: its share of what neither the counts nor the
+        others' grants hold. The share is its part of what the processes alive counted in the
+        window, plus one each (so a process not used yet still gets some): a client served
+        through one process gets nearly all of it there, one spread evenly gets even parts. A
+        share of at least an even part is rounded up, a smaller one down, so that the last
+        few are granted to the process that uses them, not held by idle ones. As long as
+        exchanges take turns, the counts and the grants never sum above a limit."""
+        if self.leaving:
+            return {}
+        counted: dict[LimitKey, int] = {}
+        for (client, kind, slot), amount in others.items():
+            if slot >= self.since_slot:
+                counted[(client, kind)] = counted.get((client, kind), 0) + amount
+        processes = alive.processes + 1
+        grants: dict[LimitKey, int] = {}
+        for key, limit in self.limits.items():
+            own = self.own.get(key, 0)
+            free = limit - own - counted.get(key, 0) - alive.granted.get(key, 0)
+            free -= self.carried.get(key, 0)
+            if free <= 0:
+                grants[key] = 0
+                continue
+            part, whole = free * (own + 1), own + alive.counted.get(key, 0) + processes
+            at_least_even = (own + 1) * processes >= whole
+            grants[key] = -(-part // whole) if at_least_even else part // whole
+        return grants
+
+    def grant_rows(self, grants: Mapping[LimitKey, int]) -> list[tuple[str, str, str, int, int]]:
+        """The rows the store records for this process's ``grants`` (client, kind, process,
+        amount, slot): the new grants, plus what was left of the old ones, which it may have
+        counted while the round ran."""
+        return [
+            (client, kind, self.process, grant + self.carried.get((client, kind), 0), self.slot)
+            for (client, kind), grant in grants.items()
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class Alive:
+    """The other processes still exchanging (that wrote grants in the last GRANT_SECONDS)."""
+
+    processes: int
+    granted: Mapping[LimitKey, int]
+    """Their grants, summed per limit."""
+    counted: Mapping[LimitKey, int]
+    """Their counts in the window, summed per limit."""
+
+
+@dataclass(frozen=True, slots=True)
+class Exchanged:
+    others: dict[RateKey, int]
+    """Every other process's counts per client, kind and slot within the window."""
+    grants: dict[LimitKey, int]
+    """What this process may count per limit until it next hears from the others."""
+
+
+class RateStore(Protocol):
+    """Where processes sharing a database exchange their counts (one per backend)."""
+
+    async def exchange(self, round_: Round) -> Exchanged:
+        """In one transaction, and one process at a time: add ``round_.unsent`` to this
+        process's counts, delete the counts and grants of slots before ``round_.since_slot``
+        (they left the window), read every other process's counts from that slot on and the
+        grants of the others still alive (written in the last :data:`GRANT_SECONDS`), write
+        this process's grants from :meth:`Round.grants` (delete them when it is leaving); raise
         :class:`~sheepdog.core.db.DatabaseUnavailable` when the database cannot be reached."""
         ...
 
 
-async def exchange_counts(limiter: RateLimiter, store: RateStore, process: str) -> None:
-    """One round: this process's new counts to the store, the others' back. On failure the
-    counts wait for the next round and the others' stay as last read (they age out of the
-    window by themselves)."""
-    unsent = limiter.take_unsent()
+def store_for(db: Database) -> RateStore:
+    """The rate limits' store for ``db``'s backend; registers their migrations on it."""
+    if db.kind == "postgresql":
+        from proxy.limits_postgres import PostgresRateStore
+
+        return PostgresRateStore(db)
+    from proxy.limits_sqlite import SqliteRateStore
+
+    return SqliteRateStore(db)
+
+
+async def exchange_counts(
+    limiter: RateLimiter, store: RateStore, process: str, *, leaving: bool = False
+) -> None:
+    """One round: this process's new counts to the store, the others' and its grants back. On
+    failure the counts wait for the next round, the others' stay as last read (they age out of
+    the window by themselves) and the grants run out. Counts of slots that have left the window
+    are dropped: they matter to no one, and a long outage must not pile them up."""
+    round_ = limiter.begin_round(process, leaving=leaving)
     try:
-        others = await store.exchange(process, unsent, limiter.oldest_slot())
-    except DatabaseUnavailable:
-        limiter.restore_unsent(unsent)
+        exchanged = await store.exchange(round_)
+    except BaseException:
+        limiter.restore_unsent(round_.unsent)
         raise
-    limiter.adopt_others(others)
+    limiter.end_round(round_, exchanged)
+
+
+class SharedCounts:
+    """Runs :func:`exchange_counts` every interval, in the background, until :meth:`stop`
+    (then once more, leaving: what was counted last reaches the others, and its grants are
+    theirs again). A round is skipped while no client has a limit."""
+
+    def __init__(
+        self,
+        limiter: RateLimiter,
+        store: RateStore,
+        process: str,
+        interval: float = EXCHANGE_INTERVAL_SECONDS,
+    ) -> None:
+        limiter.share()
+        self._limiter = limiter
+        self._store = store
+        self._process = process
+        self._interval = interval
+        self._stopping = asyncio.Event()
+        self._failing = False
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            await self.exchange()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._interval):
+                    await self._stopping.wait()
+        await self.exchange(leaving=True)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def exchange(self, *, leaving: bool = False) -> None:
+        """One round; a failure is logged (once, until a round succeeds again), never raised."""
+        if not self._limiter.has_limits:
+            return
+        try:
+            await exchange_counts(self._limiter, self._store, self._process, leaving=leaving)
+        except DatabaseUnavailable as exc:
+            self._set_failing(str(exc))
+        except Exception as exc:  # a bug here must not end the sharing for the process's life
+            if not self._failing:
+                log.exception("rate limit counts could not be exchanged")
+            self._set_failing(f"{type(exc).__name__}: {exc}")
+        else:
+            self._set_failing(None)
+
+    def _set_failing(self, problem: str | None) -> None:
+        if problem is not None and not self._failing:
+            log.error(
+                "rate limits count this process's requests only, until the database answers",
+                extra={"reason": problem},
+            )
+        elif problem is not None:
+            log.debug("rate limit counts kept for the next exchange", extra={"reason": problem})
+        elif self._failing:
+            log.info("rate limits count every process's requests again")
+        self._failing = problem is not None

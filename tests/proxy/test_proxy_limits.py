@@ -4,9 +4,9 @@ retry admitted once the 60-second window allows, tokens counted from the usage r
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
-from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,11 +17,12 @@ import pytest
 
 from proxy import RELAY, prepare
 from proxy.clients import Caller
-from proxy.limits import RateKey, RateLimiter, exchange_counts
+from proxy.limits import GRANT_SECONDS, RateLimiter, SharedCounts, exchange_counts, store_for
 from sheepdog.config import parse_config
-from sheepdog.core.db import DatabaseUnavailable
+from sheepdog.core.db import Database, DatabaseUnavailable
 from tests.peers.upstream import FakeUpstream
 from tests.proxy.conftest import TEAM_A_KEY, TEAM_B_KEY, FakeClock, StartProxy, proxy_config
+from tests.support.state import StoredState
 
 GPT = {"model": "gpt-4.1"}
 MESSAGES: Any = [{"role": "user", "content": "Hello"}]
@@ -318,58 +319,151 @@ def test_retry_after_is_when_the_request_would_be_admitted() -> None:
     assert limiter.admit(caller) is None
 
 
-def test_processes_sharing_counts_hold_one_limit_between_them() -> None:
-    """Two limiters (two processes) exchanging counts through a store: after an exchange each
-    refuses what the other admitted, and counts a failed exchange did not carry go with the next.
-    (The store here is a dict; sheepdog's own store per database backend is not written yet.)"""
-    clock = _Clock(0)
+SPREADS = {
+    "all through one": (1, 0),
+    "evenly": (1, 1),
+    "three to one": (3, 1),
+}
 
-    class Store:
-        def __init__(self) -> None:
-            self.rows: dict[tuple[str, RateKey], int] = {}
-            self.failing = False
 
-        async def exchange(
-            self, process: str, unsent: Mapping[RateKey, int], since_slot: int
-        ) -> dict[RateKey, int]:
-            if self.failing:
-                raise DatabaseUnavailable("down")
-            for key, amount in unsent.items():
-                self.rows[(process, key)] = self.rows.get((process, key), 0) + amount
-            others: dict[RateKey, int] = {}
-            for (owner, key), amount in self.rows.items():
-                if owner != process and key[2] >= since_slot:
-                    others[key] = others.get(key, 0) + amount
-            return others
+@pytest.mark.parametrize("spread", SPREADS)
+async def test_two_processes_admit_one_limit_between_them(database: Database, spread: str) -> None:
+    """Two processes' limiters on one database (each backend's store), a client limited to 20
+    requests a minute bursting through them as a load balancer spreads it: between exchanges,
+    and whatever the order of the exchanges, never more than 20 are admitted together, not 20
+    each; after a few exchanges the two have admitted all 20, the busier one the most. The
+    refusals for a spent share ask again after the next exchange (1 s)."""
+    clock = _Clock(1000.5)
+    caller = Caller("team-a", requests_per_minute=20)
+    processes = [(RateLimiter(clock), store_for(database), name) for name in ("a:1", "b:2")]
+    for limiter, _, _ in processes:
+        limiter.keep([caller])
+        limiter.share()
+    weights = SPREADS[spread]
+    admitted = [0, 0]
+    for exchange in range(6):
+        order = processes if exchange % 2 == 0 else processes[::-1]
+        for limiter, store, name in order:
+            await exchange_counts(limiter, store, name)
+        refused: set[int] = set()
+        while len(refused) < sum(1 for w in weights if w):
+            for index, weight in enumerate(weights):
+                for _ in range(weight):
+                    if index in refused:
+                        continue
+                    refusal = processes[index][0].admit(caller)
+                    if refusal is None:
+                        admitted[index] += 1
+                    else:
+                        assert refusal.limit == "requests"
+                        assert refusal.share_spent or refusal.retry_after > 1
+                        if refusal.share_spent:
+                            assert refusal.retry_after == 1.0
+                        refused.add(index)
+        assert sum(admitted) <= 20, (exchange, admitted)
+        clock.set(1000.5 + exchange + 1)
+    assert sum(admitted) == 20
+    busiest = max(range(2), key=lambda index: weights[index])
+    assert admitted[busiest] == max(admitted)
 
-    store = Store()
-    first, second = RateLimiter(clock), RateLimiter(clock)
-    first.share()
-    second.share()
-    caller = Caller("team-a", requests_per_minute=4)
 
-    async def sync(limiter: RateLimiter, name: str) -> None:
-        await exchange_counts(limiter, store, name)
-
+async def test_processes_share_their_counts_through_the_database(
+    database: Database, stored: StoredState
+) -> None:
+    """Two processes' limiters on one database: requests and tokens counted by one are counted
+    by the other after an exchange, a process never counts its own twice, a client the other
+    process has not served yet is limited at its first request, counts that have left the
+    window are deleted by the next exchange, and a process that stops gives back its grants."""
+    store_a, store_b = store_for(database), store_for(database)
+    clock = _Clock(1000.5)
+    a, b = RateLimiter(clock), RateLimiter(clock)
+    caller = Caller("team-a", requests_per_minute=4, tokens_per_minute=100)
+    for limiter in (a, b):
+        limiter.keep([caller])
+        limiter.share()
     for _ in range(3):
-        assert first.admit(caller) is None
-    assert second.admit(caller) is None  # it knows nothing yet
-    clock.set(1.0)
-    asyncio.run(sync(first, "one"))
-    asyncio.run(sync(second, "two"))
-    refusal = second.admit(caller)
+        assert a.admit(caller) is None  # no grant yet: a limits alone
+    a.count_tokens("team-a", 60)
+    await exchange_counts(a, store_a, "host:1:a")
+    await exchange_counts(a, store_a, "host:1:a")  # its own rows are not read back as others'
+    await exchange_counts(b, store_b, "host:2:b")
+    refusal = b.admit(caller)  # a holds the one request left
+    assert refusal is not None and refusal.share_spent and refusal.limit == "requests"
+    assert refusal.requests is not None and refusal.requests.used == 3
+    assert refusal.tokens is not None and refusal.tokens.used == 60
+    await exchange_counts(a, store_a, "host:1:a", leaving=True)  # a stops: its grant is free
+    await exchange_counts(b, store_b, "host:2:b")
+    assert b.admit(caller) is None  # the fourth
+    refusal = b.admit(caller)
+    assert refusal is not None and not refusal.share_spent
+    assert refusal.requests is not None and refusal.requests.used == 4
+    b.count_tokens("team-a", 50)
+    await exchange_counts(b, store_b, "host:2:b")
+    await exchange_counts(a, store_a, "host:1:a")
+    refusal = a.admit(caller)
     assert refusal is not None and refusal.requests is not None and refusal.requests.used == 4
-    asyncio.run(sync(first, "one"))
-    assert first.admit(caller) is not None
-    # A failed exchange: the counts wait for the next one.
-    clock.set(62.0)  # the first four have left the window
-    assert second.admit(caller) is None
-    store.failing = True
-    with pytest.raises(DatabaseUnavailable):
-        asyncio.run(sync(second, "two"))
-    store.failing = False
-    asyncio.run(sync(second, "two"))
-    asyncio.run(sync(first, "one"))
+    assert refusal.tokens is not None and refusal.tokens.used == 110
+
+    clock.set(1000.5 + 61)  # slot 1000 has left the window: all is admitted again
+    await exchange_counts(b, store_b, "host:2:b")
+    assert b.admit(caller) is None
+    await exchange_counts(b, store_b, "host:2:b")
+    rows = stored.query("SELECT slot, client, kind, process, amount FROM rate_limit_counts")
+    slot = int(START.timestamp()) + 1061
+    assert rows == [
+        {"slot": slot, "client": "team-a", "kind": "requests", "process": "host:2:b", "amount": 1}
+    ]
+
+
+async def test_while_the_database_fails_each_process_limits_with_what_it_knows(
+    database: Database, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The exchange fails for a while: nothing raises, one error is logged, the process keeps to
+    its last grant until it runs out (GRANT_SECONDS), then limits with its own counts and the
+    others' as last read; once the database answers, what it counted meanwhile reaches the
+    other process."""
+    caplog.set_level(logging.INFO, logger="sheepdog.proxy.limits")
+    store = store_for(database)
+    clock = _Clock(2000.2)
+    a, b = RateLimiter(clock), RateLimiter(clock)
+    caller = Caller("team-a", requests_per_minute=5)
+    for limiter in (a, b):
+        limiter.keep([caller])
+    shared_a = SharedCounts(a, store, "host:1:a")
+    shared_b = SharedCounts(b, store, "host:2:b")
+    for _ in range(2):
+        assert b.admit(caller) is None
+    await shared_b.exchange()
+    await shared_a.exchange()
+    real_run = database.run
+
+    async def failing_run(work: Any, **options: Any) -> Any:
+        raise DatabaseUnavailable("the server is gone")
+
+    monkeypatch.setattr(database, "run", failing_run)
+    granted = 0
+    while a.admit(caller) is None:
+        granted += 1
+    assert granted < 3  # b holds some of the three left
     for _ in range(3):
-        assert first.admit(caller) is None
-    assert first.admit(caller) is not None
+        await shared_a.exchange()  # logged once, never raised
+    clock.set(2000.2 + GRANT_SECONDS)  # the grant has run out: a limits alone
+    while a.admit(caller) is None:
+        granted += 1
+    assert granted == 3  # b's two, as last read, and its own three
+    refusal = a.admit(caller)
+    assert refusal is not None and not refusal.share_spent
+    assert refusal.requests is not None and refusal.requests.used == 5
+    errors = [r for r in caplog.records if r.name == "sheepdog.proxy.limits"]
+    assert [r.levelname for r in errors] == ["ERROR"]
+    assert "the server is gone" in str(errors[0].__dict__.get("reason"))
+
+    monkeypatch.setattr(database, "run", real_run)
+    await shared_a.exchange()
+    await shared_b.exchange()
+    refusal = b.admit(caller)
+    assert refusal is not None and refusal.requests is not None and refusal.requests.used == 5
+    assert [r.levelname for r in caplog.records if r.name == "sheepdog.proxy.limits"] == [
+        "ERROR",
+        "INFO",
+    ]
