@@ -487,7 +487,6 @@ class Round:
         for key, limit in self.limits.items():
             own = self.own.get(key, 0)
             free = limit - own - counted.get(key, 0) - alive.granted.get(key, 0)
-            free -= self.carried.get(key, 0)
             if free <= 0:
                 grants[key] = 0
                 continue
@@ -498,10 +497,10 @@ class Round:
 
     def grant_rows(self, grants: Mapping[LimitKey, int]) -> list[tuple[str, str, str, int, int]]:
         """The rows the store records for this process's ``grants`` (client, kind, process,
-        amount, slot): the new grants, plus what was left of the old ones, which it may have
-        counted while the round ran."""
+        amount, slot): each new grant, or what was left of the old one if that is more (it
+        may have been counted while the round ran; the next round releases it)."""
         return [
-            (client, kind, self.process, grant + self.carried.get((client, kind), 0), self.slot)
+            (client, kind, self.process, max(grant, self.carried.get((client, kind), 0)), self.slot)
             for (client, kind), grant in grants.items()
         ]
 
