@@ -20,10 +20,13 @@ exchange (:meth:`RateLimiter.take_unsent`) and the other processes' counts per s
 :class:`RateStore` (one per database backend: :mod:`proxy.limits_sqlite`,
 :mod:`proxy.limits_postgres`), and :class:`SharedCounts` runs it about once a second, as the
 spend ledger syncs, wherever other processes may share the database. Requests never wait for
-it: a process admits against its own counts and the others' as last read, so the limits hold
-across processes within about two seconds (docs/proxy.md bounds the overshoot). While the
-database cannot be reached, each process goes on limiting with its own counts and the others'
-as last read (they age out of the window), and sends what it counted once it can again.
+it: a process admits against its own counts and the others' as last read, and against its
+grant, what it may count until its next exchange (:meth:`Round.grants`: its share of what
+neither the counts nor the others' grants hold; exchanges take turns, so together the
+processes never pass a limit: docs/proxy.md, "Overshoot with several processes"). While the
+database cannot be reached, a process keeps to its last grant until it runs out, then limits
+with its own counts and the others' as last read (they age out of the window), and sends what
+it counted once it can again.
 """
 
 from __future__ import annotations

@@ -331,8 +331,8 @@ async def test_two_processes_admit_one_limit_between_them(database: Database, sp
     """Two processes' limiters on one database (each backend's store), a client limited to 20
     requests a minute bursting through them as a load balancer spreads it: between exchanges,
     and whatever the order of the exchanges, never more than 20 are admitted together, not 20
-    each; after a few exchanges the two have admitted all 20, the busier one the most. The
-    refusals for a spent share ask again after the next exchange (1 s)."""
+    each; after a few exchanges the two have admitted all 20. The refusals for a spent share
+    ask again after the next exchange (1 s)."""
     clock = _Clock(1000.5)
     caller = Caller("team-a", requests_per_minute=20)
     processes = [(RateLimiter(clock), store_for(database), name) for name in ("a:1", "b:2")]
@@ -363,8 +363,6 @@ async def test_two_processes_admit_one_limit_between_them(database: Database, sp
         assert sum(admitted) <= 20, (exchange, admitted)
         clock.set(1000.5 + exchange + 1)
     assert sum(admitted) == 20
-    busiest = max(range(2), key=lambda index: weights[index])
-    assert admitted[busiest] == max(admitted)
 
 
 async def test_processes_share_their_counts_through_the_database(
