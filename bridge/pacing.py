@@ -116,6 +116,24 @@ class RateLimits:
                 wait = max(wait, self._sent[len(self._sent) - capacity] + window - now)
         return max(0.0, wait)
 
+    def delay(self, count: int, now: float, most: float = math.inf) -> float:
+        """Seconds from ``now`` until the last of ``count`` more sends could go, sent one
+        after another as soon as every window allows (0 if all may go now). Stops counting
+        once past ``most``: what a caller weighing "one by one or merged" needs to know."""
+        if self.unlimited or count <= 0:
+            return 0.0
+        self._forget(now)
+        sent = list(self._sent)
+        at = now
+        for _ in range(count):
+            for capacity, window in self._windows:
+                if len(sent) >= capacity:
+                    at = max(at, sent[-capacity] + window)
+            if at - now > most:
+                break
+            sent.append(at)
+        return at - now
+
     def record(self, now: float) -> None:
         """Count one send (successful or not: the peer counts every request)."""
         self._sent.append(now)

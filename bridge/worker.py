@@ -6,7 +6,8 @@ relay and its recipients): two targets on one WeChat robot share its 20 messages
 its FIFO order, so there is one worker and one rate limit for the robot, not one per target.
 
 The loop, in short: wait until the oldest waiting notification is due and the rate limit has
-room; if more notifications wait than the limit lets go now, merge those of the oldest one's
+room; if sending the waiting notifications one by one, as fast as the destination's windows
+allow, would hold the last back more than a few seconds, merge those of the oldest one's
 target into one digest (templates and mentions differ between targets, so a digest never
 mixes them), else take the oldest alone; load its payload and render it into messages (parts,
 mention follow-up); send them one by one, each waiting for the rate limit; on a retryable
@@ -53,6 +54,7 @@ from sheepdog.core.db import DatabaseUnavailable
 from sheepdog.core.process import process_name
 
 __all__ = [
+    "DIGEST_AFTER_SECONDS",
     "IDLE_POLL_SECONDS",
     "MAX_DIGEST_NOTIFICATIONS",
     "DestinationWorker",
@@ -68,6 +70,9 @@ Sleep = Callable[[float], Awaitable[None]]
 IDLE_POLL_SECONDS: Final = 5.0
 """How often an idle worker looks for work it was not told about (``sheepdog outbox retry``)."""
 MAX_DIGEST_NOTIFICATIONS: Final = 500
+DIGEST_AFTER_SECONDS: Final = 5.0
+"""Waiting notifications are merged into a digest only when sending them one by one, as fast
+as the destination's windows allow, would hold the last one back longer than this."""
 _TROUBLE_PAUSE: Final = 5.0
 DEFAULT_LEASE_SECONDS: Final = 30.0
 _WORKER_NUMBERS: Final = itertools.count(1)
@@ -227,8 +232,10 @@ class DestinationWorker:
             if row.next_attempt_at > now:
                 break
             due.append(row)
-        # More waiting than may go now: a digest, of the oldest notification's target only.
-        digest = len(due) > self.limits.available(self._clock.monotonic())
+        # Sending them one by one would hold the last back too long: a digest, of the oldest
+        # notification's target only.
+        delay = self.limits.delay(len(due), self._clock.monotonic(), most=DIGEST_AFTER_SECONDS)
+        digest = len(due) > 1 and delay > DIGEST_AFTER_SECONDS
         await self._deliver(
             [row for row in due if row.target == due[0].target] if digest else due[:1]
         )

@@ -113,3 +113,21 @@ def test_a_destination_takes_the_strictest_of_its_targets_limits() -> None:
     """Two targets on one robot with different rates: the robot gets the smaller one."""
     combined = combine_limits([[Limit(20, 60.0)], [Limit(10, 60.0), Limit(5, 1.0)], []])
     assert combined == (Limit(5, 1.0), Limit(10, 60.0))
+
+
+def test_the_delay_of_sending_a_queue_one_by_one() -> None:
+    """What a worker weighs before merging: when the last of N sends could go, one by one, as
+    the greedy sender would send them, and the same from a history of sends."""
+    feishu = [Limit(100, 60.0), Limit(5, 1.0)]
+    for count in (1, 3, 5, 6, 20, 150):
+        expected = _send_greedily_all(RateLimits(feishu), count)[-1]
+        assert RateLimits(feishu).delay(count, 0.0) == expected
+    assert RateLimits(feishu).delay(20, 0.0) == 3.0  # 5 now, then 5 a second
+    assert RateLimits(feishu).delay(101, 0.0) == 60.0  # the minute's 100 are spent
+    assert RateLimits(feishu).delay(150, 0.0, most=5.0) > 5.0  # stops counting there
+    wechat = RateLimits([Limit(20, 60.0)])
+    for _ in range(18):
+        wechat.record(10.0)
+    assert wechat.delay(2, 11.0) == 0.0
+    assert wechat.delay(3, 11.0) == 59.0
+    assert RateLimits().delay(1000, 0.0) == 0.0

@@ -397,3 +397,72 @@ async def test_a_burst_of_60_notifications_stays_within_5_a_second(
     times = [m.at for m in bot.messages]
     assert all(sum(1 for t in times if start <= t < start + 1) <= 5 for start in times)
     assert all(sum(1 for t in times if start <= t < start + 60) <= 100 for start in times)
+
+
+async def _burst(client: Any, names: list[str]) -> None:
+    answers = await asyncio.gather(
+        *(
+            client.post("/alerts/ops", json=make_payload(1, name=name), headers=AUTH)
+            for name in names
+        )
+    )
+    assert [a.status for a in answers] == [200] * len(names)
+
+
+def _within_feishu_limits(times: list[float]) -> bool:
+    return all(sum(1 for t in times if start <= t < start + 1) <= 5 for start in times) and all(
+        sum(1 for t in times if start <= t < start + 60) <= 100 for start in times
+    )
+
+
+@pytest.mark.parametrize("count", [3, 20])
+async def test_a_small_burst_arrives_as_one_card_per_notification(
+    count: int, start_bridge: StartBridge, fake_clock: FakeClock, tmp_path: Path
+) -> None:
+    """3 or 20 notifications at once: one by one, at 5 a second, even the last goes within
+    4 s, so each arrives as its own card (an SRE reads 20 alerts, not one digest of them)."""
+    bot = await _bot(fake_clock, hooks={HOOK_ID: None})
+    try:
+        client = await start_bridge(_config(tmp_path, url=bot.url(HOOK_ID)), clock=fake_clock)
+        names = [f"Small{n:02d}" for n in range(count)]
+        await _burst(client, names)
+        await wait_for(
+            lambda: [r["status"] for r in outbox_rows(tmp_path)] == ["sent"] * count,
+            what="all sent",
+        )
+    finally:
+        await bot.close()
+    assert bot.rejections == []
+    assert len(bot.messages) == count
+    for message in bot.messages:  # one alert a card, none of them a digest
+        shown = "\n".join(message.texts)
+        assert sum(1 for name in names if name in shown) == 1, message.title
+    times = [m.at for m in bot.messages]
+    assert _within_feishu_limits(times)
+    assert max(times) - min(times) <= 4
+
+
+async def test_a_burst_of_300_is_merged_into_digests_within_the_minute(
+    start_bridge: StartBridge, fake_clock: FakeClock, tmp_path: Path
+) -> None:
+    """300 notifications at once: one by one they would trickle in for three minutes (100 a
+    minute); merged into digests every alert reaches the group in far fewer cards than the
+    minute's 100 (so none waits for the next minute), never past 5 a second or 100 a minute."""
+    bot = await _bot(fake_clock, hooks={HOOK_ID: None})
+    try:
+        client = await start_bridge(_config(tmp_path, url=bot.url(HOOK_ID)), clock=fake_clock)
+        names = [f"Storm{n:03d}" for n in range(300)]
+        await _burst(client, names)
+
+        def everything_named() -> bool:
+            shown = "\n".join(text for m in bot.messages for text in m.texts)
+            return all(name in shown for name in names)
+
+        await wait_for(everything_named, what="every alert named")
+        await wait_for(lambda: all(r["status"] == "sent" for r in outbox_rows(tmp_path)))
+    finally:
+        await bot.close()
+    assert bot.rejections == []
+    times = [m.at for m in bot.messages]
+    assert len(bot.messages) < 100
+    assert _within_feishu_limits(times)
