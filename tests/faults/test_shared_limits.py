@@ -24,12 +24,13 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.bridge.conftest import wait_for
 from tests.faults.conftest import FIGURES
 from tests.peers.upstream import FakeUpstream
 from tests.proxy.conftest import TEAM_A_KEY, TEAM_B_KEY, UPSTREAM_KEY
+from tests.support.polling import wait_until_async
+from tests.support.ports import free_port
 from tests.support.postgres import PASSWORD, PostgresServer
-from tests.support.process import SheepdogProcess, free_port
+from tests.support.processes import SheepdogProcess
 from tests.support.state import StoredState
 
 pytestmark = pytest.mark.slow
@@ -101,7 +102,7 @@ def _workers(service: SheepdogProcess) -> list[int]:
 
 async def one_connection_per_worker(service: SheepdogProcess) -> tuple[Connection, Connection]:
     """Connections until one reaches each of the two workers (the kernel picks, by hash)."""
-    await wait_for(lambda: len(_workers(service)) == 2, what="two workers")
+    await wait_until_async(lambda: len(_workers(service)) == 2, what="two workers")
     pids = _workers(service)
     found: dict[int, Connection] = {}
     for _ in range(200):
@@ -228,7 +229,7 @@ async def test_two_workers_admit_one_limit_between_them(
     try:
         await asyncio.to_thread(service.start)
         x, y = await one_connection_per_worker(service)
-        await wait_for(lambda: _shared_out(stored), what="team-a's limit shared out")
+        await wait_until_async(lambda: _shared_out(stored), what="team-a's limit shared out")
         admitted = {"x": 0, "y": 0}
         for _ in range(50 * RPM):
             if len(upstream.received) >= RPM:
@@ -289,7 +290,7 @@ async def test_two_replicas_share_limits_and_keep_limiting_while_postgresql_is_d
         await asyncio.to_thread(postgres_server.stop)
         try:
             for replica in replicas:
-                await wait_for(
+                await wait_until_async(
                     lambda r=replica: r.get("/-/ready")[0] == 503,
                     timeout=15,
                     what="ready 503 while the database is down",
@@ -303,11 +304,15 @@ async def test_two_replicas_share_limits_and_keep_limiting_while_postgresql_is_d
             assert status == 429 and answer["error"]["type"] == "tokens"
             # An exchange round fails with those tokens to send: they wait for the next one.
             failed_rounds = a.output.count(_KEPT)
-            await wait_for(lambda: a.output.count(_KEPT) > failed_rounds, what="a failed round")
+            await wait_until_async(
+                lambda: a.output.count(_KEPT) > failed_rounds, what="a failed round"
+            )
         finally:
             await asyncio.to_thread(postgres_server.start)
         for replica in replicas:
-            await wait_for(lambda r=replica: r.get("/-/ready")[0] == 200, timeout=20, what="ready")
+            await wait_until_async(
+                lambda r=replica: r.get("/-/ready")[0] == 200, timeout=20, what="ready"
+            )
         _, refusal = await admitted_until_refused(y, TEAM_B_KEY, "small", 100)
         assert refusal["type"] == "tokens" and used(refusal) >= TPM
     finally:
