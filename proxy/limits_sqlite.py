@@ -7,43 +7,15 @@ from __future__ import annotations
 import sqlite3
 from typing import Final
 
-from proxy.limits import (
-    GRANT_SECONDS,
-    Alive,
-    Exchanged,
-    LimitKey,
-    RateKey,
-    Round,
-    limit_key,
-    rate_key,
-)
+from proxy.limits import Exchanged, Round
+from proxy.limits_queries import alive_since, exchanged, rate_queries
 from proxy.limits_schema import MIGRATIONS
 from sheepdog.core.db import Database
 from sheepdog.core.sqlite import SqliteDatabase
 
 __all__ = ["SqliteRateStore"]
 
-_ADD: Final = (
-    "INSERT INTO rate_limit_counts (slot, client, kind, process, amount) VALUES (?, ?, ?, ?, ?) "
-    "ON CONFLICT (slot, client, kind, process) DO UPDATE SET amount = amount + excluded.amount"
-)
-_FORGET: Final = "DELETE FROM rate_limit_counts WHERE slot < ?"
-_FORGET_GRANTS: Final = "DELETE FROM rate_limit_grants WHERE slot < ? OR process = ?"
-_OTHERS: Final = (
-    "SELECT client, kind, slot, SUM(amount) FROM rate_limit_counts "
-    "WHERE slot >= ? AND process <> ? GROUP BY slot, client, kind"
-)
-_GRANTED: Final = (
-    "SELECT client, kind, process, amount FROM rate_limit_grants WHERE slot >= ? AND process <> ?"
-)
-_ALIVE_COUNTED: Final = (
-    "SELECT client, kind, SUM(amount) FROM rate_limit_counts WHERE slot >= ? AND process IN "
-    "(SELECT process FROM rate_limit_grants WHERE slot >= ? AND process <> ?) "
-    "GROUP BY client, kind"
-)
-_GRANT: Final = (
-    "INSERT INTO rate_limit_grants (client, kind, process, amount, slot) VALUES (?, ?, ?, ?, ?)"
-)
+_SQL: Final = rate_queries(lambda _: "?")
 
 
 class SqliteRateStore:
@@ -53,35 +25,22 @@ class SqliteRateStore:
         db.add_migrations("rate_limits", MIGRATIONS)
 
     async def exchange(self, round_: Round) -> Exchanged:
-        process = round_.process
-        unsent = round_.unsent.items()
-        rows = [(slot, client, kind, process, n) for (client, kind, slot), n in unsent]
+        process, since, alive = round_.process, round_.since_slot, alive_since(round_)
+        rows = [
+            (slot, client, kind, process, n) for (client, kind, slot), n in round_.unsent.items()
+        ]
 
         def work(conn: sqlite3.Connection) -> Exchanged:
-            conn.executemany(_ADD, rows)
-            conn.execute(_FORGET, (round_.since_slot,))
-            others: dict[RateKey, int] = {}
-            for client, kind, slot, amount in conn.execute(_OTHERS, (round_.since_slot, process)):
-                key = rate_key(client, kind, slot)
-                if key is not None:
-                    others[key] = int(amount)
-            granted: dict[LimitKey, int] = {}
-            alive: set[str] = set()
-            live_from = round_.slot - GRANT_SECONDS
-            for client, kind, owner, amount in conn.execute(_GRANTED, (live_from, process)):
-                alive.add(owner)
-                limit = limit_key(client, kind)
-                if limit is not None:
-                    granted[limit] = granted.get(limit, 0) + int(amount)
-            counted: dict[LimitKey, int] = {}
-            live = (round_.since_slot, live_from, process)
-            for client, kind, amount in conn.execute(_ALIVE_COUNTED, live):
-                limit = limit_key(client, kind)
-                if limit is not None:
-                    counted[limit] = int(amount)
-            grants = round_.grants(others, Alive(len(alive), granted, counted))
-            conn.execute(_FORGET_GRANTS, (round_.since_slot, process))
-            conn.executemany(_GRANT, round_.grant_rows(grants))
-            return Exchanged(others, grants)
+            conn.executemany(_SQL.add, rows)
+            conn.execute(_SQL.forget, (since,))
+            result = exchanged(
+                round_,
+                conn.execute(_SQL.others, (since, process)).fetchall(),
+                conn.execute(_SQL.granted, (alive, process)).fetchall(),
+                conn.execute(_SQL.alive_counted, (since, alive, process)).fetchall(),
+            )
+            conn.execute(_SQL.forget_grants, (since, process))
+            conn.executemany(_SQL.grant, round_.grant_rows(result.grants))
+            return result
 
         return await self.db.run(work)
