@@ -472,13 +472,14 @@ class Round:
         return int(self.now)
 
     def grants(self, others: Mapping[RateKey, int], alive: Alive) -> dict[LimitKey, int]:
-        """This process's grant per limit: its share of what neither the counts nor the
-        others' grants hold. The share is its part of what the processes alive counted in the
-        window, plus one each (so a process not used yet still gets some): a client served
-        through one process gets nearly all of it there, one spread evenly gets even parts. A
-        share of at least an even part is rounded up, a smaller one down, so that the last
-        few are granted to the process that uses them, not held by idle ones. As long as
-        exchanges take turns, the counts and the grants never sum above a limit."""
+        """This process's grant per limit: its share of what the window has left, at most
+        what the others' grants do not hold. The share is its part of what the processes
+        alive counted in the window, plus one each (so a process not used yet still gets
+        some): a client served through one process gets nearly all of it there, one spread
+        evenly gets even parts. A share of at least an even part is rounded up, a smaller one
+        down, so that the last few are granted to the process that uses them, not held by
+        idle ones. As long as exchanges take turns, the counts and the grants never sum above
+        a limit."""
         if self.leaving:
             return {}
         counted: dict[LimitKey, int] = {}
@@ -489,13 +490,15 @@ class Round:
         grants: dict[LimitKey, int] = {}
         for key, limit in self.limits.items():
             own = self.own.get(key, 0)
-            free = limit - own - counted.get(key, 0) - alive.granted.get(key, 0)
+            left = limit - own - counted.get(key, 0)  # what the window has left
+            free = left - alive.granted.get(key, 0)  # of which nobody holds a grant
             if free <= 0:
                 grants[key] = 0
                 continue
-            part, whole = free * (own + 1), own + alive.counted.get(key, 0) + processes
+            part, whole = left * (own + 1), own + alive.counted.get(key, 0) + processes
             at_least_even = (own + 1) * processes >= whole
-            grants[key] = -(-part // whole) if at_least_even else part // whole
+            share = -(-part // whole) if at_least_even else part // whole
+            grants[key] = min(share, free)
         return grants
 
     def grant_rows(self, grants: Mapping[LimitKey, int]) -> list[tuple[str, str, str, int, int]]:
