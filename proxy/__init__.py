@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Final
@@ -32,6 +33,9 @@ RELAY: Final = web.AppKey("sheepdog.proxy.relay", Relay)
 # Streams last minutes, so the pool must hold many at once rather than queue them; the limit
 # keeps the process within its file descriptors.
 _MAX_UPSTREAM_CONNECTIONS: Final = 1024
+_FIRST_EXCHANGE_SECONDS: Final = 2.0
+"""How long start-up waits for the first exchange of rate-limit counts (then it goes on
+limiting alone until one succeeds: a database that is down must not keep the service down)."""
 # Idle upstream connections are kept this long, so most requests skip the TCP and TLS handshakes.
 _KEEPALIVE_SECONDS: Final = 60.0
 # aiohttp would otherwise add its own User-Agent and, for a bytes body, a Content-Type: the
@@ -147,11 +151,16 @@ async def _ledger_writer(app: web.Application) -> AsyncIterator[None]:
 def _rate_counts_exchange(
     store: RateStore,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """Exchange the rate limits' counts with the other processes about once a second; a last
-    time at shutdown, so that what this process counted last still counts for them."""
+    """Exchange the rate limits' counts with the other processes about once a second: a first
+    time before the service listens (so that it starts with its grants, not alone), waiting
+    for the database only so long; a last time at shutdown, so that what this process counted
+    last still counts for them and its grants are theirs again."""
 
     async def exchange(app: web.Application) -> AsyncIterator[None]:
         shared = SharedCounts(app[RELAY].limits, store, process_name())
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_FIRST_EXCHANGE_SECONDS):
+                await shared.exchange()
         task = asyncio.create_task(shared.run(), name="sheepdog-rate-limit-counts")
         yield
         shared.stop()
