@@ -164,7 +164,7 @@ async def test_a_budget_spent_through_one_process_is_refused_by_another(
     second = await start_proxy(config)
     async with first.client() as client:
         await client.chat.completions.create(model="gpt-4.1", messages=[])
-    assert second.value("llm_spend_month_usd", client="team-a") == 0
+    # (Whether B knows yet depends on when the writers' last second ended: no check here.)
     await first.flush_ledger()  # what A's writer does every second
     await second.flush_ledger()  # and B's, which reads every process's totals back
     assert second.value("llm_spend_month_usd", client="team-a") == pytest.approx(10.0)
