@@ -1,7 +1,8 @@
 """``sheepdog render`` and ``sheepdog outbox``: the bridge's command-line tools.
 
 ``render`` prints exactly what a target would be sent for a payload (every part, the mention
-follow-up, the email's headers and parts), with the URL shown as its host only. ``outbox``
+follow-up, the email's headers and parts), with the URL shown as its host only; the console's
+playground shows the same :func:`render_payload`. ``outbox``
 lists what waits or died in the outbox and puts dead letters back in the queue, where a running
 ``sheepdog serve`` picks them up within seconds; it reads whichever database the config names.
 """
@@ -12,24 +13,78 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TextIO
 
+from bridge.channels.base import Markdown, TargetConfig
 from bridge.channels.registry import channel_of
 from bridge.config import BridgeConfig
 from bridge.outbox import Outbox, Row
-from bridge.payload import parse_json, validate_payload
-from bridge.render import humanize_seconds
+from bridge.payload import Payload, parse_json, validate_payload
+from bridge.render import Renderer, TemplateFailure, humanize_seconds
 from bridge.sample import SAMPLE_PAYLOAD
 from bridge.service import build_renderer
 from sheepdog.core.db import Database, DatabaseUnavailable
 
-__all__ = ["outbox_command", "render_command"]
+__all__ = ["RenderedMessage", "Rendering", "outbox_command", "render_command", "render_payload"]
 
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedMessage:
+    """One request a target would be sent: what it is, and its text as ``render`` prints it."""
+
+    number: int
+    description: str
+    text: str
+    markdown: Markdown | None
+    """The markdown it holds and the subset its client shows, for a markdown channel."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rendering:
+    """Exactly what a target would be sent for one payload."""
+
+    target: TargetConfig
+    destination: str
+    """Where it goes, never the key (``https://host/<redacted>``)."""
+    messages: tuple[RenderedMessage, ...]
+
+    @property
+    def heading(self) -> str:
+        count = len(self.messages)
+        return (
+            f"target {self.target.name} ({self.target.type}) → {self.destination}: "
+            f"{count} message(s)"
+        )
+
+
+def render_payload(
+    config: BridgeConfig, renderer: Renderer, target: TargetConfig, payload: Payload
+) -> Rendering:
+    """What ``target`` would be sent for a validated ``payload``, as ``sheepdog render`` and the
+    console show it. Raises :class:`~bridge.render.TemplateFailure` if a template fails on it."""
+    channel = channel_of(target.type)
+    notifier = channel.notifier(target, renderer, None, config.retry.timeout_seconds)
+    messages = notifier.compose(payload, now=datetime.now(UTC))
+    return Rendering(
+        target=target,
+        destination=notifier.destination(),
+        messages=tuple(
+            RenderedMessage(
+                number=number,
+                description=channel.describe_message(message),
+                text=notifier.preview(message),
+                markdown=channel.markdown(message),
+            )
+            for number, message in enumerate(messages, 1)
+        ),
+    )
 
 
 def render_command(
@@ -51,27 +106,22 @@ def render_command(
         print(f"sheepdog render: unknown target {target_name!r} (configured: {known})", file=err)
         return EXIT_USAGE
     renderer = build_renderer(config)
+    where = payload_source if payload_source not in (None, "-") else "stdin"
     try:
         document = _read_payload(payload_source, stdin or sys.stdin)
         payload = validate_payload(document)
+        rendering = render_payload(config, renderer, target, payload)
     except (OSError, ValueError) as exc:
-        where = payload_source if payload_source not in (None, "-") else "stdin"
         print(f"sheepdog render: {where}: {exc}", file=err)
         return EXIT_FAILED
-    channel = channel_of(target.type)
-    notifier = channel.notifier(target, renderer, None, config.retry.timeout_seconds)
-    messages = notifier.compose(payload, now=datetime.now(UTC))
-    print(
-        f"# target {target.name} ({target.type}) → {notifier.destination()}: "
-        f"{len(messages)} message(s)",
-        file=out,
-    )
-    for number, message in enumerate(messages, 1):
-        print(
-            f"--- message {number}/{len(messages)}: {channel.describe_message(message)} ---",
-            file=out,
-        )
-        print(notifier.preview(message), file=out)
+    except TemplateFailure as exc:
+        print(f"sheepdog render: {where}: a template failed on this payload: {exc}", file=err)
+        return EXIT_FAILED
+    print(f"# {rendering.heading}", file=out)
+    total = len(rendering.messages)
+    for message in rendering.messages:
+        print(f"--- message {message.number}/{total}: {message.description} ---", file=out)
+        print(message.text, file=out)
     return EXIT_OK
 
 

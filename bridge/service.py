@@ -288,6 +288,17 @@ class Bridge:
             self._refresh_soon()
         return row_id, is_new
 
+    async def retry_dead(self, ids: list[int] | None) -> tuple[list[int], dict[int, str]]:
+        """Put dead letters back in the queue (``ids``, or all when None), as ``sheepdog outbox
+        retry`` does, and have the workers send them now. Returns the ids queued again and,
+        for each given id that was not, why."""
+        now = self.runtime.clock.now().timestamp()
+        queued, refused = await self.outbox.retry_dead(ids, now)
+        if queued:
+            self._wake_workers()
+            self._refresh_soon()
+        return queued, refused
+
     def _refresh_soon(self) -> None:
         """Refresh the gauges after answering rather than before: the counts scan every row
         still queued, which in an alert storm is thousands. One refresh serves every accept that

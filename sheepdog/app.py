@@ -15,6 +15,7 @@ from prometheus_client import disable_created_metrics
 import bridge
 import proxy
 from sheepdog.config import Config, load_config
+from sheepdog.console import setup_console
 from sheepdog.core.backends import database_for
 from sheepdog.core.clock import Clock, SystemClock
 from sheepdog.core.db import Database
@@ -65,6 +66,7 @@ def create_app(
     setup_ops(app)
     relay = proxy.setup(app, config.proxy)
     alerts = bridge.setup(app, config.bridge)
+    setup_console(app)
 
     def prepare_proxy(new: Config) -> Prepared:
         return proxy.prepare(relay, new.proxy)

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 __all__ = [
     "Channel",
     "Limit",
+    "Markdown",
+    "MarkdownSubset",
     "Message",
     "Notifier",
     "TargetConfig",
@@ -74,6 +76,42 @@ class Message:
 
     kind: str
     body: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class MarkdownSubset:
+    """Which markdown a channel's client shows as formatting; the rest it shows as written.
+
+    What a preview (the console's playground) may render of a message, and no more.
+    """
+
+    headings: bool = True
+    bold: bool = True
+    italic: bool = False
+    links: bool = True
+    images: bool = False
+    inline_code: bool = True
+    code_blocks: bool = False
+    quotes: bool = True
+    lists: bool = False
+    tables: bool = False
+    mentions: bool = False
+    """``<@userid>``."""
+    font_colors: Mapping[str, str] | None = None
+    """``<font color="name">``: each name the client knows, with the colour it shows (#RRGGBB);
+    None when the client has no coloured text."""
+    hex_colors: bool = False
+    """``<font color=#RRGGBB>`` with any colour."""
+
+
+@dataclass(frozen=True, slots=True)
+class Markdown:
+    """The markdown one message holds, and the subset its client renders."""
+
+    text: str
+    subset: MarkdownSubset
+    title: str | None = None
+    """What the chat list shows of the message, where the channel has a separate title."""
 
 
 class Notifier(Protocol):
@@ -161,6 +199,11 @@ class Channel(ABC):
     def describe_message(self, message: Message) -> str:
         """For ``sheepdog render``: what kind of message this is, and how near its limits."""
         return message.kind
+
+    def markdown(self, message: Message) -> Markdown | None:
+        """The markdown ``message`` holds, for a preview of how the client shows it; None for a
+        message that is no markdown (JSON cards and blocks, email, text)."""
+        return None
 
 
 def hashed_key(channel: str, secret: str) -> str:

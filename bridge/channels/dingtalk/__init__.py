@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from bridge.channels import markdown
-from bridge.channels.base import Channel, Message, hashed_key
+from bridge.channels.base import Channel, Markdown, MarkdownSubset, Message, hashed_key
 from bridge.channels.dingtalk import answers
 from bridge.channels.dingtalk.config import DingTalkTarget
 
@@ -27,6 +27,13 @@ if TYPE_CHECKING:
     from bridge.render import Renderer
 
 __all__ = ["CHANNEL", "DingTalk"]
+
+
+# What the client renders (自定义机器人, markdown: headings, quotes, bold, italic, links,
+# images, lists) and the <font color=#RRGGBB> the built-in template colours with.
+MARKDOWN: Final = MarkdownSubset(
+    italic=True, images=True, lists=True, inline_code=False, hex_colors=True
+)
 
 
 class DingTalk(Channel):
@@ -73,6 +80,10 @@ class DingTalk(Channel):
         people += ["everyone"] if at.get("isAtAll") else []
         mentioning = f", mentioning {', '.join(people)}" if people else ""
         return f"DingTalk markdown, {size} of {BODY_LIMIT} bytes{mentioning}"
+
+    def markdown(self, message: Message) -> Markdown | None:
+        markdown = message.body["markdown"]
+        return Markdown(str(markdown["text"]), MARKDOWN, title=str(markdown["title"]))
 
 
 CHANNEL: Final = DingTalk()

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from bridge.channels.base import Channel, Message, hashed_key
+from bridge.channels.base import Channel, Markdown, MarkdownSubset, Message, hashed_key
 from bridge.channels.wechat import answers, markup
 from bridge.channels.wechat.config import WeChatTarget
 from bridge.render import severity_colorizer
@@ -44,6 +44,16 @@ _ICONS: Final = {
     "resolved": "🟢",
     "other": "⚪",
 }
+
+
+# What the client renders (the robot's docs: 群机器人配置说明, markdown and markdown_v2).
+MARKDOWN: Final = MarkdownSubset(
+    mentions=True,
+    font_colors={"info": "#2EB67D", "comment": "#9E9E9E", "warning": "#F5A623"},
+)
+MARKDOWN_V2: Final = MarkdownSubset(
+    italic=True, images=True, code_blocks=True, lists=True, tables=True
+)
 
 
 class WeChat(Channel):
@@ -94,6 +104,12 @@ class WeChat(Channel):
         text = message.body["text"]
         people = [*text.get("mentioned_list", []), *text.get("mentioned_mobile_list", [])]
         return f"WeChat text mentioning {', '.join(dict.fromkeys(people))}"
+
+    def markdown(self, message: Message) -> Markdown | None:
+        if message.kind not in ("markdown", "markdown_v2"):
+            return None
+        subset = MARKDOWN if message.kind == "markdown" else MARKDOWN_V2
+        return Markdown(str(message.body[message.kind]["content"]), subset)
 
 
 CHANNEL: Final = WeChat()
