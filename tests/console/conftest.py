@@ -10,18 +10,23 @@ screenshot in (``scripts/screenshots`` writes docs/console/).
 from __future__ import annotations
 
 import base64
+import io
+import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlencode
 
 import openai
 import pytest
 from prometheus_client import CollectorRegistry
 
+from bridge import BRIDGE
 from proxy import RELAY
 from sheepdog.app import create_app
 from sheepdog.config import parse_config
@@ -105,27 +110,52 @@ class ConsoleService:
     def base_url(self) -> str:
         return self.served.base_url
 
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        data: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, bytes, dict[str, str]]:
+        """One request, redirects not followed; the status, body and headers of the answer."""
+
+        async def call() -> tuple[int, bytes, dict[str, str]]:
+            session = self.served.session
+            assert session is not None
+            body = io.BytesIO(data) if data is not None else None  # large ones too, unwarned
+            async with session.request(
+                method, self.base_url + path, data=body, headers=headers, allow_redirects=False
+            ) as response:
+                return response.status, await response.read(), dict(response.headers)
+
+        return self.thread.run(call())
+
     def get(
         self, path: str, headers: dict[str, str] | None = None
     ) -> tuple[int, bytes, dict[str, str]]:
-        return self.served.request("GET", path, headers=headers)
+        return self.request("GET", path, headers=headers)
 
     def post(
         self, path: str, form: dict[str, str], headers: dict[str, str] | None = None
     ) -> tuple[int, bytes, dict[str, str]]:
-        from urllib.parse import urlencode
-
-        return self.served.request(
+        return self.request(
             "POST",
             path,
             data=urlencode(form).encode(),
             headers={"Content-Type": "application/x-www-form-urlencoded", **(headers or {})},
         )
 
-    def alert(self, payload: dict[str, Any], target: str = "ops-wechat") -> int:
-        import json
+    def settle(self, timeout: float = 20.0) -> None:
+        """Wait until nothing waits in the outbox (deliveries an earlier test began are done)."""
+        outbox = self.served.app[BRIDGE].outbox
+        deadline = time.monotonic() + timeout
+        while any(stats.waiting for stats in self.served.call(outbox.stats).values()):
+            assert time.monotonic() < deadline, "the outbox did not empty"
+            time.sleep(0.05)
 
-        status, body, _ = self.served.request(
+    def alert(self, payload: dict[str, Any], target: str = "ops-wechat") -> int:
+        status, body, _ = self.request(
             "POST", f"/alerts/{target}", data=json.dumps(payload).encode(), headers=BEARER_AUTH
         )
         assert status == 200, body

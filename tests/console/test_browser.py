@@ -96,6 +96,7 @@ def test_a_dead_letter_is_seen_retried_and_delivered_to_the_robot(
     page counts it, the dead-letters page shows its reason, Retry sends it, the robot has it."""
     service = console_service
     name = f"ConsoleRetry{service.backend.title()}"
+    service.settle()
     service.robot.script(Answer(errcode=93000))
     row_id = service.alert(firing(name))
     page.goto("/ui/")
@@ -155,7 +156,7 @@ def test_a_pasted_payload_renders_with_a_preview_and_a_bad_one_shows_the_400(
     page.fill("textarea[name=payload]", json.dumps(bad))
     page.get_by_role("button", name="Render").click()
     answer = page.locator("#answer")
-    status, body, _ = service.served.request(
+    status, body, _ = service.request(
         "POST",
         "/alerts/ops-wechat",
         data=json.dumps(bad).encode(),
