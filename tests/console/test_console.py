@@ -135,6 +135,7 @@ def test_a_post_without_the_form_token_or_from_another_origin_is_refused(
     for form, headers in refused:
         status, body, _ = service.post("/ui/dead-letters/retry", form, {**BASIC, **headers})
         assert status == 403, (form, headers)
+        assert b"Form refused" in body
         assert f'id="letter-{row_id}"' in service.get("/ui/dead-letters", BASIC)[1].decode()
     status, _, answer = service.post(
         "/ui/dead-letters/retry", {"id": str(row_id), "csrf": good}, {**BASIC, **same}
