@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any, Final, cast
+from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo
 
 import jinja2
 from aiohttp import hdrs, web
-from multidict import MultiDictProxy
+from multidict import MultiDict, MultiDictProxy
 
 from bridge import BRIDGE, Bridge
 from bridge.language import humanize_seconds
@@ -45,9 +46,10 @@ __all__ = [
 log = logging.getLogger("sheepdog.console")
 
 _HERE: Final = Path(__file__).parent
-FORM: Final = web.RequestKey("sheepdog.console.form", MultiDictProxy[Any])
+FORM: Final = web.RequestKey("sheepdog.console.form", MultiDictProxy[str])
 """A POST's fields, read (within the size limit) and checked by :func:`guard`."""
 _FORM_OVERHEAD_BYTES: Final = 64 * 1024
+_MAX_FIELDS: Final = 100
 NAV: Final = (
     ("targets", "Targets", "/ui/"),
     ("dead-letters", "Dead letters", "/ui/dead-letters"),
@@ -130,10 +132,9 @@ def page(request: web.Request, template: str, *, status: int = 200, **context: A
 
 
 def field(request: web.Request, name: str) -> str | None:
-    """A text field of the POST's form (None if absent or a file)."""
+    """A field of the POST's form (None if absent)."""
     form = request.get(FORM)
-    value = form.get(name) if form is not None else None
-    return value if isinstance(value, str) else None
+    return form.get(name) if form is not None else None
 
 
 def _simple_page(request: web.Request, status: int, title: str, message: str) -> web.Response:
@@ -207,14 +208,30 @@ async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse
             return _simple_page(
                 request, 413, "Too large", f"The form is over the {limit}-byte limit."
             )
-        form = await request.post()
+        form = _form(request.content_type, await request.read())
+        if form is None:
+            return _simple_page(
+                request, 400, "Not a form", "Send the console's forms as the browser does."
+            )
         request[FORM] = form
-        token = form.get(CSRF_FIELD)
-        why = refusal_of_post(request, auth, token if isinstance(token, str) else None)
+        why = refusal_of_post(request, auth, form.get(CSRF_FIELD))
         if why is not None:
             log.warning("console: a form was refused", extra={"reason": why})
             return _simple_page(request, 403, "Form refused", why)
     return await handler(request)
+
+
+def _form(content_type: str, body: bytes) -> MultiDictProxy[str] | None:
+    """The fields of an ``application/x-www-form-urlencoded`` body in UTF-8 (what the console's
+    forms send), or None for anything else."""
+    if content_type != "application/x-www-form-urlencoded":
+        return None
+    try:
+        text = body.decode("utf-8")
+        fields = parse_qsl(text, keep_blank_values=True, max_num_fields=_MAX_FIELDS)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return MultiDictProxy(MultiDict(fields))
 
 
 async def stylesheet(request: web.Request) -> web.Response:
