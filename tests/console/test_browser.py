@@ -135,7 +135,7 @@ def test_a_pasted_payload_renders_with_a_preview_and_a_bad_one_shows_the_400(
     page.goto("/ui/playground")
     page.select_option("select[name=target]", "ops-wechat")
     page.check("input[value=pasted]")
-    page.fill("textarea[name=payload]", json.dumps(payload, indent=2))
+    page.fill("textarea[name=payload]", json.dumps(payload, indent=2, ensure_ascii=False))
     page.get_by_role("button", name="Render").click()
     rendering = page.locator("#rendering")
     sent = json.loads(rendering.locator("pre.sent").first.inner_text())
@@ -217,12 +217,17 @@ def test_every_page_reads_well_on_a_phone(browser: Any, console_service: Console
     )
     try:
         tab = context.new_page()
-        for path in ("/ui/", "/ui/dead-letters", "/ui/playground", "/ui/spend"):
+        pages = {
+            "/ui/": "targets",
+            "/ui/dead-letters": "dead-letters",
+            "/ui/playground": "playground",
+            "/ui/spend": "spend",
+        }
+        for path, name in pages.items():
             tab.goto(path)
             width = tab.evaluate("document.documentElement.scrollWidth")
             assert width <= 390, (path, width)
             no_sentinel(tab.content(), path)
-        tab.goto("/ui/")
-        screenshot(tab, "targets-phone")
+            screenshot(tab, f"{name}-phone")
     finally:
         context.close()

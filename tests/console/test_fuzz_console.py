@@ -2,7 +2,7 @@
 
 Every answer is below 500 and no handler logs a traceback, whatever the fields hold (text,
 numbers, huge ids, JSON of every shape in the playground, multipart bodies, bad encodings).
-Derandomized, so each run sends the same inputs.
+scripts/test sends the same inputs each run; scripts/fuzz new ones, and more.
 """
 
 from __future__ import annotations
@@ -18,16 +18,16 @@ from hypothesis import strategies as st
 from tests.console.conftest import BASIC, ConsoleService
 from tests.console.test_console import origin, token
 from tests.faults.conftest import FIGURES
+from tests.support.fuzzing import examples
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.fuzz,
     pytest.mark.parametrize("console_service", ["sqlite"], indirect=True),
 ]
 
 SETTINGS = settings(
-    max_examples=120,
-    derandomize=True,
-    deadline=None,
+    max_examples=examples(120),
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 WORDS = st.one_of(

@@ -13,6 +13,7 @@ from bridge.channels.markdown import neutralize
 from bridge.channels.wechat import MARKDOWN as WECHAT
 from bridge.channels.wechat import MARKDOWN_V2 as WECHAT_V2
 from sheepdog.console.markdown import nearest_color, to_html
+from tests.support.fuzzing import examples
 
 ALLOWED_TAGS = {
     "p", "br", "strong", "em", "code", "pre", "blockquote", "span", "a", "ul", "ol", "li",
@@ -106,7 +107,7 @@ FRAGMENTS = [
 TEXT = st.text(alphabet=st.sampled_from(list("<>[]()!*`#|-_=\"' \n\\/:@&;abx1")), max_size=8)
 
 
-@settings(max_examples=400, derandomize=True, deadline=None)
+@settings(max_examples=examples(400))
 @given(st.lists(st.sampled_from(FRAGMENTS) | TEXT, max_size=40).map("".join))
 def test_any_text_makes_only_our_own_tags(text: str) -> None:
     """Whatever a payload makes of the message, the preview holds only the few tags and
