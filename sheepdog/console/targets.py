@@ -80,6 +80,8 @@ async def targets_page(request: web.Request) -> web.Response:
         lines=_lines(service, overview),
         watchdog=watchdog,
         problems=problems,
-        database=describe_url(url.reveal()) if url is not None else "SQLite in state_dir",
+        database=describe_url(url.reveal())
+        if url is not None
+        else f"SQLite in {service.config.state_dir}",
         source=str(service.config.source or "built-in defaults"),
     )

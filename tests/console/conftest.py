@@ -2,7 +2,7 @@
 
 One service per backend and module, served on a loop of its own (:class:`LoopThread`), with a
 WeChat robot to deliver to and an upstream whose known traffic fills the spend ledger; and one
-headless Chromium (Debian's ``chromium``) for the whole run, driven by Playwright's sync API
+headless Chromium (Debian's ``chromium``) for the browser tests, driven by Playwright's sync API
 from the test's thread. ``$SHEEPDOG_SCREENSHOTS`` names a directory to save each page's
 screenshot in (``scripts/screenshots`` writes docs/console/).
 """
@@ -294,9 +294,12 @@ def why_no_browser() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless Chromium for the whole run (each test opens a context of its own).
+    """One headless Chromium for the module, test_browser.py, the only one using it (each test
+    opens a context of its own). Not for the session: between its calls Playwright's sync API
+    leaves its event loop marked running in the main thread, which every asyncio test after it
+    would find and fail on; it is stopped before the next module begins.
 
     Where apt is available scripts/setup --test installs both, so a missing one is a failure
     there; elsewhere the browser tests are skipped, and say so."""

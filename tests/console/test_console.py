@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from sheepdog.core.runtime import RUNTIME
 from tests.console.conftest import (
     BASIC,
     BEARER_AUTH,
@@ -231,3 +232,14 @@ def test_the_playground_renders_the_sample_for_every_target(
         assert "LLMRelayHighErrorRate" in text
         has_preview = 'class="preview"' in text
         assert has_preview == (name in ("ops-wechat", "ops-dingtalk")), name
+
+
+def test_the_targets_page_says_where_the_state_is(console_service: ConsoleService) -> None:
+    """The SQLite directory, or the PostgreSQL server and database without user or password."""
+    status, body, _ = console_service.get("/ui/", BASIC)
+    assert status == 200
+    config = console_service.served.app[RUNTIME].settings
+    if console_service.backend == "sqlite":
+        assert f"SQLite in {config.state_dir}" in body.decode()
+    else:
+        assert "state: postgresql://127.0.0.1:" in body.decode()
