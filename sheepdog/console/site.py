@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
@@ -36,9 +37,11 @@ __all__ = [
     "CONSOLE",
     "FORM",
     "Console",
+    "Handler",
     "Parts",
     "field",
     "guard",
+    "guarded",
     "page",
     "parts",
 ]
@@ -46,8 +49,12 @@ __all__ = [
 log = logging.getLogger("sheepdog.console")
 
 _HERE: Final = Path(__file__).parent
-FORM: Final = web.RequestKey("sheepdog.console.form", MultiDictProxy[str])
-"""A POST's fields, read (within the size limit) and checked by :func:`guard`."""
+FORM: Final[ContextVar[MultiDictProxy[str] | None]] = ContextVar(
+    "sheepdog.console.form", default=None
+)
+"""The POST's fields while its handler runs, read within the size limit and checked by
+:func:`guard`. A context variable rather than request storage: aiohttp's typed
+``web.RequestKey`` is newer than its floor (3.9.1), and newer releases warn on a string key."""
 _FORM_OVERHEAD_BYTES: Final = 64 * 1024
 _MAX_FIELDS: Final = 100
 NAV: Final = (
@@ -118,7 +125,7 @@ def parts(request: web.Request) -> Parts:
 
 def page(request: web.Request, template: str, *, status: int = 200, **context: Any) -> web.Response:
     """``template`` rendered with what every page shows (navigation, the form token)."""
-    console = request.app[CONSOLE]
+    console = request.config_dict[CONSOLE]
     runtime = request.config_dict[RUNTIME]
     html = console.templates.get_template(template).render(
         nav=NAV,
@@ -133,20 +140,20 @@ def page(request: web.Request, template: str, *, status: int = 200, **context: A
 
 def field(request: web.Request, name: str) -> str | None:
     """A field of the POST's form (None if absent)."""
-    form = request.get(FORM)
+    form = FORM.get()
     return form.get(name) if form is not None else None
 
 
 def _simple_page(request: web.Request, status: int, title: str, message: str) -> web.Response:
     """An answer made without the service's parts: 401, 403, 404, 413, 503."""
     html = (
-        request.app[CONSOLE]
+        request.config_dict[CONSOLE]
         .templates.get_template("message.html.j2")
         .render(
             title=title,
             message=message,
             status=status,
-            stylesheet=f"/ui/console.css?v={request.app[CONSOLE].stylesheet_version}",
+            stylesheet=f"/ui/console.css?v={request.config_dict[CONSOLE].stylesheet_version}",
         )
     )
     return web.Response(text=html, status=status, content_type="text/html", charset="utf-8")
@@ -172,6 +179,15 @@ def _unauthorized(request: web.Request) -> web.Response:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def guarded(handler: Handler) -> Handler:
+    """``handler`` behind :func:`guard`."""
+
+    async def run(request: web.Request) -> web.StreamResponse:
+        return await guard(request, handler)
+
+    return run
+
+
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Credentials first, then, for a POST, its size, origin and form token; security headers
@@ -190,11 +206,13 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         )
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
+    if request.can_read_body:  # answered before the body was read (401, 411, 413)
+        response.force_close()  # so no unread byte of it is taken for the next request
     return response
 
 
 async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path == "/ui":  # the console's prefix resource takes it, before the app's routes
+    if request.path == "/ui":
         raise web.HTTPFound("/ui/")
     auth = request.config_dict[RUNTIME].settings.auth
     if not is_authorized(request, auth):
@@ -213,11 +231,15 @@ async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse
             return _simple_page(
                 request, 400, "Not a form", "Send the console's forms as the browser does."
             )
-        request[FORM] = form
         why = refusal_of_post(request, auth, form.get(CSRF_FIELD))
         if why is not None:
             log.warning("console: a form was refused", extra={"reason": why})
             return _simple_page(request, 403, "Form refused", why)
+        token = FORM.set(form)
+        try:
+            return await handler(request)
+        finally:
+            FORM.reset(token)
     return await handler(request)
 
 
@@ -236,7 +258,7 @@ def _form(content_type: str, body: bytes) -> MultiDictProxy[str] | None:
 
 async def stylesheet(request: web.Request) -> web.Response:
     """The one stylesheet (no state in it: cached by the browser for a day)."""
-    console = request.app[CONSOLE]
+    console = request.config_dict[CONSOLE]
     return web.Response(
         body=console.stylesheet,
         content_type="text/css",
