@@ -37,7 +37,7 @@ from sheepdog.core.exposition import (
     HistogramChild,
 )
 
-__all__ = ["DURATION_BUCKETS", "TTFT_BUCKETS", "Accounts", "ProxyMetrics"]
+__all__ = ["DURATION_BUCKETS", "TTFT_BUCKETS", "Accounts", "ProxyMetrics", "RequestSeries"]
 
 # OpenTelemetry GenAI conventions: duration 0.01 s doubling to 81.92 s; TTFT as listed.
 DURATION_BUCKETS: Final = tuple(round(0.01 * 2**power, 2) for power in range(14))
@@ -248,6 +248,7 @@ class ProxyMetrics:
         self._active_children: dict[str, GaugeChild] = {}
         self._duration_children: dict[tuple[str, str], HistogramChild] = {}
         self._attempt_children: dict[tuple[str, str], CounterChild] = {}
+        self._request_series: dict[tuple[str, str, str], RequestSeries] = {}
         for reason in AUTH_FAILURE_REASONS:
             self.auth_failures.labels(reason)
 
@@ -260,7 +261,7 @@ class ProxyMetrics:
         for model in models:
             self.active_gauge(model)
             for client in clients:
-                self._usage_counters(model, client)
+                self.usage_counters(model, client)
 
     def prepare_guard_series(
         self, limited: Iterable[tuple[str, Iterable[str]]], upstreams: Iterable[str]
@@ -282,6 +283,16 @@ class ProxyMetrics:
         if child is None:
             child = self._attempt_children[key] = self.upstream_requests.labels(*key)
         child.inc()
+
+    def request_series(self, model: str, route: str, client: str) -> RequestSeries:
+        """The series a request of ``client`` for ``model`` on ``route`` adds to, resolved once:
+        a dictionary lookup a request instead of one per metric. As bounded as the labels are
+        (priced models and ``other``, the routes, the configured clients)."""
+        key = (model, route, client)
+        series = self._request_series.get(key)
+        if series is None:
+            series = self._request_series[key] = RequestSeries(self, model, route, client)
+        return series
 
     def count_request(self, model: str, route: str, code: int, client: str) -> None:
         key = (model, route, str(code), client)
@@ -306,19 +317,9 @@ class ProxyMetrics:
     def count_usage(
         self, model: str, client: str, usage: Usage, usd: float, cache_savings_usd: float = 0.0
     ) -> None:
-        counters = self._usage_counters(model, client)
-        counters.input.inc(usage.input_tokens)
-        counters.output.inc(usage.output_tokens)
-        counters.cost.inc(usd)
-        if usage.cache_read_tokens:
-            counters.cache_read.inc(usage.cache_read_tokens)
-            counters.savings.inc(cache_savings_usd)
-        if usage.cache_write_tokens:
-            counters.cache_write.inc(usage.cache_write_tokens)
-        if usage.reasoning_tokens:
-            counters.reasoning.inc(usage.reasoning_tokens)
+        self.usage_counters(model, client).add(usage, usd, cache_savings_usd)
 
-    def _usage_counters(self, model: str, client: str) -> _UsageCounters:
+    def usage_counters(self, model: str, client: str) -> _UsageCounters:
         key = (model, client)
         children = self._token_children.get(key)
         if children is None:
@@ -345,3 +346,51 @@ class _UsageCounters:
     cache_write: CounterChild
     reasoning: CounterChild
     savings: CounterChild
+
+    def add(self, usage: Usage, usd: float, cache_savings_usd: float) -> None:
+        self.input.inc(usage.input_tokens)
+        self.output.inc(usage.output_tokens)
+        self.cost.inc(usd)
+        if usage.cache_read_tokens:
+            self.cache_read.inc(usage.cache_read_tokens)
+            self.savings.inc(cache_savings_usd)
+        if usage.cache_write_tokens:
+            self.cache_write.inc(usage.cache_write_tokens)
+        if usage.reasoning_tokens:
+            self.reasoning.inc(usage.reasoning_tokens)
+
+
+class RequestSeries:
+    """The series of one (model, route, client): requests by code, duration, usage."""
+
+    __slots__ = ("_by_code", "_client", "_duration", "_metrics", "_model", "_route", "_usage")
+
+    def __init__(self, metrics: ProxyMetrics, model: str, route: str, client: str) -> None:
+        self._metrics = metrics
+        self._model, self._route, self._client = model, route, client
+        self._by_code: dict[int, CounterChild] = {}
+        # Created at first use, as the series without this cache are: a request refused before
+        # it was relayed has no duration, and only metered routes count usage.
+        self._duration: HistogramChild | None = None
+        self._usage: _UsageCounters | None = None
+
+    def count(self, code: int) -> None:
+        """One request answered with ``code``."""
+        child = self._by_code.get(code)
+        if child is None:
+            child = self._by_code[code] = self._metrics.requests.labels(
+                self._model, self._route, str(code), self._client
+            )
+        child.inc()
+
+    def observe_duration(self, seconds: float) -> None:
+        child = self._duration
+        if child is None:
+            child = self._duration = self._metrics.duration.labels(self._model, self._route)
+        child.observe(seconds)
+
+    def count_usage(self, usage: Usage, usd: float, cache_savings_usd: float = 0.0) -> None:
+        counters = self._usage
+        if counters is None:
+            counters = self._usage = self._metrics.usage_counters(self._model, self._client)
+        counters.add(usage, usd, cache_savings_usd)

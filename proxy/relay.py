@@ -527,11 +527,12 @@ class Relay:
 
     def _settle(self, exchange: _Exchange, prices: PriceBook, started: float) -> None:
         metrics = self.metrics
-        model, route = exchange.model, exchange.route
-        metrics.count_request(model, route, exchange.code, exchange.client)
+        model, route, client = exchange.model, exchange.route, exchange.client
+        series = metrics.request_series(model, route, client)
+        series.count(exchange.code)
         if not exchange.relayed:
             return
-        metrics.observe_duration(model, route, self.clock.monotonic() - started)
+        series.observe_duration(self.clock.monotonic() - started)
         sse = exchange.sse
         if sse is not None:
             if sse.first_token_at is not None:
@@ -545,11 +546,11 @@ class Relay:
         if usage is not None:
             usd = prices.cost_usd(model, usage)
             saved = prices.cache_savings_usd(model, usage) if usage.cache_read_tokens else 0.0
-            metrics.count_usage(model, exchange.client, usage, usd, saved)
-            self.limits.count_tokens(exchange.client, usage.input_tokens + usage.output_tokens)
+            series.count_usage(usage, usd, saved)
+            self.limits.count_tokens(client, usage.input_tokens + usage.output_tokens)
         elif exchange.usage_expected:
             metrics.usage_missing.labels(model, route).inc()
-        self.ledger.record(exchange.client, model, usage, usd, exchange.requested, saved)
+        self.ledger.record(client, model, usage, usd, exchange.requested, saved)
 
 
 async def _start(

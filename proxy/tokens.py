@@ -26,7 +26,7 @@ A reader returns None for anything that is not a usage object of its shape: shee
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,16 +55,17 @@ UsageReader = Callable[[Any], "Usage | None"]
 
 
 def _count(value: Any) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+    if type(value) is int and value >= 0:  # not a bool, nor a float
         return value
     return None
 
 
 def _part(container: Any, key: str) -> int:
     """A count inside an optional details object; absent, null or malformed counts as 0."""
-    if not isinstance(container, Mapping):
+    if type(container) is not dict:
         return 0
-    return _count(container.get(key)) or 0
+    value = container.get(key)
+    return value if type(value) is int and value > 0 else 0
 
 
 def _usage(
@@ -91,7 +92,7 @@ def _usage(
 def openai_usage(usage: Any) -> Usage | None:
     """Usage from an OpenAI-compatible ``usage`` object (chat, completions, embeddings,
     Responses)."""
-    if not isinstance(usage, Mapping):
+    if type(usage) is not dict:
         return None
     if "prompt_tokens" in usage:
         input_tokens = _count(usage["prompt_tokens"])
@@ -121,7 +122,7 @@ def openai_usage(usage: Any) -> Usage | None:
 
 def anthropic_usage(usage: Any) -> Usage | None:
     """Usage from an Anthropic Messages ``usage`` object (a body's, or one merged from a stream)."""
-    if not isinstance(usage, Mapping):
+    if type(usage) is not dict:
         return None
     uncached = _count(usage.get("input_tokens"))
     output_tokens = _count(usage.get("output_tokens", 0))

@@ -12,6 +12,8 @@ import json
 import re
 from typing import Any, Final
 
+import orjson
+
 from proxy.encoding import Decoder
 from proxy.tokens import Usage, UsageReader, openai_usage
 
@@ -24,9 +26,11 @@ _FULL_PARSE_LIMIT: Final = 256 * 1024
 _TAIL_BYTES: Final = 64 * 1024
 # A "usage" object with at most one level of nested objects (prompt_tokens_details, ...).
 _USAGE_OBJECT: Final = re.compile(rb'"usage"\s*:\s*(\{(?:[^{}]|\{[^{}]*\})*\})')
-_USAGE_KEY: Final = re.compile(r'"usage"\s*:\s*(?=\{)')
-_DOCUMENT_END: Final = re.compile(r"\s*\}\s*")
-_JSON: Final = json.JSONDecoder()
+# From a "usage" key to the end of the body: the key, its object value, and the closing brace of
+# the object it is a member of (only JSON's own whitespace between them).
+_LAST_MEMBER: Final = re.compile(
+    rb'"usage"[ \t\n\r]*:[ \t\n\r]*(\{.*\})[ \t\n\r]*\}[ \t\n\r]*', re.DOTALL
+)
 
 
 usage_from_object: UsageReader = openai_usage
@@ -52,8 +56,9 @@ def _last_member_usage(body: bytearray, reader: UsageReader) -> Usage | None:
     object alone costs a fraction of parsing the answer (the largest part of the relay's own work
     per request, bench/analysis.md). The match is exact: a ``"usage":`` outside any string is a
     key when what comes before it is ``{`` or ``,`` (a quote inside a string is escaped, so is
-    preceded by a backslash), and an object followed only by a closing brace is a member of the
-    object that brace closes, which at the end of the body is the top-level one.
+    preceded by a backslash), and what lies between it and the body's closing brace is that
+    member's value when it parses as one JSON object, which at the end of the body makes it a
+    member of the top-level object.
     Anything else (``response.usage``, ``"usage": null``, usage not last) gives None, and the
     caller parses the whole body as before.
     """
@@ -63,17 +68,26 @@ def _last_member_usage(body: bytearray, reader: UsageReader) -> Usage | None:
     before = body[max(0, start - 64) : start].rstrip()
     if not before.endswith((b"{", b",")):
         return None
-    try:
-        text = body[start:].decode()
-        key = _USAGE_KEY.match(text)
-        if key is None:
-            return None
-        usage, end = _JSON.raw_decode(text, key.end())
-    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+    member = _LAST_MEMBER.fullmatch(body, start)
+    if member is None:
         return None
-    if _DOCUMENT_END.fullmatch(text, end) is None:
+    try:
+        usage = orjson.loads(member[1])
+        if not _exact(usage):
+            usage = json.loads(member[1])  # an integer past 64 bits: as json reads it
+    except (ValueError, RecursionError):  # orjson's JSONDecodeError is a ValueError
         return None
     return reader(usage)
+
+
+def _exact(value: Any) -> bool:
+    """Whether an object orjson parsed holds no float, which may be an integer past 64 bits
+    (orjson returns those as floats, json as they are written)."""
+    for item in value.values():
+        kind = type(item)
+        if kind is float or (kind is dict and not _exact(item)) or kind is list:
+            return False
+    return True
 
 
 class BodyMeter:

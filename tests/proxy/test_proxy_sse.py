@@ -310,6 +310,12 @@ _VALUES = st.recursive(
 @example(members=[('"usage', {"prompt_tokens": 5})], last_usage=None, spaces="")
 @example(members=[("x", ',"usage":{"prompt_tokens":5}')], last_usage=None, spaces="")
 @example(members=[("response", {"usage": {"prompt_tokens": 5}})], last_usage=None, spaces=" ")
+@example(  # integers past 64 bits, which orjson would read as floats
+    members=[],
+    last_usage={"prompt_tokens": 2**64, "prompt_tokens_details": {"cached_tokens": 2**70}},
+    spaces="",
+)
+@example(members=[("a", {"usage": {"prompt_tokens": 5}})], last_usage=None, spaces="\n  ")
 @given(
     members=st.lists(st.tuples(_KEYS, _VALUES), max_size=5),
     last_usage=_USAGE_SHAPES,
