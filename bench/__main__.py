@@ -33,8 +33,10 @@ from bench.report import (
     DIRECT,
     NGINX,
     PASSTHROUGH,
+    PASSTHROUGH_MESSAGES,
     SHEEPDOG,
     SHEEPDOG_LIMITS,
+    SHEEPDOG_MESSAGES,
     PhaseLoad,
     RelayRow,
     Results,
@@ -46,6 +48,7 @@ from bench.service import (
     ACCEPT_TARGET,
     chat_body,
     client_headers,
+    client_key,
     model_name,
     proxy_available,
     start_robot,
@@ -308,6 +311,8 @@ class _Run:
         self.use_wrk = use_wrk
         self.profile_dir = Path(args.profile) if args.profile else None
         self.paths: dict[str, Server] = {}
+        # Paths of the non-streaming phase alone: a path's server and the request it is sent.
+        self.relay_only: dict[str, tuple[Server, Callable[[Server], Request]]] = {}
         self.sheepdog: Server | None = None
         self.proxy_ok = False
         self.bridge_ok = False
@@ -359,6 +364,10 @@ class _Run:
                     self.paths[SHEEPDOG_LIMITS] = limited
                 else:
                     self._note("sheepdog with limits on does not relay: its rows are left out.")
+                # The Messages API: the same sheepdog and the same pass-through, another request.
+                passthrough = self.paths[PASSTHROUGH]
+                self.relay_only[PASSTHROUGH_MESSAGES] = (passthrough, self._messages)
+                self.relay_only[SHEEPDOG_MESSAGES] = (self.sheepdog, self._messages)
             else:
                 self._note(f"sheepdog does not relay yet ({why}): its proxy rows are left out.")
             self.bridge_ok, self.bridge_why = bridge.bridge_available(self.sheepdog.url)
@@ -417,19 +426,19 @@ class _Run:
             "the load generator and the upstream cost; the ratios are to the bare aiohttp "
             "pass-through at the same concurrency."
         )
+        paths = {name: (server, self._chat) for name, server in self.paths.items()}
+        paths.update(self.relay_only)
         for concurrency in s.concurrencies:
-            loads: dict[str, list[LoadResult]] = {name: [] for name in self.paths}
-            cpus: dict[str, list[float]] = {name: [] for name in self.paths}
-            for server in self.paths.values():
+            loads: dict[str, list[LoadResult]] = {name: [] for name in paths}
+            cpus: dict[str, list[float]] = {name: [] for name in paths}
+            for server, make in paths.values():
                 if s.warmup:
-                    run_load(self._chat(server), concurrency, s.warmup, use_wrk=self.use_wrk)
+                    run_load(make(server), concurrency, s.warmup, use_wrk=self.use_wrk)
             for _ in range(s.rounds):
-                for name, server in self.paths.items():
+                for name, (server, make) in paths.items():
                     relay_pid = None if name == DIRECT else server.pid
                     cpu_before = tree_cpu_seconds(relay_pid) if relay_pid else 0.0
-                    load = run_load(
-                        self._chat(server), concurrency, s.duration, use_wrk=self.use_wrk
-                    )
+                    load = run_load(make(server), concurrency, s.duration, use_wrk=self.use_wrk)
                     loads[name].append(load)
                     if relay_pid and load.ok:
                         used = tree_cpu_seconds(relay_pid) - cpu_before
@@ -441,7 +450,7 @@ class _Run:
                     request = self._chat(self.paths[SHEEPDOG])
                     run_load(request, concurrency, PROFILE_SECONDS, use_wrk=self.use_wrk)
                     self._finish_profile(recording)
-            for name in self.paths:
+            for name in paths:
                 row = RelayRow(name, concurrency, loads[name], cpus[name])
                 self.results.relay.append(row)
                 cpu = f"{row.cpu:6.0f} µs/req" if row.cpu is not None else "     — µs/req"
@@ -456,6 +465,16 @@ class _Run:
         return Request(
             f"{server.url}/v1/chat/completions", chat_body(model_name(0)), client_headers(0)
         )
+
+    @staticmethod
+    def _messages(server: Server) -> Request:
+        """A Messages API call as the anthropic SDK sends it, the client key in ``x-api-key``."""
+        headers = {
+            "Content-Type": "application/json",
+            "x-api-key": client_key(0),
+            "anthropic-version": "2023-06-01",
+        }
+        return Request(f"{server.url}/v1/messages", chat_body(model_name(0)), headers)
 
     def stream_load(self) -> None:
         """Many streams at once, wrk keeping each connection on stream after stream.

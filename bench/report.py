@@ -25,6 +25,18 @@ PASSTHROUGH = "aiohttp pass-through"
 NGINX = "nginx"
 SHEEPDOG = "sheepdog"
 SHEEPDOG_LIMITS = "sheepdog, limits on"
+# The Messages API (POST /v1/messages), non-streaming: sheepdog against the same pass-through
+# relaying the same request.
+PASSTHROUGH_MESSAGES = "aiohttp pass-through, Messages API"
+SHEEPDOG_MESSAGES = "sheepdog, Messages API"
+_FLOOR_OF = {SHEEPDOG_MESSAGES: PASSTHROUGH_MESSAGES, PASSTHROUGH_MESSAGES: PASSTHROUGH_MESSAGES}
+
+
+def floor_of(path: str) -> str:
+    """The pass-through a path's ratios are taken against: the one relaying the same request."""
+    return _FLOOR_OF.get(path, PASSTHROUGH)
+
+
 """sheepdog with per-client rate limits and two upstreams (routing by model, failover ready)."""
 
 MIB = 1024 * 1024
@@ -270,17 +282,25 @@ def targets(results: Results) -> list[Target]:
                     ratio >= 0.8,
                 )
             )
-    for concurrency in (20, 100, 500):
-        ours = _relay_row(results, SHEEPDOG, concurrency)
-        floor = _relay_row(results, PASSTHROUGH, concurrency)
-        found.append(
-            _cpu_target(
-                f"relay CPU per request ≤ {CPU_RATIO_LIMIT} × pass-through, c={concurrency}",
-                ours.cpu if ours else None,
-                floor.cpu if floor else None,
-                "req",
+    for path, what in (
+        (SHEEPDOG, ""),
+        (SHEEPDOG_LIMITS, ", limits on"),
+        (SHEEPDOG_MESSAGES, ", Messages API"),
+    ):
+        for concurrency in (20, 100, 500):
+            ours = _relay_row(results, path, concurrency)
+            floor = _relay_row(results, floor_of(path), concurrency)
+            if path != SHEEPDOG and ours is None:
+                continue
+            found.append(
+                _cpu_target(
+                    f"relay CPU per request{what} ≤ {CPU_RATIO_LIMIT} × pass-through, "
+                    f"c={concurrency}",
+                    ours.cpu if ours else None,
+                    floor.cpu if floor else None,
+                    "req",
+                )
             )
-        )
     for streams in (200, 1000):
         ours_stream = _stream_row(results, SHEEPDOG, streams)
         floor_stream = _stream_row(results, PASSTHROUGH, streams)
@@ -420,10 +440,9 @@ def _stream_table(stats: dict[str, StreamStats]) -> list[str]:
 
 
 def _relay_table(results: Results) -> list[str]:
-    floors = {row.concurrency: row for row in results.relay if row.path == PASSTHROUGH}
     rows = []
     for row in results.relay:
-        floor = floors.get(row.concurrency)
+        floor = _relay_row(results, floor_of(row.path), row.concurrency)
         load = row.load
         errors = ", ".join(f"{k} {v}" for k, v in row.errors.items()) or "0"
         cpu, floor_cpu = row.cpu, floor.cpu if floor else None

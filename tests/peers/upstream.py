@@ -144,7 +144,9 @@ class FakeUpstream:
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_post("/v1/responses", self._responses)
         app.router.add_get("/v1/models", self._models)
-        self.anthropic.add_routes(app, self._record, self.sent.append)
+        # Without recording (the bench), what it sends is not kept either.
+        send = self.sent.append if self.record else _discard
+        self.anthropic.add_routes(app, self._record, send)
         app.router.add_get("/peer/stats", self._stats)
         # Cancelled on disconnect, so a caller going away is seen at once and counted.
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
@@ -518,6 +520,10 @@ class FakeUpstream:
                 self.sent[-1] = bytes(sent)
         await response.write_eof()
         return response
+
+
+def _discard(body: bytes) -> None:
+    pass
 
 
 def _content(chunks: int) -> tuple[str, ...]:
