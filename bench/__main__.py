@@ -473,6 +473,7 @@ class _Run:
             "Content-Type": "application/json",
             "x-api-key": client_key(0),
             "anthropic-version": "2023-06-01",
+            "User-Agent": "Anthropic/Python 1.0",
         }
         return Request(f"{server.url}/v1/messages", chat_body(model_name(0)), headers)
 

@@ -197,7 +197,12 @@ def chat_body(model: str, *, stream: bool = False) -> str:
 
 
 def client_headers(index: int = 0) -> dict[str, str]:
-    return {"Content-Type": "application/json", "Authorization": f"Bearer {client_key(index)}"}
+    """The headers of a chat completion as the OpenAI SDK sends them (a User-Agent of its own)."""
+    return {
+        "Content-Type": "application/json",
+        "Authorization": f"Bearer {client_key(index)}",
+        "User-Agent": "OpenAI/Python 1.0",
+    }
 
 
 def proxy_available(server: Server) -> tuple[bool, str]:

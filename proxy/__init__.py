@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Final
 
 import aiohttp
-from aiohttp import hdrs, web
+from aiohttp import web
 
 from proxy.clients import ANONYMOUS
 from proxy.config import ProxyConfig
@@ -38,9 +38,6 @@ _FIRST_EXCHANGE_SECONDS: Final = 2.0
 limiting alone until one succeeds: a database that is down must not keep the service down)."""
 # Idle upstream connections are kept this long, so most requests skip the TCP and TLS handshakes.
 _KEEPALIVE_SECONDS: Final = 60.0
-# aiohttp would otherwise add its own User-Agent and, for a bytes body, a Content-Type: the
-# upstream gets the client's headers and nothing invented.
-_NO_AUTO_HEADERS: Final = (hdrs.USER_AGENT, hdrs.CONTENT_TYPE)
 
 
 def setup(app: web.Application, config: ProxyConfig) -> Relay:
@@ -123,7 +120,8 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
         auto_decompress=False,
         # One session serves every client: cookies an upstream sets must not pass between them.
         cookie_jar=aiohttp.DummyCookieJar(),
-        skip_auto_headers=_NO_AUTO_HEADERS,
+        # No skip_auto_headers here: the relay passes them only to a request that lacks them
+        # (proxy.headers.skipped_auto_headers): a session's are copied into every request.
     )
     relay.session = session
     yield

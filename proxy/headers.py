@@ -15,7 +15,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.encoding import IDENTITY, upstream_accept_encoding
 
-__all__ = ["client_response_headers", "upstream_request_headers"]
+__all__ = ["client_response_headers", "skipped_auto_headers", "upstream_request_headers"]
 
 _HOP_BY_HOP: Final = frozenset(
     {
@@ -42,6 +42,17 @@ _NOT_UPSTREAM: Final = _HOP_BY_HOP | {
     "expect",
 }
 _NOT_DOWNSTREAM: Final = _HOP_BY_HOP | {"content-length"}
+# aiohttp would otherwise add its own User-Agent and, for a bytes body, a Content-Type: the
+# upstream gets the client's headers and nothing invented.
+_AUTO_HEADERS: Final = (hdrs.USER_AGENT, hdrs.CONTENT_TYPE)
+
+
+def skipped_auto_headers(headers: CIMultiDict[str]) -> tuple[str, ...] | None:
+    """What aiohttp must be told not to add to ``headers``: None when they have both already,
+    as SDK requests do (aiohttp copies and sorts the names on every request it is given)."""
+    if hdrs.USER_AGENT in headers and hdrs.CONTENT_TYPE in headers:
+        return None
+    return _AUTO_HEADERS
 
 
 def _copy(headers: CIMultiDictProxy[str], dropped: frozenset[str]) -> CIMultiDict[str]:

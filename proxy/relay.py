@@ -31,7 +31,7 @@ from proxy import errors
 from proxy.clients import ANONYMOUS, Caller
 from proxy.deadlines import Deadlines
 from proxy.encoding import IDENTITY, decoder_for
-from proxy.headers import client_response_headers, upstream_request_headers
+from proxy.headers import client_response_headers, skipped_auto_headers, upstream_request_headers
 from proxy.ledger import SpendLedger, month_bounds
 from proxy.limits import RateLimiter
 from proxy.messages import MessagesMeter, speaks_anthropic
@@ -333,6 +333,7 @@ class Relay:
                 upstream.url(request.raw_path, anthropic=exchange.anthropic),
                 data=call.body or None,  # the same bytes for every attempt: read once
                 headers=headers,
+                skip_auto_headers=skipped_auto_headers(headers),
                 allow_redirects=False,
                 timeout=upstream.timeout,
             )
