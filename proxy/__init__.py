@@ -124,6 +124,7 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
         # (proxy.headers.skipped_auto_headers): a session's are copied into every request.
     )
     relay.session = session
+    relay.deadlines.bind(asyncio.get_running_loop())
     yield
     relay.session = None
     relay.deadlines.close()

@@ -2,10 +2,14 @@
 
 aiohttp's total timeout gives each request a timer handle on the loop's heap and a timeout context
 entered on every read of the answer, which was one of the larger costs the relay had over a bare
-pass-through (bench/analysis.md). Here a request runs inside an ``asyncio.timeout(None)`` scope
-that costs no timer; the scope is a dict entry, and one timer fires at the earliest deadline and
-expires the scopes that are due (``Timeout.reschedule``), so a request past its deadline gets
-asyncio's own ``TimeoutError`` at the end of its scope, as with ``asyncio.timeout``.
+pass-through (bench/analysis.md). Here a request's deadline is a dict entry, and one timer fires at
+the earliest deadline and cancels the tasks whose deadlines are due, as ``asyncio.timeout`` does;
+:meth:`Deadline.timed_out` then tells that cancellation from any other, as ``asyncio.timeout``
+tells it apart to raise ``TimeoutError``.
+
+Not ``asyncio.timeout`` itself: making and entering one asks for the running loop twice, and on
+Linux each of those is a ``getpid`` system call (CPython checks the loop belongs to this process),
+three a request with the loop's time; the loop is known here once the app has started.
 
 Requests with the same timeout end their entries in the order they started: each timeout's
 entries are kept in deadline order, and the earliest of them is the first.
@@ -16,37 +20,70 @@ from __future__ import annotations
 import asyncio
 import math
 
-__all__ = ["Deadlines"]
+__all__ = ["Deadline", "Deadlines"]
+
+
+class Deadline:
+    """One request's deadline: the task it cancels once due."""
+
+    __slots__ = ("_cancelling", "_task", "expired", "timeout")
+
+    def __init__(self, task: asyncio.Task[object], timeout: float) -> None:
+        self._task = task
+        self._cancelling = task.cancelling()
+        self.timeout = timeout
+        self.expired = False
+
+    def timed_out(self) -> bool:
+        """Whether the deadline ended the request: call once, after :meth:`Deadlines.leave`,
+        where its task was cancelled or returned. A cancellation that was the deadline's is
+        taken back (``Task.uncancel``), as ``asyncio.timeout`` does before raising
+        ``TimeoutError``; one from elsewhere (the client went away) stays."""
+        return self.expired and self._task.uncancel() <= self._cancelling
+
+    def _expire(self) -> None:
+        self.expired = True
+        self._task.cancel()
 
 
 class Deadlines:
     def __init__(self) -> None:
-        self._by_timeout: dict[float, dict[asyncio.Timeout, float]] = {}
+        self._by_timeout: dict[float, dict[Deadline, float]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
+        self._loop: asyncio.AbstractEventLoop | None = None
 
-    def add(self, scope: asyncio.Timeout, timeout: float) -> None:
-        """Expire ``scope`` (entered, not yet left) ``timeout`` seconds from now."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Run on ``loop`` from now on (the app's, at start-up), without asking for it again."""
+        self._loop = loop
+
+    def enter(self, timeout: float) -> Deadline:
+        """Cancel the current task ``timeout`` seconds from now, unless it leaves first."""
+        loop = self._loop or asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
+        assert task is not None, "deadlines are entered by requests' tasks"
+        deadline = Deadline(task, timeout)
+        when = loop.time() + timeout
         scopes = self._by_timeout.get(timeout)
         if scopes is None:
             scopes = self._by_timeout[timeout] = {}
-        scopes[scope] = deadline
-        if deadline < self._timer_at:
-            self._schedule(loop, deadline)
+        scopes[deadline] = when
+        if when < self._timer_at:
+            self._schedule(loop, when)
+        return deadline
 
-    def discard(self, scope: asyncio.Timeout, timeout: float) -> None:
-        """The request is done (call before leaving the scope)."""
-        scopes = self._by_timeout.get(timeout)
+    def leave(self, deadline: Deadline) -> None:
+        """The request is done with its deadline: it will not be cancelled by it any more."""
+        scopes = self._by_timeout.get(deadline.timeout)
         if scopes is not None:
-            scopes.pop(scope, None)
+            scopes.pop(deadline, None)
 
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         self._timer_at = math.inf
+        self._loop = None
 
     def _schedule(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
         if self._timer is not None:
@@ -61,12 +98,12 @@ class Deadlines:
         earliest = math.inf
         for timeout, scopes in list(self._by_timeout.items()):
             while scopes:
-                scope, deadline = next(iter(scopes.items()))
-                if deadline > now:
-                    earliest = min(earliest, deadline)
+                deadline, when = next(iter(scopes.items()))
+                if when > now:
+                    earliest = min(earliest, when)
                     break
-                del scopes[scope]
-                scope.reschedule(now)  # due: its task is cancelled and gets TimeoutError
+                del scopes[deadline]
+                deadline._expire()  # due: its task is cancelled
             if not scopes:
                 del self._by_timeout[timeout]
         if earliest < math.inf:

@@ -294,25 +294,27 @@ class Relay:
         timeout; after it began, a 504 or a cut stream."""
         health = self.upstreams.health(upstream)
         trial = False if health.up else health.begin(self.clock.monotonic())
-        scope = asyncio.timeout(None)
-        timeout = upstream.timeout_seconds
+        deadlines = self.deadlines
+        deadline = deadlines.enter(upstream.timeout_seconds)
         try:
-            async with scope:
-                self.deadlines.add(scope, timeout)
-                try:
-                    return await self._try(request, upstream, health, call, headers, exchange, more)
-                finally:
-                    self.deadlines.discard(scope, timeout)
-        except TimeoutError:
-            if not scope.expired():
+            answer = await self._try(request, upstream, health, call, headers, exchange, more)
+        except asyncio.CancelledError:
+            deadlines.leave(deadline)
+            if not deadline.timed_out():
+                if exchange.upstream_status is None:
+                    health.abandoned(trial)  # the client went away: no verdict on the upstream
                 raise
             if exchange.upstream_status is not None:  # its answer had begun
                 return self._upstream_failed(request, exchange.response, exchange, "timeout")
             return self._no_answer(exchange, upstream, health, "timeout", more)
         except BaseException:
+            deadlines.leave(deadline)
             if exchange.upstream_status is None:
-                health.abandoned(trial)  # the client went away: no verdict on the upstream
+                health.abandoned(trial)
             raise
+        deadlines.leave(deadline)
+        deadline.timed_out()  # due as it returned: the cancellation is taken back
+        return answer
 
     async def _try(
         self,
