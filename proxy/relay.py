@@ -353,7 +353,19 @@ class Relay:
                 return str(status)
         else:
             health.succeeded()
-        return await self._answer(request, response, call, exchange)
+        # The answer goes to the client from here, without more coroutines in between: each
+        # level is resumed again at every read (bench/analysis.md).
+        try:
+            exchange.upstream_status = status
+            if status in (401, 403):
+                self.metrics.auth_failures.labels("upstream_rejected").inc()
+            unchanged_length = self._meter(response, call, exchange)
+            if unchanged_length is None:
+                return await self._pass_back_whole(response, exchange)
+            return await self._pass_back(request, response, exchange, unchanged_length)
+        finally:
+            # Closes the connection unless the body was read to the end (then it is reused).
+            response.close()
 
     def _no_answer(
         self,
@@ -392,33 +404,16 @@ class Relay:
         )
         self.metrics.upstream_failovers.labels(failed.name, following.name).inc()
 
-    async def _answer(
-        self,
-        request: web.Request,
-        response: aiohttp.ClientResponse,
-        call: Call,
-        exchange: _Exchange,
-    ) -> web.StreamResponse:
-        """Pass the answer that came back to the client."""
-        try:
-            exchange.upstream_status = response.status
-            if response.status in (401, 403):
-                self.metrics.auth_failures.labels("upstream_rejected").inc()
-            return await self._pass_back(request, response, call, exchange)
-        finally:
-            # Closes the connection unless the body was read to the end (then it is reused).
-            response.close()
-
-    async def _pass_back(
-        self,
-        request: web.Request,
-        upstream: aiohttp.ClientResponse,
-        call: Call,
-        exchange: _Exchange,
-    ) -> web.StreamResponse:
-        encoding = upstream.headers.get(hdrs.CONTENT_ENCODING)
+    def _meter(
+        self, upstream: aiohttp.ClientResponse, call: Call, exchange: _Exchange
+    ) -> bool | None:
+        """Set up metering of the answer; None when it is a body small enough to pass back
+        whole, else whether its length stays as the upstream sent it (a stream changes when
+        its usage-only event is taken out)."""
+        headers = upstream.headers
+        encoding = headers.get(hdrs.CONTENT_ENCODING)
         decoder = decoder_for(encoding)
-        is_event_stream = upstream.content_type == "text/event-stream"
+        is_event_stream = _is_event_stream(headers.get(hdrs.CONTENT_TYPE))
         metered = exchange.route in METERED_ROUTES and exchange.usage_expected
         # The usage-only chunk can only be taken out of a stream that is not compressed.
         drop_usage_only = call.drop_usage_only and (encoding or IDENTITY).lower() == IDENTITY
@@ -434,11 +429,21 @@ class Relay:
             exchange.sse = sse
         elif metered and decoder is not None:
             exchange.body = BodyMeter(decoder, anthropic_usage) if messages else BodyMeter(decoder)
-        body_meter = exchange.body
         length = upstream.content_length
         if not is_event_stream and length is not None and length <= _WHOLE_BODY_LIMIT:
-            return await self._pass_back_whole(upstream, exchange)
-        unchanged_length = sse is None or not drop_usage_only
+            return None
+        return sse is None or not drop_usage_only
+
+    async def _pass_back(
+        self,
+        request: web.Request,
+        upstream: aiohttp.ClientResponse,
+        exchange: _Exchange,
+        unchanged_length: bool,
+    ) -> web.StreamResponse:
+        """Pass the answer on chunk by chunk as it arrives, metering on the way."""
+        sse = exchange.sse
+        body_meter = exchange.body
         response: web.StreamResponse | None = None
         chunks = upstream.content.iter_any()
         while True:
@@ -573,6 +578,14 @@ async def _start(
     exchange.response = response
     await response.prepare(request)
     return response
+
+
+def _is_event_stream(content_type: str | None) -> bool:
+    """Whether a Content-Type is ``text/event-stream`` (parameters and case aside), as aiohttp's
+    ``content_type`` says, without the parse it does for it."""
+    if content_type is None:
+        return False
+    return content_type.partition(";")[0].strip().lower() == "text/event-stream"
 
 
 def _where(exchange: _Exchange, upstream: Upstream | None = None) -> dict[str, str]:
