@@ -27,19 +27,20 @@ A reader returns None for anything that is not a usage object of its shape: shee
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = ["Usage", "UsageReader", "anthropic_usage", "openai_usage"]
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
+class Usage(NamedTuple):
     """Tokens the upstream reported for one request.
 
     ``input_tokens`` and ``output_tokens`` are totals; the other counts are parts of them:
     ``cache_read_tokens`` and ``cache_write_tokens`` of the input (``cache_write_1h_tokens`` of the
     cache writes), ``reasoning_tokens`` of the output.
+
+    A named tuple rather than a frozen dataclass: one is made for every request, and a frozen
+    dataclass sets each field through ``object.__setattr__`` (three times the cost here).
     """
 
     input_tokens: int
@@ -94,29 +95,38 @@ def openai_usage(usage: Any) -> Usage | None:
     Responses)."""
     if type(usage) is not dict:
         return None
+    get = usage.get
     if "prompt_tokens" in usage:
-        input_tokens = _count(usage["prompt_tokens"])
-        output_tokens = _count(usage.get("completion_tokens", 0))
-        input_details = usage.get("prompt_tokens_details")
-        output_details = usage.get("completion_tokens_details")
+        input_tokens = usage["prompt_tokens"]
+        output_tokens = get("completion_tokens", 0)
+        input_details = get("prompt_tokens_details")
+        output_details = get("completion_tokens_details")
     else:
-        input_tokens = _count(usage.get("input_tokens"))
-        output_tokens = _count(usage.get("output_tokens", 0))
-        input_details = usage.get("input_tokens_details")
-        output_details = usage.get("output_tokens_details")
-    if input_tokens is None or output_tokens is None:
+        input_tokens = get("input_tokens")
+        output_tokens = get("output_tokens", 0)
+        input_details = get("input_tokens_details")
+        output_details = get("output_tokens_details")
+    # Counts are non-negative integers (not booleans, not floats); anything else is no usage.
+    if type(input_tokens) is not int or input_tokens < 0:
         return None
-    cache_read = _part(input_details, "cached_tokens") or (
-        _part(usage, "prompt_cache_hit_tokens") or _part(usage, "cached_tokens")
-    )
-    cache_write = _part(input_details, "cache_creation_input_tokens")
-    reasoning = _part(output_details, "reasoning_tokens")
-    total = _count(usage.get("total_tokens"))
-    if total is not None and total - input_tokens > output_tokens:
+    if type(output_tokens) is not int or output_tokens < 0:
+        return None
+    cache_read = cache_write = reasoning = 0
+    if type(input_details) is dict:
+        cache_read = _part(input_details, "cached_tokens")
+        cache_write = _part(input_details, "cache_creation_input_tokens")
+    if not cache_read:
+        cache_read = _part(usage, "prompt_cache_hit_tokens") or _part(usage, "cached_tokens")
+    if type(output_details) is dict:
+        reasoning = _part(output_details, "reasoning_tokens")
+    total = get("total_tokens")
+    if type(total) is int and total - input_tokens > output_tokens:
         # Thinking left out of completion_tokens (Gemini): the total counts it.
         unreported = total - input_tokens - output_tokens
         output_tokens += unreported
         reasoning = max(reasoning, unreported)
+    if not (cache_read or cache_write or reasoning):
+        return Usage(input_tokens, output_tokens)  # nothing to bound
     return _usage(input_tokens, output_tokens, cache_read, cache_write, 0, reasoning)
 
 

@@ -26,6 +26,7 @@ _FULL_PARSE_LIMIT: Final = 256 * 1024
 _TAIL_BYTES: Final = 64 * 1024
 # A "usage" object with at most one level of nested objects (prompt_tokens_details, ...).
 _USAGE_OBJECT: Final = re.compile(rb'"usage"\s*:\s*(\{(?:[^{}]|\{[^{}]*\})*\})')
+_WHITESPACE: Final = b" \t\n\r\x0b\x0c"
 # From a "usage" key to the end of the body: the key, its object value, and the closing brace of
 # the object it is a member of (only JSON's own whitespace between them).
 _LAST_MEMBER: Final = re.compile(
@@ -65,27 +66,30 @@ def _last_member_usage(body: bytearray, reader: UsageReader) -> Usage | None:
     start = body.rfind(b'"usage"')
     if start < 0:
         return None
-    before = body[max(0, start - 64) : start].rstrip()
-    if not before.endswith((b"{", b",")):
+    before = start - 1
+    while before >= 0 and body[before] in _WHITESPACE:
+        before -= 1
+    if before < 0 or body[before] not in b"{,":
         return None
     member = _LAST_MEMBER.fullmatch(body, start)
     if member is None:
         return None
+    value = member[1]
     try:
-        usage = orjson.loads(member[1])
+        usage = orjson.loads(value)
         if not _exact(usage):
-            usage = json.loads(member[1])  # an integer past 64 bits: as json reads it
+            usage = json.loads(value)  # an integer past 64 bits: as json reads it
     except (ValueError, RecursionError):  # orjson's JSONDecodeError is a ValueError
         return None
     return reader(usage)
 
 
-def _exact(value: Any) -> bool:
+def _exact(value: dict[str, Any]) -> bool:
     """Whether an object orjson parsed holds no float, which may be an integer past 64 bits
-    (orjson returns those as floats, json as they are written)."""
+    (orjson reads those as floats, json as they are written)."""
     for item in value.values():
         kind = type(item)
-        if kind is float or (kind is dict and not _exact(item)) or kind is list:
+        if kind is float or kind is list or (kind is dict and not _exact(item)):
             return False
     return True
 
