@@ -10,11 +10,11 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+
+from tests.support.processes import http_ok, tcp_open
 
 BENCH_ROOT = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_ROOT.parent
@@ -48,21 +48,6 @@ def python_module(module: str) -> list[str]:
     """Run ``module`` with this Python (the bench's servers: ``tests.peers.upstream`` and the
     rest)."""
     return [sys.executable, "-m", module]
-
-
-def http_ok(url: str, timeout: float = 1.0) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            status: int = response.status
-            return 200 <= status < 300
-    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-        return False
-
-
-def tcp_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 @dataclass

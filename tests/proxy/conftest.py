@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anthropic
@@ -31,6 +31,7 @@ class FakeClock:
     """Wall time that tests set (to move to another month); real monotonic time."""
 
     def __init__(self, now: datetime) -> None:
+        self.start = now
         self.current = now
 
     def now(self) -> datetime:
@@ -38,6 +39,30 @@ class FakeClock:
 
     def monotonic(self) -> float:
         return time.monotonic()
+
+
+class SteppingClock(FakeClock):
+    """Wall and monotonic time that run as the real ones do, and jump when a test says (past a
+    cool-down, a rate window): an SDK's own retry sleeps real time, and what it waits for must
+    pass in that time too."""
+
+    def __init__(self, now: datetime) -> None:
+        super().__init__(now)
+        self._started = time.monotonic()
+        self.offset = 0.0
+
+    def now(self) -> datetime:
+        return self.current + timedelta(seconds=time.monotonic() - self._started + self.offset)
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.offset
+
+    def skip(self, seconds: float) -> None:
+        self.offset += seconds
+
+    def seconds(self) -> float:
+        """Seconds since the clock's start, on this clock."""
+        return (self.now() - self.start).total_seconds()
 
 
 @dataclass

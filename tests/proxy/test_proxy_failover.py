@@ -8,9 +8,8 @@ once, with the failover counted. Nothing is retried once a byte has reached the 
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import anthropic
@@ -18,7 +17,14 @@ import openai
 import pytest
 
 from tests.peers.upstream import FakeUpstream
-from tests.proxy.conftest import TEAM_A_KEY, TEAM_B_KEY, FakeClock, Proxy, StartProxy, proxy_config
+from tests.proxy.conftest import (
+    TEAM_A_KEY,
+    TEAM_B_KEY,
+    Proxy,
+    StartProxy,
+    SteppingClock,
+    proxy_config,
+)
 from tests.support.ports import free_port
 
 FIRST_KEY = "sk-first-SENTINEL-5d21a0"
@@ -26,24 +32,6 @@ SECOND_KEY = "sk-second-SENTINEL-c07e93"
 MESSAGES: Any = [{"role": "user", "content": "Hello"}]
 GPT = {"model": "gpt-4.1", "route": "chat", "client": "team-a"}
 SONNET = "claude-sonnet-4-6"
-
-
-class SteppingClock(FakeClock):
-    """Real time, plus the jumps a test makes (past a cool-down)."""
-
-    def __init__(self, now: datetime) -> None:
-        super().__init__(now)
-        self._started = time.monotonic()
-        self.offset = 0.0
-
-    def now(self) -> datetime:
-        return self.current + timedelta(seconds=time.monotonic() - self._started + self.offset)
-
-    def monotonic(self) -> float:
-        return time.monotonic() + self.offset
-
-    def skip(self, seconds: float) -> None:
-        self.offset += seconds
 
 
 @pytest.fixture

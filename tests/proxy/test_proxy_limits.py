@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,36 +20,20 @@ from proxy.limits import GRANT_SECONDS, RateLimiter, SharedCounts, exchange_coun
 from sheepdog.config import parse_config
 from sheepdog.core.db import Database, DatabaseUnavailable
 from tests.peers.upstream import FakeUpstream
-from tests.proxy.conftest import TEAM_A_KEY, TEAM_B_KEY, FakeClock, StartProxy, proxy_config
+from tests.proxy.conftest import (
+    TEAM_A_KEY,
+    TEAM_B_KEY,
+    FakeClock,
+    StartProxy,
+    SteppingClock,
+    proxy_config,
+)
 from tests.support.state import StoredState
 
 GPT = {"model": "gpt-4.1"}
 MESSAGES: Any = [{"role": "user", "content": "Hello"}]
 SONNET = "claude-sonnet-4-6"  # as the anthropic SDK spells it
 START = datetime(2026, 11, 15, 12, 0, tzinfo=UTC)
-
-
-class SteppingClock(FakeClock):
-    """Wall and monotonic time that run as the real ones do, and jump when a test says: an SDK's
-    own retry sleeps real time, and the window it waits for must pass in that time too."""
-
-    def __init__(self, now: datetime) -> None:
-        super().__init__(now)
-        self._started = time.monotonic()
-        self.offset = 0.0
-
-    def now(self) -> datetime:
-        return self.current + timedelta(seconds=time.monotonic() - self._started + self.offset)
-
-    def monotonic(self) -> float:
-        return time.monotonic() + self.offset
-
-    def skip(self, seconds: float) -> None:
-        self.offset += seconds
-
-    def seconds(self) -> float:
-        """Seconds since ``START``, on this clock."""
-        return (self.now() - START).total_seconds()
 
 
 @pytest.fixture
