@@ -197,10 +197,11 @@ class SpendLedger:
         self.store = store_for(db)
         self._clock = clock
         self._flush_interval = flush_interval
-        now = clock.now()
-        self._month = month_of(now)
-        # Every request asks for the month: a comparison with its bounds is all it costs.
-        self._month_start, self._month_end = month_bounds(now)
+        self._month = ""
+        # Every request asks for the month: a comparison of the clock's seconds with the
+        # month's bounds is all it costs.
+        self._month_start = self._month_end = 0.0
+        self._current_month()
         self._stored: dict[str, float] = {}
         """This month's totals per client, every process's, as last read from the database."""
         self._spend: dict[str, float] = {}
@@ -272,11 +273,12 @@ class SpendLedger:
         return self._problem
 
     def _current_month(self) -> str:
-        now = self._clock.now()
-        if self._month_start <= now < self._month_end:
+        if self._month_start <= self._clock.time() < self._month_end:
             return self._month
+        now = self._clock.now()
         month = month_of(now)
-        self._month_start, self._month_end = month_bounds(now)
+        start, end = month_bounds(now)
+        self._month_start, self._month_end = start.timestamp(), end.timestamp()
         if month != self._month:
             # A new month starts from zero; last month's unwritten changes stay pending.
             self._month = month

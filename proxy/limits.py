@@ -294,7 +294,7 @@ class RateLimiter:
 
     def admit(self, caller: Caller) -> RateRefusal | None:
         """Count a request of ``caller`` (a client with a limit), or say why it must wait."""
-        now = self._clock.now().timestamp()
+        now = self._clock.time()
         slot = int(now)
         windows = self._clients.get(caller.name)
         if windows is None:
@@ -322,7 +322,7 @@ class RateLimiter:
         windows = self._clients.get(client)
         if windows is None or tokens <= 0:
             return  # not a limited client
-        windows.tokens.add(int(self._clock.now().timestamp()), tokens)
+        windows.tokens.add(int(self._clock.time()), tokens)
 
     def keep(self, callers: Iterable[Caller]) -> None:
         """The clients and their limits (at start-up and after a reload): the windows of
@@ -407,7 +407,7 @@ class RateLimiter:
 
     def adopt_others(self, counts: Mapping[RateKey, int]) -> None:
         """Every other process's counts per client, kind and slot within the window."""
-        slot = int(self._clock.now().timestamp())
+        slot = int(self._clock.time())
         by_window: dict[tuple[str, LimitKind], dict[int, int]] = {}
         for (client, kind, counted), amount in counts.items():
             by_window.setdefault((client, kind), {})[counted] = amount
@@ -418,7 +418,7 @@ class RateLimiter:
     def begin_round(self, process: str, *, leaving: bool = False) -> Round:
         """Start an exchange: this process's new counts, and what it needs to work out its
         grants in the store's transaction (a snapshot: requests go on meanwhile)."""
-        now = self._clock.now().timestamp()
+        now = self._clock.time()
         slot = int(now)
         since = self.oldest_slot()
         unsent = {key: amount for key, amount in self.take_unsent().items() if key[2] >= since}
@@ -446,7 +446,7 @@ class RateLimiter:
 
     def oldest_slot(self) -> int:
         """The oldest slot still in the window."""
-        return int(self._clock.now().timestamp()) - WINDOW_SECONDS
+        return int(self._clock.time()) - WINDOW_SECONDS
 
 
 @dataclass(frozen=True, slots=True)

@@ -348,16 +348,18 @@ class _UsageCounters:
     savings: CounterChild
 
     def add(self, usage: Usage, usd: float, cache_savings_usd: float) -> None:
-        self.input.inc(usage.input_tokens)
-        self.output.inc(usage.output_tokens)
-        self.cost.inc(usd)
+        # Added to the values directly, without a call each: counts and prices are never
+        # negative (proxy.tokens bounds every count at zero, the config every price).
+        self.input.value += usage.input_tokens
+        self.output.value += usage.output_tokens
+        self.cost.value += usd
         if usage.cache_read_tokens:
-            self.cache_read.inc(usage.cache_read_tokens)
-            self.savings.inc(cache_savings_usd)
+            self.cache_read.value += usage.cache_read_tokens
+            self.savings.value += cache_savings_usd
         if usage.cache_write_tokens:
-            self.cache_write.inc(usage.cache_write_tokens)
+            self.cache_write.value += usage.cache_write_tokens
         if usage.reasoning_tokens:
-            self.reasoning.inc(usage.reasoning_tokens)
+            self.reasoning.value += usage.reasoning_tokens
 
 
 class RequestSeries:

@@ -212,6 +212,14 @@ class PriceBook:
         rates = self._rates(label, usage)
         return 0.0 if rates is None else rates.cost(usage)
 
+    def charge(self, label: str, usage: Usage) -> tuple[float, float]:
+        """:meth:`cost_usd` and :meth:`cache_savings_usd` together, the rates looked up once
+        (every metered request)."""
+        rates = self._rates(label, usage)
+        if rates is None:
+            return 0.0, 0.0
+        return rates.cost(usage), rates.cache_savings(usage) if usage.cache_read_tokens else 0.0
+
     def cache_savings_usd(self, label: str, usage: Usage) -> float:
         """USD the cache reads saved against the input price; 0 for ``other``."""
         rates = self._rates(label, usage)

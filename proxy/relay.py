@@ -40,7 +40,7 @@ from proxy.pricing import OTHER_MODEL, PriceBook, Usage
 from proxy.request import Call, model_named, read_call
 from proxy.settings import ProxySettings
 from proxy.streaming import SseMeter
-from proxy.tokens import anthropic_usage
+from proxy.tokens import UsageReader, anthropic_usage, openai_usage
 from proxy.upstreams import (
     FAILOVER_STATUSES,
     Health,
@@ -48,7 +48,7 @@ from proxy.upstreams import (
     UpstreamPool,
     retry_after_seconds,
 )
-from proxy.usage import BodyMeter
+from proxy.usage import BodyMeter, body_usage
 from sheepdog.core.clock import Clock
 
 __all__ = ["METERED_ROUTES", "Relay", "route_of"]
@@ -121,6 +121,9 @@ class _Exchange:
     upstream_status: int | None = None
     sse: SseMeter | None = None
     body: BodyMeter | None = None
+    # An uncompressed body read whole: its usage is read from it, without a meter's copy.
+    whole_reader: UsageReader | None = None
+    whole_usage: Usage | None = None
     response: web.StreamResponse | None = None  # once the answer has started to go out
 
     @property
@@ -131,9 +134,11 @@ class _Exchange:
     def usage(self) -> Usage | None:
         if self.sse is not None:
             return self.sse.usage
-        if self.body is not None and self.code == self.upstream_status:
+        if self.code != self.upstream_status:
+            return None
+        if self.body is not None:
             return self.body.usage()
-        return None
+        return self.whole_usage
 
     @property
     def usage_expected(self) -> bool:
@@ -412,12 +417,18 @@ class Relay:
         its usage-only event is taken out)."""
         headers = upstream.headers
         encoding = headers.get(hdrs.CONTENT_ENCODING)
-        decoder = decoder_for(encoding)
         is_event_stream = _is_event_stream(headers.get(hdrs.CONTENT_TYPE))
         metered = exchange.route in METERED_ROUTES and exchange.usage_expected
+        messages = exchange.route == "messages"
+        length = upstream.content_length
+        whole = not is_event_stream and length is not None and length <= _WHOLE_BODY_LIMIT
+        if whole and metered and encoding is None:
+            # The most common answer: its usage is read from the body once it is read whole.
+            exchange.whole_reader = anthropic_usage if messages else openai_usage
+            return None
+        decoder = decoder_for(encoding)
         # The usage-only chunk can only be taken out of a stream that is not compressed.
         drop_usage_only = call.drop_usage_only and (encoding or IDENTITY).lower() == IDENTITY
-        messages = exchange.route == "messages"
         sse: SseMeter | None = None
         if is_event_stream and metered and decoder is not None:
             if messages:
@@ -429,8 +440,7 @@ class Relay:
             exchange.sse = sse
         elif metered and decoder is not None:
             exchange.body = BodyMeter(decoder, anthropic_usage) if messages else BodyMeter(decoder)
-        length = upstream.content_length
-        if not is_event_stream and length is not None and length <= _WHOLE_BODY_LIMIT:
+        if whole:
             return None
         return sse is None or not drop_usage_only
 
@@ -499,7 +509,9 @@ class Relay:
             log.warning("upstream failed before answering", extra=details)
             exchange.code = 502
             return exchange.errors.upstream_unreachable()
-        if exchange.body is not None:
+        if exchange.whole_reader is not None:
+            exchange.whole_usage = body_usage(body, exchange.whole_reader)
+        elif exchange.body is not None:
             exchange.body.feed(body)
         exchange.code = upstream.status
         return web.Response(
@@ -552,8 +564,7 @@ class Relay:
         usage = exchange.usage()
         usd = saved = 0.0
         if usage is not None:
-            usd = prices.cost_usd(model, usage)
-            saved = prices.cache_savings_usd(model, usage) if usage.cache_read_tokens else 0.0
+            usd, saved = prices.charge(model, usage)
             series.count_usage(usage, usd, saved)
             self.limits.count_tokens(client, usage.input_tokens + usage.output_tokens)
         elif exchange.usage_expected:

@@ -111,14 +111,21 @@ def openai_usage(usage: Any) -> Usage | None:
         return None
     if type(output_tokens) is not int or output_tokens < 0:
         return None
+    # The details are read inline, not with _part: this runs for every metered answer.
     cache_read = cache_write = reasoning = 0
     if type(input_details) is dict:
-        cache_read = _part(input_details, "cached_tokens")
-        cache_write = _part(input_details, "cache_creation_input_tokens")
+        value = input_details.get("cached_tokens")
+        if type(value) is int and value > 0:
+            cache_read = value
+        value = input_details.get("cache_creation_input_tokens")
+        if type(value) is int and value > 0:
+            cache_write = value
     if not cache_read:
         cache_read = _part(usage, "prompt_cache_hit_tokens") or _part(usage, "cached_tokens")
     if type(output_details) is dict:
-        reasoning = _part(output_details, "reasoning_tokens")
+        value = output_details.get("reasoning_tokens")
+        if type(value) is int and value > 0:
+            reasoning = value
     total = get("total_tokens")
     if type(total) is int and total - input_tokens > output_tokens:
         # Thinking left out of completion_tokens (Gemini): the total counts it.

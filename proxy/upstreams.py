@@ -224,8 +224,13 @@ class UpstreamPool:
     def candidates(self, upstreams: tuple[Upstream, ...], now: float) -> tuple[Upstream, ...]:
         """The upstreams to try in order: those available now; if none is, all of them (a
         chance of an answer is better than a certain error)."""
-        if len(upstreams) == 1:
-            return upstreams
+        by_name = self._by_name
+        for upstream in upstreams:
+            state = by_name.get(upstream.name)
+            if state is not None and not state.available(now):
+                break
+        else:
+            return upstreams  # the usual case: all of them, without making a new tuple
         available = tuple(u for u in upstreams if self.health(u).available(now))
         return available or upstreams
 

@@ -17,7 +17,7 @@ import orjson
 from proxy.encoding import Decoder
 from proxy.tokens import Usage, UsageReader, openai_usage
 
-__all__ = ["BodyMeter", "usage_from"]
+__all__ = ["BodyMeter", "body_usage", "usage_from"]
 
 # A body larger than this is not parsed whole: json.loads of 16 MB of embeddings holds the event
 # loop (every other stream) for a third of a second. Only its tail is kept, and the last "usage"
@@ -50,7 +50,21 @@ def usage_from(payload: Any, reader: UsageReader = openai_usage) -> Usage | None
     return reader(usage)
 
 
-def _last_member_usage(body: bytearray, reader: UsageReader) -> Usage | None:
+def body_usage(body: bytes | bytearray, reader: UsageReader = openai_usage) -> Usage | None:
+    """The usage of a whole decoded JSON body, or None if it has none we can read (what
+    :class:`BodyMeter` reads, for a body at hand: no copy of it is made)."""
+    if len(body) > _FULL_PARSE_LIMIT:
+        return _tail_usage(body[-_TAIL_BYTES:], reader)
+    last = _last_member_usage(body, reader)
+    if last is not None:
+        return last
+    try:
+        return usage_from(json.loads(body), reader)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _last_member_usage(body: bytes | bytearray, reader: UsageReader) -> Usage | None:
     """Usage read without parsing the whole body, where it is the document's last member.
 
     Chat, completions and embeddings answers end with their top-level ``usage``: parsing that
@@ -89,7 +103,15 @@ def _exact(value: dict[str, Any]) -> bool:
     (orjson reads those as floats, json as they are written)."""
     for item in value.values():
         kind = type(item)
-        if kind is float or kind is list or (kind is dict and not _exact(item)):
+        if kind is dict:
+            # A usage object's details (one level, in every API): looked at here, not by a call.
+            for inner in item.values():
+                inner_kind = type(inner)
+                if inner_kind is float or inner_kind is list:
+                    return False
+                if inner_kind is dict and not _exact(inner):
+                    return False
+        elif kind is float or kind is list:
             return False
     return True
 
@@ -118,17 +140,16 @@ class BodyMeter:
         if self._decoder.failed:
             return None
         if not self._tail_only:
-            last = _last_member_usage(self._buffer, self._reader)
-            if last is not None:
-                return last
-            try:
-                return usage_from(json.loads(self._buffer), self._reader)
-            except (ValueError, RecursionError):
-                return None
-        found = _USAGE_OBJECT.findall(self._buffer)
-        if not found:
-            return None
-        try:
-            return self._reader(json.loads(found[-1]))
-        except ValueError:
-            return None
+            return body_usage(self._buffer, self._reader)
+        return _tail_usage(self._buffer, self._reader)
+
+
+def _tail_usage(tail: bytes | bytearray, reader: UsageReader) -> Usage | None:
+    """The last ``usage`` object in the tail of a body too large to parse whole."""
+    found = _USAGE_OBJECT.findall(tail)
+    if not found:
+        return None
+    try:
+        return reader(json.loads(found[-1]))
+    except ValueError:
+        return None

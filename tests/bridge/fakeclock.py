@@ -46,6 +46,9 @@ class FakeClock:
     def monotonic(self) -> float:
         return 1000.0 + self._elapsed
 
+    def time(self) -> float:
+        return self.now().timestamp()
+
     async def sleep(self, seconds: float) -> None:
         self._ensure_jumper()
         self._activity += 1

@@ -40,6 +40,9 @@ class FakeClock:
     def monotonic(self) -> float:
         return time.monotonic()
 
+    def time(self) -> float:
+        return self.now().timestamp()
+
 
 class SteppingClock(FakeClock):
     """Wall and monotonic time that run as the real ones do, and jump when a test says (past a

@@ -15,7 +15,7 @@ from proxy.encoding import Decoder, decoder_for, upstream_accept_encoding
 from proxy.headers import client_response_headers, upstream_request_headers
 from proxy.pricing import Usage
 from proxy.streaming import SseMeter
-from proxy.usage import BodyMeter, usage_from
+from proxy.usage import BodyMeter, body_usage, usage_from
 
 USAGE = {"prompt_tokens": 9, "completion_tokens": 5, "total_tokens": 14}
 
@@ -213,15 +213,18 @@ def test_unknown_coding_and_broken_bodies_give_no_usage() -> None:
 
 
 def test_huge_body_usage_is_found_in_its_tail() -> None:
-    """A body too large to keep whole is searched for usage in its tail (where servers put it)."""
+    """A body too large to keep whole is searched for usage in its tail (where servers put it),
+    whether fed through a meter or read whole first."""
+    pieces = [
+        b'{"data": [',
+        *[b'{"embedding": [' + b"0.1234," * 15_000 + b"0.5]}," for _ in range(200)],
+        b'{}], "usage": {"prompt_tokens": 77, "total_tokens": 77, "details": {"cached": 0}}}',
+    ]
     meter = BodyMeter(Decoder("identity"))
-    meter.feed(b'{"data": [')
-    for _ in range(200):
-        meter.feed(b'{"embedding": [' + b"0.1234," * 15_000 + b"0.5]},")
-    meter.feed(
-        b'{}], "usage": {"prompt_tokens": 77, "total_tokens": 77, "details": {"cached": 0}}}'
-    )
+    for piece in pieces:
+        meter.feed(piece)
     assert meter.usage() == Usage(77, 0)
+    assert body_usage(b"".join(pieces)) == Usage(77, 0)
 
 
 @pytest.mark.parametrize(

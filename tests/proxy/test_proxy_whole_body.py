@@ -12,7 +12,12 @@ AUTH = {"Authorization": f"Bearer {TEAM_A_KEY}"}
 GPT = {"model": "gpt-4.1", "client": "team-a"}
 
 
-@pytest.mark.parametrize("size", [100, 3 * 1024 * 1024], ids=["small", "over-1MiB"])
+@pytest.mark.parametrize(
+    "size",
+    [100, 512 * 1024, 3 * 1024 * 1024],
+    # 512 KiB is read whole but too large to parse: its usage is found in its tail.
+    ids=["small", "whole-512KiB", "over-1MiB"],
+)
 async def test_body_arrives_byte_for_byte_with_its_length_and_is_metered(
     start_proxy: StartProxy, upstream: FakeUpstream, size: int
 ) -> None:
