@@ -48,7 +48,7 @@ from bench.service import (
     ACCEPT_TARGET,
     chat_body,
     client_headers,
-    client_key,
+    messages_headers,
     model_name,
     proxy_available,
     start_robot,
@@ -58,7 +58,7 @@ from bench.service import (
 )
 from bench.state import VARIANTS, Variant, postgres_urls
 from bench.stats import LoadResult
-from bench.streaming import pace_headers
+from bench.streaming import CHAT, MESSAGES, Api, pace_headers
 
 T = TypeVar("T")
 
@@ -311,8 +311,8 @@ class _Run:
         self.use_wrk = use_wrk
         self.profile_dir = Path(args.profile) if args.profile else None
         self.paths: dict[str, Server] = {}
-        # Paths of the non-streaming phase alone: a path's server and the request it is sent.
-        self.relay_only: dict[str, tuple[Server, Callable[[Server], Request]]] = {}
+        # The same servers asked through another API: more paths of every relay phase.
+        self.api_paths: dict[str, tuple[Server, Api]] = {}
         self.sheepdog: Server | None = None
         self.proxy_ok = False
         self.bridge_ok = False
@@ -365,9 +365,8 @@ class _Run:
                 else:
                     self._note("sheepdog with limits on does not relay: its rows are left out.")
                 # The Messages API: the same sheepdog and the same pass-through, another request.
-                passthrough = self.paths[PASSTHROUGH]
-                self.relay_only[PASSTHROUGH_MESSAGES] = (passthrough, self._messages)
-                self.relay_only[SHEEPDOG_MESSAGES] = (self.sheepdog, self._messages)
+                self.api_paths[PASSTHROUGH_MESSAGES] = (self.paths[PASSTHROUGH], MESSAGES)
+                self.api_paths[SHEEPDOG_MESSAGES] = (self.sheepdog, MESSAGES)
             else:
                 self._note(f"sheepdog does not relay yet ({why}): its proxy rows are left out.")
             self.bridge_ok, self.bridge_why = bridge.bridge_available(self.sheepdog.url)
@@ -398,6 +397,11 @@ class _Run:
             self.paths[variant.name] = server
             self.variants[variant.name] = server
 
+    def _relay_paths(self) -> dict[str, tuple[Server, Api]]:
+        """Every path of the relay phases, in the order they take turns: ``self.paths`` asked
+        through the chat API, then ``self.api_paths``."""
+        return {**{name: (server, CHAT) for name, server in self.paths.items()}, **self.api_paths}
+
     def _profile(self, name: str, duration: float) -> Recording | None:
         if self.profile_dir is None or self.sheepdog is None:
             return None
@@ -426,19 +430,19 @@ class _Run:
             "the load generator and the upstream cost; the ratios are to the bare aiohttp "
             "pass-through at the same concurrency."
         )
-        paths = {name: (server, self._chat) for name, server in self.paths.items()}
-        paths.update(self.relay_only)
+        paths = self._relay_paths()
         for concurrency in s.concurrencies:
             loads: dict[str, list[LoadResult]] = {name: [] for name in paths}
             cpus: dict[str, list[float]] = {name: [] for name in paths}
-            for server, make in paths.values():
+            for server, api in paths.values():
                 if s.warmup:
-                    run_load(make(server), concurrency, s.warmup, use_wrk=self.use_wrk)
+                    run_load(self._call(server, api), concurrency, s.warmup, use_wrk=self.use_wrk)
             for _ in range(s.rounds):
-                for name, (server, make) in paths.items():
+                for name, (server, api) in paths.items():
                     relay_pid = None if name == DIRECT else server.pid
                     cpu_before = tree_cpu_seconds(relay_pid) if relay_pid else 0.0
-                    load = run_load(make(server), concurrency, s.duration, use_wrk=self.use_wrk)
+                    request = self._call(server, api)
+                    load = run_load(request, concurrency, s.duration, use_wrk=self.use_wrk)
                     loads[name].append(load)
                     if relay_pid and load.ok:
                         used = tree_cpu_seconds(relay_pid) - cpu_before
@@ -447,7 +451,7 @@ class _Run:
                 # Profiled apart from the measured rounds: sampling costs the process some time.
                 recording = self._profile(f"relay-c{concurrency}", PROFILE_SECONDS)
                 if recording is not None:
-                    request = self._chat(self.paths[SHEEPDOG])
+                    request = self._call(self.paths[SHEEPDOG], CHAT)
                     run_load(request, concurrency, PROFILE_SECONDS, use_wrk=self.use_wrk)
                     self._finish_profile(recording)
             for name in paths:
@@ -455,27 +459,20 @@ class _Run:
                 self.results.relay.append(row)
                 cpu = f"{row.cpu:6.0f} µs/req" if row.cpu is not None else "     — µs/req"
                 print(
-                    f"relay {name:22} c={concurrency:<4} {row.rate:8,.0f} req/s  CPU {cpu} "
+                    f"relay {name:34} c={concurrency:<4} {row.rate:8,.0f} req/s  CPU {cpu} "
                     f"(rounds {', '.join(f'{c:.0f}' for c in row.cpu_us)})",
                     file=sys.stderr,
                 )
 
     @staticmethod
-    def _chat(server: Server) -> Request:
-        return Request(
-            f"{server.url}/v1/chat/completions", chat_body(model_name(0)), client_headers(0)
-        )
+    def _call(server: Server, api: Api) -> Request:
+        """A non-streaming call of ``api`` (the chat body is a valid Messages API body too)."""
+        return Request(f"{server.url}{api.path}", chat_body(model_name(0)), _headers(api))
 
     @staticmethod
-    def _messages(server: Server) -> Request:
-        """A Messages API call as the anthropic SDK sends it, the client key in ``x-api-key``."""
-        headers = {
-            "Content-Type": "application/json",
-            "x-api-key": client_key(0),
-            "anthropic-version": "2023-06-01",
-            "User-Agent": "Anthropic/Python 1.0",
-        }
-        return Request(f"{server.url}/v1/messages", chat_body(model_name(0)), headers)
+    def _stream(server: Server, api: Api, pace: dict[str, str]) -> Request:
+        body = api.body(model_name(0)).decode()
+        return Request(f"{server.url}{api.path}", body, {**_headers(api), **pace})
 
     def stream_load(self) -> None:
         """Many streams at once, wrk keeping each connection on stream after stream.
@@ -490,27 +487,32 @@ class _Run:
             f"wrk keeps *streams* `POST /v1/chat/completions` streams open at once, each one "
             f"{s.stream_load_chunks} content chunks {s.stream_load_delay_ms:g} ms apart "
             "(the client does not ask for usage: sheepdog asks the upstream for it and removes "
-            "it), a new one as soon as one ends. *chunks/s* are the events the upstream sent "
-            "through the path per second; *stream* times are wrk's, from the request to the last "
-            "byte; *relay CPU* is the relay process's CPU time per chunk, the streams' set-up "
-            "included. Medians of the rounds, ranges in brackets."
+            "it), a new one as soon as one ends; the *Messages API* rows stream "
+            f"`POST /v1/messages` at the same pace ({s.stream_load_chunks} text deltas among "
+            f"{s.stream_load_chunks + 6} events). *chunks/s* "
+            "are the events the upstream sent through the path per second, every kind; *stream* "
+            "times are wrk's, from the request to the last byte; *relay CPU* is the relay "
+            "process's CPU time per chunk, the streams' set-up included; ratios are to the "
+            "pass-through relaying the same API. Medians of the rounds, ranges in brackets."
         )
         pace = pace_headers(s.stream_load_chunks, s.stream_load_delay_ms)
+        paths = self._relay_paths()
         for streams in s.stream_loads:
-            rates: dict[str, list[float]] = {name: [] for name in self.paths}
-            cpus: dict[str, list[float]] = {name: [] for name in self.paths}
-            loads: dict[str, list[LoadResult]] = {name: [] for name in self.paths}
-            for server in self.paths.values():
+            rates: dict[str, list[float]] = {name: [] for name in paths}
+            cpus: dict[str, list[float]] = {name: [] for name in paths}
+            loads: dict[str, list[LoadResult]] = {name: [] for name in paths}
+            for server, api in paths.values():
                 if s.warmup:
-                    run_load(self._stream(server, pace), streams, s.warmup, use_wrk=self.use_wrk)
+                    request = self._stream(server, api, pace)
+                    run_load(request, streams, s.warmup, use_wrk=self.use_wrk)
                     self._wait_streams_closed()
             for _ in range(s.stream_load_rounds):
-                for name, server in self.paths.items():
+                for name, (server, api) in paths.items():
                     relay_pid = None if name == DIRECT else server.pid
                     cpu_before = tree_cpu_seconds(relay_pid) if relay_pid else 0.0
                     before = upstream_stats(self.upstream)["events"]
                     load = run_load(
-                        self._stream(server, pace),
+                        self._stream(server, api, pace),
                         streams,
                         s.stream_load_duration,
                         use_wrk=self.use_wrk,
@@ -523,20 +525,16 @@ class _Run:
                     if relay_pid and total:
                         used = tree_cpu_seconds(relay_pid) - cpu_before
                         cpus[name].append(used / total * 1e6)
-            for name in self.paths:
+            for name in paths:
                 row = StreamLoadRow(name, streams, rates[name], cpus[name], loads[name])
                 self.results.stream_load.append(row)
                 cpu = f"{row.cpu:5.1f} µs/chunk" if row.cpu is not None else "    — µs/chunk"
                 print(
-                    f"streams {name:20} n={streams:<5} "
+                    f"streams {name:34} n={streams:<5} "
                     f"{sorted(row.chunk_rates)[(len(row.chunk_rates) - 1) // 2]:8,.0f} chunks/s  "
                     f"CPU {cpu}",
                     file=sys.stderr,
                 )
-
-    def _stream(self, server: Server, pace: dict[str, str]) -> Request:
-        body = streaming.stream_body(model_name(0)).decode()
-        return Request(f"{server.url}/v1/chat/completions", body, {**client_headers(0), **pace})
 
     def _wait_streams_closed(self, timeout: float = 30.0) -> None:
         """Until the upstream has no stream open (the last round's have finished or gone)."""
@@ -555,12 +553,14 @@ class _Run:
             f"One stream at a time, {s.stream_rounds} per path, the paths taking turns stream by "
             f"stream. The upstream streams {s.stream_chunks} content chunks "
             f"{s.stream_chunk_delay_ms:g} ms apart, the first at once (it carries the role: no "
-            "role-only opener), so time to first token is the relays' own; the client does not "
-            "ask for usage (sheepdog asks the upstream for it and removes it)."
+            "role-only opener; in a Messages API stream, `message_start`, `content_block_start` "
+            "and `ping` go with it), so time to first token is the relays' own; the client does "
+            "not ask for usage (sheepdog asks the upstream for it and removes it)."
         )
+        pace = pace_headers(s.stream_chunks, s.stream_chunk_delay_ms)
         paths = {
-            name: (f"{server.url}/v1/chat/completions", client_headers(0))
-            for name, server in self.paths.items()
+            name: (server.url, {**_headers(api), **pace}, api)
+            for name, (server, api) in self._relay_paths().items()
         }
         model = model_name(0)
         self.results.stream_sequential = asyncio.run(
@@ -571,7 +571,7 @@ class _Run:
             if recording is not None:
                 pace = pace_headers(s.stream_load_chunks, s.stream_load_delay_ms)
                 run_load(
-                    self._stream(self.paths[SHEEPDOG], pace),
+                    self._stream(self.paths[SHEEPDOG], CHAT, pace),
                     max(s.stream_loads),
                     PROFILE_SECONDS,
                     use_wrk=self.use_wrk,
@@ -580,7 +580,7 @@ class _Run:
         for name, stats in self.results.stream_sequential.items():
             summary = stats.summary()
             print(
-                f"stream {name:22} TTFT p50 {summary['ttft_p50'] * 1000:6.2f} ms  "
+                f"stream {name:34} TTFT p50 {summary['ttft_p50'] * 1000:6.2f} ms  "
                 f"last p50 {summary['last_p50'] * 1000:6.2f} ms",
                 file=sys.stderr,
             )
@@ -659,6 +659,11 @@ class _Run:
             self._note,
             "memory",
         )
+
+
+def _headers(api: Api) -> dict[str, str]:
+    """A client's headers for ``api``, as its SDK sends them."""
+    return messages_headers(0) if api is MESSAGES else client_headers(0)
 
 
 def _attempt(work: Callable[[], T], note: Callable[[str], None], what: str) -> T | str:

@@ -18,7 +18,7 @@ from bench.service import (
     start_upstream,
     upstream_stats,
 )
-from bench.streaming import measure_stream, stream_body
+from bench.streaming import chat_stream_body, measure_stream
 
 
 @dataclass
@@ -41,7 +41,7 @@ class MemoryResult:
 
 async def _streams(url: str, count: int, ramp_seconds: float) -> tuple[int, int]:
     """Open ``count`` streams, started evenly over ``ramp_seconds``; returns (completed, errors)."""
-    body = stream_body(model_name(0))
+    body = chat_stream_body(model_name(0))
     headers = client_headers(0)
     completed = errors = 0
     connector = aiohttp.TCPConnector(limit=0)

@@ -25,7 +25,8 @@ PASSTHROUGH = "aiohttp pass-through"
 NGINX = "nginx"
 SHEEPDOG = "sheepdog"
 SHEEPDOG_LIMITS = "sheepdog, limits on"
-# The Messages API (POST /v1/messages), non-streaming: sheepdog against the same pass-through
+"""sheepdog with per-client rate limits and two upstreams (routing by model, failover ready)."""
+# The Messages API (POST /v1/messages), streaming and not: sheepdog against the same pass-through
 # relaying the same request.
 PASSTHROUGH_MESSAGES = "aiohttp pass-through, Messages API"
 SHEEPDOG_MESSAGES = "sheepdog, Messages API"
@@ -37,7 +38,10 @@ def floor_of(path: str) -> str:
     return _FLOOR_OF.get(path, PASSTHROUGH)
 
 
-"""sheepdog with per-client rate limits and two upstreams (routing by model, failover ready)."""
+def _direct_of(path: str) -> str | None:
+    """The direct path of a path's API, if the bench has one (only chat is measured direct)."""
+    return DIRECT if floor_of(path) == PASSTHROUGH else None
+
 
 MIB = 1024 * 1024
 RSS_LIMIT = 150 * MIB
@@ -301,17 +305,19 @@ def targets(results: Results) -> list[Target]:
                     "req",
                 )
             )
-    for streams in (200, 1000):
-        ours_stream = _stream_row(results, SHEEPDOG, streams)
-        floor_stream = _stream_row(results, PASSTHROUGH, streams)
-        found.append(
-            _cpu_target(
-                f"relay CPU per chunk ≤ {CPU_RATIO_LIMIT} × pass-through, {streams:,} streams",
-                ours_stream.cpu if ours_stream else None,
-                floor_stream.cpu if floor_stream else None,
-                "chunk",
+    for path, what in ((SHEEPDOG, ""), (SHEEPDOG_MESSAGES, ", Messages API")):
+        for streams in (200, 1000):
+            ours_stream = _stream_row(results, path, streams)
+            floor_stream = _stream_row(results, floor_of(path), streams)
+            found.append(
+                _cpu_target(
+                    f"relay CPU per chunk{what} ≤ {CPU_RATIO_LIMIT} × pass-through, "
+                    f"{streams:,} streams",
+                    ours_stream.cpu if ours_stream else None,
+                    floor_stream.cpu if floor_stream else None,
+                    "chunk",
+                )
             )
-        )
     seq = results.stream_sequential
     name = "added time to first token ≤ 1 ms at p50, sequential"
     if SHEEPDOG in seq and DIRECT in seq and seq[SHEEPDOG].ttft:
@@ -323,9 +329,13 @@ def targets(results: Results) -> list[Target]:
         found.append(Target(name, measured, added <= 0.001))
     else:
         found.append(Target(name, "not measured", None))
-    name = "time to first token over the bare pass-through ≤ 0.3 ms at p50, interleaved"
-    if SHEEPDOG in seq and PASSTHROUGH in seq and seq[SHEEPDOG].ttft and seq[PASSTHROUGH].ttft:
-        p50, p99 = (_over(seq, SHEEPDOG, PASSTHROUGH, key) for key in ("ttft_p50", "ttft_p99"))
+    for path, what in ((SHEEPDOG, ""), (SHEEPDOG_MESSAGES, ", Messages API")):
+        name = f"time to first token{what} over the bare pass-through ≤ 0.3 ms at p50, interleaved"
+        over = _ttft_over_floor(seq, path)
+        if over is None:
+            found.append(Target(name, "not measured", None))
+            continue
+        p50, p99 = over
         found.append(
             Target(
                 name,
@@ -333,8 +343,6 @@ def targets(results: Results) -> list[Target]:
                 p50 <= TTFT_OVER_BARE_LIMIT,
             )
         )
-    else:
-        found.append(Target(name, "not measured", None))
     memory = results.memory
     if isinstance(memory, MemoryResult):
         found.append(
@@ -392,6 +400,15 @@ def _added(stats: dict[str, StreamStats], path: str, key: str) -> float:
     return _over(stats, path, DIRECT, key)
 
 
+def _ttft_over_floor(stats: dict[str, StreamStats], path: str) -> tuple[float, float] | None:
+    """A path's time to first token minus its pass-through's, at p50 and p99; None unmeasured."""
+    floor = floor_of(path)
+    if path not in stats or floor not in stats or not stats[path].ttft or not stats[floor].ttft:
+        return None
+    p50, p99 = (_over(stats, path, floor, key) for key in ("ttft_p50", "ttft_p99"))
+    return p50, p99
+
+
 def _over(stats: dict[str, StreamStats], path: str, base: str, key: str) -> float:
     return stats[path].summary()[key] - stats[base].summary()[key]
 
@@ -400,8 +417,11 @@ def _stream_table(stats: dict[str, StreamStats]) -> list[str]:
     rows = []
     for path, stat in stats.items():
         s = stat.summary()
+        direct = _direct_of(path)
         added = [
-            "—" if path == DIRECT or DIRECT not in stats else _ms(_added(stats, path, key))
+            "—"
+            if direct is None or path == direct or direct not in stats
+            else _ms(_added(stats, path, key))
             for key in ("ttft_p50", "ttft_p99", "last_p50", "last_p99")
         ]
         extra = []
@@ -476,10 +496,9 @@ def _relay_table(results: Results) -> list[str]:
 
 
 def _stream_load_table(results: Results) -> list[str]:
-    floors = {row.streams: row for row in results.stream_load if row.path == PASSTHROUGH}
     rows = []
     for row in results.stream_load:
-        floor = floors.get(row.streams)
+        floor = _stream_row(results, floor_of(row.path), row.streams)
         cpu, floor_cpu = row.cpu, floor.cpu if floor else None
         rows.append(
             [
@@ -572,20 +591,25 @@ def render(results: Results, machine: dict[str, str], analysis: str = "") -> str
         ]
     if results.stream_sequential:
         seq = results.stream_sequential
-        summary = ""
-        if SHEEPDOG in seq and PASSTHROUGH in seq and seq[SHEEPDOG].ttft and seq[PASSTHROUGH].ttft:
-            over = [_over(seq, SHEEPDOG, PASSTHROUGH, key) for key in ("ttft_p50", "ttft_p99")]
-            summary = (
-                f" **sheepdog minus the bare pass-through: {_ms(over[0])} ms at p50, "
-                f"{_ms(over[1])} ms at p99** (each percentile of one path minus the other's)."
-            )
+        overs = []
+        for path, what in ((SHEEPDOG, ""), (SHEEPDOG_MESSAGES, "; through the Messages API")):
+            over = _ttft_over_floor(seq, path)
+            if over is not None:
+                overs.append(f"{what}: {_ms(over[0])} ms at p50, {_ms(over[1])} ms at p99")
+        summary = (
+            f" **sheepdog minus the bare pass-through{''.join(overs)}** (each percentile of one "
+            "path minus the other's)."
+            if overs
+            else ""
+        )
         out += [
             "",
             "## Streaming: time to first token",
             "",
             f"{results.stream_params} Times in ms from sending the request: *TTFT* to the first "
-            "chunk with content, *last* to `data: [DONE]`; *added* is the path's percentile minus "
-            f"the direct path's.{summary}",
+            "chunk with content (Messages API: the first `content_block_delta` with text), *last* "
+            "to `data: [DONE]` (`message_stop`); *added* is the path's percentile minus the "
+            f"direct path's (chat only: the Messages API is not measured direct).{summary}",
             "",
             *_stream_table(seq),
         ]

@@ -205,6 +205,17 @@ def client_headers(index: int = 0) -> dict[str, str]:
     }
 
 
+def messages_headers(index: int = 0) -> dict[str, str]:
+    """The headers of a Messages API call as the anthropic SDK sends them: the client key in
+    ``x-api-key``, and ``anthropic-version``."""
+    return {
+        "Content-Type": "application/json",
+        "x-api-key": client_key(index),
+        "anthropic-version": "2023-06-01",
+        "User-Agent": "Anthropic/Python 1.0",
+    }
+
+
 def proxy_available(server: Server) -> tuple[bool, str]:
     """Whether sheepdog relays a chat completion yet (proxy/ may still be an empty stub)."""
     request = urllib.request.Request(

@@ -1,7 +1,9 @@
 """Streaming as one client sees it: time to the first token and to the last chunk, per path.
 
 The paths are interleaved request by request, so drift on the machine hits all of them alike.
-(Many concurrent streams are driven by wrk: see ``bench/__main__.py``.)
+(Many concurrent streams are driven by wrk: see ``bench/__main__.py``.) A stream is a chat
+completion (:data:`CHAT`: the first chunk with content, then ``data: [DONE]``) or a Messages API
+one (:data:`MESSAGES`: the first ``content_block_delta`` with text, then ``message_stop``).
 """
 
 from __future__ import annotations
@@ -9,17 +11,82 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import aiohttp
 
 from bench.stats import percentile
-from tests.peers.upstream import CHUNKS_HEADER, EVENT_DELAY_HEADER
+from tests.peers.pace import CHUNKS_HEADER, EVENT_DELAY_HEADER
 
 # Bytes checks rather than a JSON parse per event: the client must cost as little as it can, since
 # it shares the machine's cores with the servers it measures.
 _CONTENT = re.compile(rb'"(?:content|text)"\s*:\s*"[^"]')
 _USAGE_ONLY = re.compile(rb'"choices"\s*:\s*\[\s*\]')
+_TEXT = re.compile(rb'"text"\s*:\s*"[^"]')
+
+Event = Literal["content", "usage", "other", "last", "none"]
+"""What an event is to the client: content (its first one is the first token), a usage-only chunk,
+another chunk, the stream's last event, or no chunk at all (an SSE comment)."""
+
+
+def _chat_event(event: bytes) -> Event:
+    """A chat completion chunk is ``data: {...}``; the last event ``data: [DONE]``."""
+    if not event.startswith(b"data: "):
+        return "none"
+    payload = event[6:]
+    if payload == b"[DONE]":
+        return "last"
+    if b'"usage"' in payload and _USAGE_ONLY.search(payload):
+        return "usage"
+    return "content" if _CONTENT.search(payload) else "other"
+
+
+def _messages_event(event: bytes) -> Event:
+    """A Messages API event is ``event: <type>`` then ``data: {...}``; the last ``message_stop``.
+    Content is a ``content_block_delta`` with text (a thinking delta is not)."""
+    if event.startswith(b"event: content_block_delta"):
+        return "content" if _TEXT.search(event) else "other"
+    if event.startswith(b"event: message_stop"):
+        return "last"
+    return "other" if event.startswith(b"event: ") else "none"
+
+
+def chat_stream_body(model: str) -> bytes:
+    """A streaming chat request, without ``stream_options``: what most clients send."""
+    return json.dumps(
+        {
+            "model": model,
+            "messages": [{"role": "user", "content": "Count to twenty."}],
+            "stream": True,
+        }
+    ).encode()
+
+
+def messages_stream_body(model: str) -> bytes:
+    """A streaming Messages API request (``max_tokens`` is required there)."""
+    return json.dumps(
+        {
+            "model": model,
+            "max_tokens": 1024,
+            "messages": [{"role": "user", "content": "Count to twenty."}],
+            "stream": True,
+        }
+    ).encode()
+
+
+@dataclass(frozen=True)
+class Api:
+    """One API's streams: where they are asked for, with what body, and how to read an event."""
+
+    path: str
+    body: Callable[[str], bytes]
+    read: Callable[[bytes], Event]
+
+
+CHAT = Api("/v1/chat/completions", chat_stream_body, _chat_event)
+MESSAGES = Api("/v1/messages", messages_stream_body, _messages_event)
 
 
 @dataclass
@@ -59,21 +126,14 @@ class StreamStats:
         }
 
 
-def stream_body(model: str) -> bytes:
-    """A streaming chat request, without ``stream_options``: what most clients send."""
-    return json.dumps(
-        {
-            "model": model,
-            "messages": [{"role": "user", "content": "Count to twenty."}],
-            "stream": True,
-        }
-    ).encode()
-
-
 async def measure_stream(
-    session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str]
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    api: Api = CHAT,
 ) -> StreamTiming:
-    """POST one stream and time its first content token and its ``[DONE]``."""
+    """POST one stream of ``api`` and time its first content token and its last event."""
     started = time.perf_counter()
     ttft: float | None = None
     last: float | None = None
@@ -87,19 +147,19 @@ async def measure_stream(
             buffer += data
             *events, buffer = buffer.split(b"\n\n")
             for event in events:
-                if not event.startswith(b"data: "):
+                kind = api.read(event)
+                if kind == "none":
                     continue
-                payload = event[6:]
-                if payload == b"[DONE]":
+                if kind == "last":
                     last = now - started
                     continue
                 chunks += 1
-                if b'"usage"' in payload and _USAGE_ONLY.search(payload):
+                if kind == "usage":
                     usage_chunks += 1
-                if ttft is None and _CONTENT.search(payload):
+                elif kind == "content" and ttft is None:
                     ttft = now - started
     if ttft is None or last is None:
-        raise RuntimeError(f"{url}: stream ended without content or [DONE]")
+        raise RuntimeError(f"{url}: stream ended without content or its last event")
     return StreamTiming(ttft, last, chunks, usage_chunks)
 
 
@@ -111,26 +171,28 @@ def _session(limit: int = 0) -> aiohttp.ClientSession:
 
 
 async def sequential(
-    paths: dict[str, tuple[str, dict[str, str]]],
+    paths: dict[str, tuple[str, dict[str, str], Api]],
     model: str,
     rounds: int,
     warmup: int = 5,
     chunk_delay_ms: float | None = None,
 ) -> dict[str, StreamStats]:
-    """One stream at a time, path after path, ``rounds`` times. ``paths``: name → (url, headers).
+    """One stream at a time, path after path, ``rounds`` times. ``paths``: name → (the server's
+    URL, headers, API).
 
     ``chunk_delay_ms`` asks the upstream for that pace of tokens instead of its default.
     """
-    body = stream_body(model)
-    if chunk_delay_ms is not None:
-        extra = {EVENT_DELAY_HEADER: f"{chunk_delay_ms:g}"}
-        paths = {name: (url, {**headers, **extra}) for name, (url, headers) in paths.items()}
+    extra = {EVENT_DELAY_HEADER: f"{chunk_delay_ms:g}"} if chunk_delay_ms is not None else {}
+    requests = {
+        name: (f"{server}{api.path}", api.body(model), {**headers, **extra}, api)
+        for name, (server, headers, api) in paths.items()
+    }
     results = {name: StreamStats() for name in paths}
     async with _session() as session:
         for index in range(warmup + rounds):
-            for name, (url, headers) in paths.items():
+            for name, (url, body, headers, api) in requests.items():
                 try:
-                    timing = await measure_stream(session, url, body, headers)
+                    timing = await measure_stream(session, url, body, headers, api)
                 except (aiohttp.ClientError, RuntimeError, TimeoutError):
                     if index >= warmup:
                         results[name].errors += 1

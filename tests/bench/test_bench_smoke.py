@@ -67,3 +67,23 @@ def test_quick_run_writes_well_formed_report(tmp_path: Path) -> None:
     for row in relay[2:]:
         rate = row.split("|")[3].strip().replace(",", "")
         assert float(rate) > 0, row
+    # The Messages API streams too, through sheepdog and the pass-through: the upstream counted
+    # their chunks, every stream ended with message_stop after its text.
+    streams = next(t for t in tables if "chunks/s" in t[0])
+    ttft = next(t for t in tables if "TTFT p50" in t[0])
+    for path in ("sheepdog, Messages API", "aiohttp pass-through, Messages API"):
+        load = _cells(streams, path)
+        assert float(load["chunks/s"].replace(",", "")) > 0, load
+        assert (load["errors"], load["CPU × pass-through"] != "—") == ("0", True), load
+        first = _cells(ttft, path)
+        assert (first["streams"], first["problems"]) == ("10", "—"), first
+
+
+def _cells(table: list[str], path: str) -> dict[str, str]:
+    """The row of ``path`` in a markdown table, by column name."""
+    header = [cell.strip() for cell in table[0].split("|")]
+    for row in table[2:]:
+        cells = [cell.strip() for cell in row.split("|")]
+        if cells[1] == path:
+            return dict(zip(header, cells, strict=True))
+    raise AssertionError(f"no row {path!r} in {table[0]}")

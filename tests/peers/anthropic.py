@@ -15,6 +15,10 @@ It answers as Anthropic's API reference and "Streaming Messages" guide say:
   ``content_block_stop``, ``message_delta`` with the *cumulative* usage, ``message_stop``; or, when
   scripted, an ``error`` event (``overloaded_error``) after some events, ending the stream.
 - ``POST /v1/messages/count_tokens`` answers ``{"input_tokens": N}``.
+
+A stream's events up to its first ``content_block_delta`` go out at once, then one every
+``event_delay``; the pace headers of :mod:`tests.peers.pace` set the deltas and the delay, and
+requests, streams and events are counted in the server's :class:`~tests.peers.pace.Stats`.
 """
 
 from __future__ import annotations
@@ -23,10 +27,12 @@ import asyncio
 import itertools
 import json
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiohttp import web
+
+from tests.peers.pace import Stats, paced
 
 __all__ = ["AnthropicPeer", "MessagesScript"]
 
@@ -57,8 +63,11 @@ class MessagesScript:
     status: int = 200
     # In a stream: after this many events, an error event ends it (overloaded_error).
     error_after_events: int | None = None
+    # Between events, from the first content delta on (everything before it goes at once).
     event_delay: float = 0.0
 
+
+_DELTA = b"event: content_block_delta"
 
 Record = Callable[[web.Request], Awaitable[tuple[Any, dict[str, Any]]]]
 Send = Callable[[bytes], None]
@@ -67,6 +76,8 @@ Send = Callable[[bytes], None]
 @dataclass
 class AnthropicPeer:
     scripts: dict[str, MessagesScript] = field(default_factory=dict)
+    # The answer for models without a script of their own.
+    default: MessagesScript = field(default_factory=MessagesScript)
     _ids: itertools.count[int] = field(default_factory=itertools.count)
 
     def script(self, model: str, **changes: Any) -> MessagesScript:
@@ -74,33 +85,42 @@ class AnthropicPeer:
         self.scripts[model] = MessagesScript(**changes)
         return self.scripts[model]
 
-    def add_routes(self, app: web.Application, record: Record, send: Send) -> None:
-        """Serve the Messages API on ``app``; ``record`` and ``send`` keep what crossed."""
+    def add_routes(self, app: web.Application, record: Record, send: Send, stats: Stats) -> None:
+        """Serve the Messages API on ``app``; ``record`` and ``send`` keep what crossed, ``stats``
+        counts it."""
 
         async def messages(request: web.Request) -> web.StreamResponse:
             _, payload = await record(request)
+            stats.requests += 1
             refusal = _check_headers(request)
             if refusal is not None:
                 return _sent(refusal, send)
-            script = self.scripts.get(str(payload.get("model")), MessagesScript())
+            script = self._script_for(request, payload)
             if script.status != 200:
                 return _sent(_error(script.status, f"upstream says {script.status}"), send)
             if payload.get("stream") is True:
-                return await self._stream(request, payload, script, send)
+                with stats.stream():
+                    return await self._stream(request, payload, script, send, stats)
             body = json.dumps(self._message(payload, script, final=True)).encode()
             return _sent(web.Response(body=body, content_type="application/json"), send)
 
         async def count_tokens(request: web.Request) -> web.StreamResponse:
             _, payload = await record(request)
+            stats.requests += 1
             refusal = _check_headers(request)
             if refusal is not None:
                 return _sent(refusal, send)
-            script = self.scripts.get(str(payload.get("model")), MessagesScript())
+            script = self._script_for(request, payload)
             body = json.dumps({"input_tokens": script.input_tokens}).encode()
             return _sent(web.Response(body=body, content_type="application/json"), send)
 
         app.router.add_post("/v1/messages", messages)
         app.router.add_post("/v1/messages/count_tokens", count_tokens)
+
+    def _script_for(self, request: web.Request, payload: dict[str, Any]) -> MessagesScript:
+        script = self.scripts.get(str(payload.get("model")), self.default)
+        changes = paced(request.headers)
+        return replace(script, **changes) if changes else script
 
     def _usage(self, script: MessagesScript, output_tokens: int) -> dict[str, Any]:
         usage: dict[str, Any] = {
@@ -193,6 +213,7 @@ class AnthropicPeer:
         payload: dict[str, Any],
         script: MessagesScript,
         send: Send,
+        stats: Stats,
     ) -> web.StreamResponse:
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream; charset=utf-8", "request-id": "req_peer"}
@@ -207,10 +228,15 @@ class AnthropicPeer:
                 *events[: script.error_after_events],
                 f"event: error\ndata: {json.dumps(error)}\n\n".encode(),
             ]
+        # The first content delta goes out with what precedes it, at once: time to first token
+        # is then the relay's own.
+        deltas = (i for i, chunk in enumerate(events) if chunk.startswith(_DELTA))
+        first_delta = next(deltas, len(events))
         for index, chunk in enumerate(events):
-            if index and script.event_delay:
+            if index > first_delta and script.event_delay:
                 await asyncio.sleep(script.event_delay)
             await response.write(chunk)
+            stats.events += 1
             sent += chunk
         send(bytes(sent))
         await response.write_eof()

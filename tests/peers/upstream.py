@@ -19,7 +19,8 @@ The benchmark runs the same upstream in a process of its own (``python -m tests.
 --port N``, see :func:`main`), without recording (``record=False``: a run relays hundreds of
 thousands of requests). A request can pace its own stream with the headers
 ``X-Upstream-Chunks`` (content events) and ``X-Upstream-Event-Delay-Ms``, which relays pass on;
-``GET /peer/stats`` counts requests, streams (the most open at once, too) and stream events.
+``GET /peer/stats`` counts requests, streams (the most open at once, too) and stream events. Both
+(:mod:`tests.peers.pace`) hold for Messages API streams too.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ from typing import Any, Literal
 from aiohttp import web
 from multidict import CIMultiDict
 
-from tests.peers.anthropic import AnthropicPeer
+from tests.peers.anthropic import AnthropicPeer, MessagesScript
+from tests.peers.pace import Stats, content, paced
 
 __all__ = ["FakeUpstream", "Received", "Script"]
 
@@ -79,21 +81,6 @@ class Script:
     # A chat stream opens with a role-only event, as OpenAI's do; without it the first content
     # event carries the role and goes out at once (event_delay comes after it).
     role_opener: bool = True
-
-
-CHUNKS_HEADER = "X-Upstream-Chunks"
-EVENT_DELAY_HEADER = "X-Upstream-Event-Delay-Ms"
-
-
-@dataclass
-class Stats:
-    """What a benchmark reads back: requests answered, streams started, most open at once."""
-
-    requests: int = 0
-    streams: int = 0
-    active_streams: int = 0
-    peak_streams: int = 0
-    events: int = 0  # stream events written, every kind
 
 
 @dataclass
@@ -146,7 +133,7 @@ class FakeUpstream:
         app.router.add_get("/v1/models", self._models)
         # Without recording (the bench), what it sends is not kept either.
         send = self.sent.append if self.record else _discard
-        self.anthropic.add_routes(app, self._record, send)
+        self.anthropic.add_routes(app, self._record, send, self.stats)
         app.router.add_get("/peer/stats", self._stats)
         # Cancelled on disconnect, so a caller going away is seen at once and counted.
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
@@ -194,13 +181,8 @@ class FakeUpstream:
                 return self._error(script.status, script.retry_after)
             if payload.get("stream") is True:
                 events = self._events(kind, payload, script)
-                self.stats.streams += 1
-                self.stats.active_streams += 1
-                self.stats.peak_streams = max(self.stats.peak_streams, self.stats.active_streams)
-                try:
+                with self.stats.stream():
                     return await self._stream(request, events, script)
-                finally:
-                    self.stats.active_streams -= 1
             return self._json(request, self._body(kind, payload, script), script)
         except (asyncio.CancelledError, ConnectionError):
             self.disconnects += 1
@@ -210,16 +192,8 @@ class FakeUpstream:
 
     def _script_for(self, request: web.Request, payload: dict[str, Any]) -> Script:
         script = self.scripts.get(str(payload.get("model")), self.default)
-        chunks = request.headers.get(CHUNKS_HEADER)
-        delay = request.headers.get(EVENT_DELAY_HEADER)
-        if chunks is None and delay is None:
-            return script
-        changes: dict[str, Any] = {}
-        if chunks is not None:
-            changes["content"] = _content(int(chunks))
-        if delay is not None:
-            changes["event_delay"] = float(delay) / 1000
-        return replace(script, **changes)
+        changes = paced(request.headers)
+        return replace(script, **changes) if changes else script
 
     async def _stats(self, request: web.Request) -> web.Response:
         return web.json_response(asdict(self.stats))
@@ -526,18 +500,13 @@ def _discard(body: bytes) -> None:
     pass
 
 
-def _content(chunks: int) -> tuple[str, ...]:
-    """``chunks`` pieces of text, one per content event."""
-    return ("Hello", *(f" tok{index}" for index in range(1, chunks)))
-
-
 async def _serve(args: argparse.Namespace) -> None:
-    default = Script(
-        content=_content(args.chunks),
-        event_delay=args.event_delay_ms / 1000,
-        role_opener=not args.no_role_opener,
-    )
-    upstream = await FakeUpstream(default=default, record=False).start(args.port, backlog=4096)
+    text, delay = content(args.chunks), args.event_delay_ms / 1000
+    default = Script(content=text, event_delay=delay, role_opener=not args.no_role_opener)
+    # Messages API streams at the same pace.
+    anthropic = AnthropicPeer(default=MessagesScript(content=text, event_delay=delay))
+    upstream = FakeUpstream(default=default, record=False, anthropic=anthropic)
+    await upstream.start(args.port, backlog=4096)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -550,7 +519,9 @@ def main(argv: list[str] | None = None) -> None:
     """``python -m tests.peers.upstream --port N``: the upstream in a process of its own."""
     parser = argparse.ArgumentParser(description="A local OpenAI-compatible upstream.")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--chunks", type=int, default=20, help="content events per stream")
+    parser.add_argument(
+        "--chunks", type=int, default=20, help="content events per stream (both APIs)"
+    )
     parser.add_argument("--event-delay-ms", type=float, default=2.0, help="between events")
     parser.add_argument(
         "--no-role-opener",
