@@ -46,11 +46,14 @@ def speaks_anthropic(path: str, headers: Mapping[str, str]) -> bool:
 class MessagesMeter(SseMeter):
     """Meters one Messages stream: first content delta, merged usage, an error event."""
 
-    __slots__ = ("_usage_fields",)
+    __slots__ = ("_to_read", "_usage_fields")
 
     def __init__(self, *, monotonic: Callable[[], float], decoder: Decoder) -> None:
         super().__init__(drop_usage_only=False, monotonic=monotonic, decoder=decoder)
         self._usage_fields: dict[str, Any] = {}
+        # Events with usage, parsed once the chunk that brought them has gone out: message_start
+        # comes in the chunk with the first token, which would otherwise wait for its parse.
+        self._to_read: list[tuple[bytes, bytes]] = []
 
     def _inspect(self, event: bytes) -> bool:
         match = _EVENT_NAME.search(event)
@@ -60,18 +63,29 @@ class MessagesMeter(SseMeter):
         if name == b"content_block_delta":
             if self._first_token_at is None:
                 self._first_token_at = self._arrived  # when the chunk bringing it arrived
-        elif name == b"message_start":
-            payload = _payload(event)
-            message = payload.get("message") if payload is not None else None
-            if isinstance(message, dict):
-                self._merge(message.get("usage"))
-        elif name == b"message_delta":
-            payload = _payload(event)
-            if payload is not None:
-                self._merge(payload.get("usage"))
+        elif name in (b"message_start", b"message_delta"):
+            self._to_read.append((name, event))
         elif name == b"error":
             self.stream_error = True
         return True
+
+    def read_deferred(self) -> None:
+        """Read the events with usage (the relay calls this once their chunk is written, and
+        before it takes the usage)."""
+        to_read = self._to_read
+        if to_read:
+            self._to_read = []
+            for name, event in to_read:
+                payload = _payload(event)
+                if payload is None:
+                    continue
+                if name == b"message_start":
+                    message = payload.get("message")
+                    if isinstance(message, dict):
+                        self._merge(message.get("usage"))
+                else:
+                    self._merge(payload.get("usage"))
+        super().read_deferred()
 
     def _worth_reading(self, events: bytes) -> bool:
         # Usage arrives in message_start and message_delta; an error event marks the stream.

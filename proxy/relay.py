@@ -133,6 +133,7 @@ class _Exchange:
 
     def usage(self) -> Usage | None:
         if self.sse is not None:
+            self.sse.read_deferred()  # what it held back to read until its chunk had gone out
             return self.sse.usage
         if self.code != self.upstream_status:
             return None
