@@ -4,10 +4,13 @@ The anthropic SDKs and Claude Code send ``x-api-key``; the openai SDKs ``Authori
 is read from ``Authorization`` when a request has that header, else from ``x-api-key``, on every
 route.
 
-Lookup is a dict keyed by the SHA-256 digest of each configured key, then a constant-time
+Lookup is a dict keyed by the BLAKE2s digest of each configured key, then a constant-time
 comparison with the key found. The dict lookup's timing depends only on the digest of what was
 presented, which an attacker cannot steer towards a real key, so it reveals nothing about the
 configured keys; and it costs the same with 2 clients or 2,000, unlike comparing against every key.
+BLAKE2s rather than SHA-256: CPython computes it itself, where hashlib's SHA-256 goes through
+OpenSSL's EVP layer, whose set-up costs more than the digest of a short key (every request
+authenticates; bench/analysis.md).
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ _ANONYMOUS_CALLER: Final = Caller(ANONYMOUS)
 
 
 def _digest(key: bytes) -> bytes:
-    return hashlib.sha256(key).digest()
+    return hashlib.blake2s(key).digest()
 
 
 class ClientDirectory:

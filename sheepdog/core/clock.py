@@ -28,8 +28,6 @@ class SystemClock:
     def now(self) -> datetime:
         return datetime.now(UTC)
 
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    def time(self) -> float:
-        return time.time()
+    # The C functions themselves, not methods calling them: read several times a request.
+    monotonic = staticmethod(time.monotonic)
+    time = staticmethod(time.time)
