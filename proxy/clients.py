@@ -94,10 +94,13 @@ class ClientDirectory:
         if self.is_open:
             return _ANONYMOUS_CALLER
         if authorization:
-            scheme, _, key = authorization.partition(" ")
-            key = key.strip()
-            if scheme.lower() != "bearer":
-                key = ""
+            if authorization.startswith("Bearer "):  # as every SDK writes it
+                key = authorization[7:].strip()
+            else:
+                scheme, _, key = authorization.partition(" ")
+                key = key.strip()
+                if scheme.lower() != "bearer":
+                    key = ""
         else:
             key = (api_key or "").strip()
         if not key:

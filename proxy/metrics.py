@@ -247,7 +247,7 @@ class ProxyMetrics:
         self._token_children: dict[tuple[str, str], _UsageCounters] = {}
         self._active_children: dict[str, GaugeChild] = {}
         self._duration_children: dict[tuple[str, str], HistogramChild] = {}
-        self._attempt_children: dict[tuple[str, str], CounterChild] = {}
+        self._attempt_children: dict[tuple[str, int | str], CounterChild] = {}
         self._request_series: dict[tuple[str, str, str], RequestSeries] = {}
         for reason in AUTH_FAILURE_REASONS:
             self.auth_failures.labels(reason)
@@ -276,12 +276,13 @@ class ProxyMetrics:
             for target in names[index + 1 :]:
                 self.upstream_failovers.labels(source, target)
 
-    def count_attempt(self, upstream: str, code: str) -> None:
-        """One attempt at ``upstream``: its status, ``error`` or ``timeout``."""
+    def count_attempt(self, upstream: str, code: int | str) -> None:
+        """One attempt at ``upstream``: its status, ``error`` or ``timeout`` (a status is
+        written out as a label only for the first attempt that had it)."""
         key = (upstream, code)
         child = self._attempt_children.get(key)
         if child is None:
-            child = self._attempt_children[key] = self.upstream_requests.labels(*key)
+            child = self._attempt_children[key] = self.upstream_requests.labels(upstream, str(code))
         child.inc()
 
     def request_series(self, model: str, route: str, client: str) -> RequestSeries:

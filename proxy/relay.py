@@ -350,7 +350,7 @@ class Relay:
         except (aiohttp.ClientError, OSError) as exc:
             return self._no_answer(exchange, upstream, health, "error", more, exc)
         status = response.status
-        self.metrics.count_attempt(upstream.name, str(status))
+        self.metrics.count_attempt(upstream.name, status)
         if status in FAILOVER_STATUSES:
             clock = self.clock
             health.failed(clock.monotonic(), retry_after_seconds(response.headers, clock.now()))
@@ -595,8 +595,8 @@ async def _start(
 def _is_event_stream(content_type: str | None) -> bool:
     """Whether a Content-Type is ``text/event-stream`` (parameters and case aside), as aiohttp's
     ``content_type`` says, without the parse it does for it."""
-    if content_type is None:
-        return False
+    if content_type is None or content_type.startswith("application/json"):
+        return False  # the usual answer, told without the parse
     return content_type.partition(";")[0].strip().lower() == "text/event-stream"
 
 
