@@ -214,6 +214,9 @@ class SpendLedger:
         self._problem: str | None = "not loaded yet"
         self._failing = False
         self._stopping = asyncio.Event()
+        # One sync at a time: a flush asked for (tests, a stop) while the writer's own is under
+        # way waits for it, so the older one cannot finish last and undo what the newer saw.
+        self._syncing = asyncio.Lock()
 
     def record(
         self,
@@ -312,6 +315,10 @@ class SpendLedger:
     async def sync(self) -> None:
         """Add what this process spent since the last sync to the ledger and read every
         process's totals back, in one transaction; on failure keep the changes for the next."""
+        async with self._syncing:
+            await self._sync()
+
+    async def _sync(self) -> None:
         batch, self._pending = self._pending, {}
         names, self._pending_names = self._pending_names, {}
         month = self._current_month()
