@@ -197,11 +197,6 @@ class SpendLedger:
         self.store = store_for(db)
         self._clock = clock
         self._flush_interval = flush_interval
-        self._month = ""
-        # Every request asks for the month: a comparison of the clock's seconds with the
-        # month's bounds is all it costs.
-        self._month_start = self._month_end = 0.0
-        self._current_month()
         self._stored: dict[str, float] = {}
         """This month's totals per client, every process's, as last read from the database."""
         self._spend: dict[str, float] = {}
@@ -217,6 +212,11 @@ class SpendLedger:
         # One sync at a time: a flush asked for (tests, a stop) while the writer's own is under
         # way waits for it, so the older one cannot finish last and undo what the newer saw.
         self._syncing = asyncio.Lock()
+        # Every request asks for the month: a comparison of the clock's seconds with the
+        # month's bounds is all it costs (set by the first _current_month).
+        self._month = ""
+        self._month_start = self._month_end = 0.0
+        self._current_month()
 
     def record(
         self,

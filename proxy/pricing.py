@@ -218,7 +218,7 @@ class PriceBook:
         rates = self._rates(label, usage)
         if rates is None:
             return 0.0, 0.0
-        return rates.cost(usage), rates.cache_savings(usage) if usage.cache_read_tokens else 0.0
+        return rates.cost(usage), rates.cache_savings(usage)
 
     def cache_savings_usd(self, label: str, usage: Usage) -> float:
         """USD the cache reads saved against the input price; 0 for ``other``."""

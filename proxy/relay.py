@@ -421,11 +421,12 @@ class Relay:
         is_event_stream = _is_event_stream(headers.get(hdrs.CONTENT_TYPE))
         metered = exchange.route in METERED_ROUTES and exchange.usage_expected
         messages = exchange.route == "messages"
+        reader = anthropic_usage if messages else openai_usage
         length = upstream.content_length
         whole = not is_event_stream and length is not None and length <= _WHOLE_BODY_LIMIT
         if whole and metered and encoding is None:
             # The most common answer: its usage is read from the body once it is read whole.
-            exchange.whole_reader = anthropic_usage if messages else openai_usage
+            exchange.whole_reader = reader
             return None
         decoder = decoder_for(encoding)
         # The usage-only chunk can only be taken out of a stream that is not compressed.
@@ -440,7 +441,7 @@ class Relay:
                 )
             exchange.sse = sse
         elif metered and decoder is not None:
-            exchange.body = BodyMeter(decoder, anthropic_usage) if messages else BodyMeter(decoder)
+            exchange.body = BodyMeter(decoder, reader)
         if whole:
             return None
         return sse is None or not drop_usage_only
